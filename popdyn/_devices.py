@@ -1,0 +1,34 @@
+"""One XLA host device per CPU core, so that a population's member axis can be sharded over the cores.
+
+One XLA CPU program at popdyn's sizes keeps only one core busy; splitting the members over one host device
+per core trains them in parallel (see benchmarks/README.md).  This must happen before JAX creates its
+backends, which is why ``import popdyn`` does it first.  ``POPDYN_CPU_DEVICES=n`` chooses the count
+(``1`` turns sharding off); an ``--xla_force_host_platform_device_count`` already in ``XLA_FLAGS`` wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def setup_host_devices() -> None:
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    n = int(os.environ.get("POPDYN_CPU_DEVICES", _cores()))
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", max(1, n))
+    except RuntimeError:
+        # JAX was used before popdyn was imported: keep whatever devices it already has
+        log.debug("JAX backends already initialised; keeping %d CPU device(s)", len(jax.devices("cpu")))

@@ -1,0 +1,50 @@
+"""What the Hydra entry points in ``scripts/`` do, importable and testable without Hydra's runner."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from popdyn import store
+from popdyn.config import ConfigError, build_sweep
+from popdyn.sweep import run_sweep
+
+log = logging.getLogger("popdyn")
+
+
+def _output_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _discard_if_new(run_dir: Path) -> None:
+    """Remove what Hydra put in ``run_dir`` (.hydra/, the log) if popdyn never wrote results there."""
+    if (run_dir / store.CONFIG).exists() or not run_dir.is_dir():
+        return
+    hydra_only = all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir())
+    if hydra_only:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def fail(message: str, run_dir: Path | None = None) -> None:
+    if run_dir is not None:
+        _discard_if_new(run_dir)
+    print(f"popdyn: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def sweep(cfg: DictConfig) -> Path:
+    """``scripts/sweep.py``: validate, then train every group into the Hydra run directory."""
+    run_dir = _output_dir()
+    try:
+        spec = build_sweep(OmegaConf.to_container(cfg, resolve=True))
+        run_sweep(spec, run_dir, progress=bool(cfg.get("progress", True)))
+    except (ConfigError, store.RunDirError) as e:
+        fail(str(e), run_dir)
+    log.info("results in %s — popdyn.store.load(%r)", run_dir, str(run_dir))
+    return run_dir

@@ -1,0 +1,176 @@
+"""From a Hydra config to a validated :class:`Sweep`, before anything is compiled or written.
+
+Every bad value gets one :class:`ConfigError` naming the value and what is allowed; ``scripts/sweep.py``
+prints it and exits non-zero.  The config names are fixed (README, "Config reference"): ``task.*``,
+``grid.{arch,activation,units,l2,seeds,trials,search,hparams}``, ``train.*``, ``seed``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from popdyn.cells import ACTIVATIONS, ARCHS
+from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid
+from popdyn.tasks import Task, TaskError, make_task
+from popdyn.train import TrainSettings
+
+TRAIN_KEYS = ("steps", "batch", "chunk", "decay_steps", "log_every", "val_batch", "final_window", "unroll", "devices")
+GRID_KEYS = ("name", "arch", "activation", "units", "l2", "seeds", "trials", "search", "hparams")
+
+
+class ConfigError(ValueError):
+    """A config value popdyn cannot run with; the message names the value and the allowed ones."""
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Everything a population run needs, validated."""
+
+    name: str
+    task: Task
+    grid: Grid
+    train: TrainSettings
+    seed: int
+    hparams: dict  # used for every member when grid.trials == 0
+    unroll: int
+    devices: int | None
+    config: dict  # the plain resolved config, as written to the run directory
+
+
+def _plain(cfg: Any) -> dict:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - hydra-core is a dependency
+        pass
+    return dict(cfg)
+
+
+def _as_list(value: Any) -> list:
+    if isinstance(value, (str, numbers.Number)):
+        return [value]
+    return list(value) if value is not None else []
+
+
+def _int(where: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ConfigError(f"{where} must be an integer ≥ {low}, got {value!r}")
+    return int(value)
+
+
+def _names(where: str, value: Any, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    items = _as_list(value)
+    if not items:
+        raise ConfigError(f"{where} is empty: the grid would hold no networks; allowed: {', '.join(allowed)}")
+    for item in items:
+        if item not in allowed:
+            raise ConfigError(f"unknown {where} {item!r}; allowed: {', '.join(allowed)}")
+    if len(set(items)) != len(items):
+        raise ConfigError(f"{where} lists a value twice: {items}")
+    return tuple(items)
+
+
+def _float(where: str, value: Any, low: float = -math.inf, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    if value < low or (strict and value == low):
+        raise ConfigError(f"{where} must be {'>' if strict else '≥'} {low:g}, got {value!r}")
+    return float(value)
+
+
+def _search(value: Any) -> dict:
+    search = dict(SEARCH_SPACE)
+    for name, spec in (value or {}).items():
+        if name not in SEARCH_SPACE:
+            raise ConfigError(f"unknown grid.search entry {name!r}; allowed: {', '.join(SEARCH_SPACE)}")
+        spec = _as_list(spec)
+        if len(spec) != 3 or spec[2] not in ("log", "linear"):
+            raise ConfigError(f"grid.search.{name} must be [low, high, log|linear], got {spec!r}")
+        low = _float(f"grid.search.{name} low", spec[0], 0.0, strict=spec[2] == "log")
+        high = _float(f"grid.search.{name} high", spec[1], low)
+        search[name] = (low, high, spec[2])
+    return search
+
+
+def _hparams(value: Any) -> dict:
+    value = dict(value or {})
+    unknown = set(value) - set(HPARAM_NAMES[:-1])
+    if unknown:
+        raise ConfigError(f"unknown grid.hparams entry {sorted(unknown)[0]!r}; allowed: lr, decay, momentum, clip")
+    hp = {"lr": 0.01, "decay": 0.5, "momentum": 0.9, "clip": 1.0, **value}
+    return {
+        "lr": _float("grid.hparams.lr", hp["lr"], 0.0, strict=True),
+        "decay": _float("grid.hparams.decay", hp["decay"], 0.0, strict=True),
+        "momentum": _float("grid.hparams.momentum", hp["momentum"], 0.0),
+        "clip": _float("grid.hparams.clip", hp["clip"], 0.0, strict=True),
+    }
+
+
+def build_sweep(cfg: Mapping | Any) -> Sweep:
+    """Validate a config (Hydra ``DictConfig`` or plain dict) into a :class:`Sweep`; raise ``ConfigError``."""
+    cfg = _plain(cfg)
+    for section in ("task", "grid", "train"):
+        if not isinstance(cfg.get(section), Mapping):
+            raise ConfigError(f"config has no '{section}' section")
+    task_cfg = dict(cfg["task"])
+    name = task_cfg.pop("name", None)
+    try:
+        task = make_task(name, **task_cfg)
+    except TaskError as e:
+        raise ConfigError(f"task: {e}") from None
+
+    g = dict(cfg["grid"])
+    unknown = set(g) - set(GRID_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown grid key {sorted(unknown)[0]!r}; allowed: {', '.join(GRID_KEYS)}")
+    units = _as_list(g.get("units"))
+    if not units:
+        raise ConfigError("grid.units is empty: the grid would hold no networks")
+    units = tuple(_int("grid.units", u, 1) for u in units)
+    l2 = _as_list(g.get("l2"))
+    if not l2:
+        raise ConfigError("grid.l2 is empty: the grid would hold no networks")
+    l2 = tuple(_float("grid.l2", v, 0.0) for v in l2)
+    if len(set(units)) != len(units) or len(set(l2)) != len(l2):
+        raise ConfigError(f"grid.units / grid.l2 list a value twice: {list(units)} / {list(l2)}")
+    grid = Grid(
+        arch=_names("grid.arch", g.get("arch"), ARCHS),
+        activation=_names("grid.activation", g.get("activation"), ACTIVATIONS),
+        units=units,
+        l2=l2,
+        seeds=_int("grid.seeds", g.get("seeds"), 1),
+        trials=_int("grid.trials", g.get("trials", 0), 0),
+        search=_search(g.get("search")),
+    )
+
+    t = dict(cfg["train"])
+    unknown = set(t) - set(TRAIN_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown train key {sorted(unknown)[0]!r}; allowed: {', '.join(TRAIN_KEYS)}")
+    decay_steps = t.get("decay_steps")
+    settings = TrainSettings(
+        steps=_int("train.steps", t.get("steps"), 1),
+        batch=_int("train.batch", t.get("batch"), 1),
+        chunk=_int("train.chunk", t.get("chunk", 500), 1),
+        decay_steps=None if decay_steps is None else _int("train.decay_steps", decay_steps, 1),
+        log_every=_int("train.log_every", t.get("log_every", 10), 1),
+        val_batch=_int("train.val_batch", t.get("val_batch", 512), 1),
+        final_window=_int("train.final_window", t.get("final_window", 100), 1),
+    )
+    devices = t.get("devices")
+    return Sweep(
+        name=str(g.get("name", "run")),
+        task=task,
+        grid=grid,
+        train=settings,
+        seed=_int("seed", cfg.get("seed", 0), 0),
+        hparams=_hparams(g.get("hparams")),
+        unroll=_int("train.unroll", t.get("unroll", 1), 1),
+        devices=None if devices is None else _int("train.devices", devices, 1),
+        config=cfg,
+    )

@@ -1,0 +1,84 @@
+"""A cell plus a linear readout at every step, unrolled with ``lax.scan`` from ``h0 = 0`` ([U] §2.1).
+
+``states_t = F(states_{t-1}, x_t)``, ``y_t = R h_t + d``.  Parameters are a plain dict
+``{"cell": <cell params>, "readout": {"kernel": [N, n_out], "bias": [n_out]}}`` so that a population is the
+same dict with a leading member axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from popdyn.cells import Cell, make_cell
+
+
+@dataclass(frozen=True)
+class Model:
+    """One RNN architecture: ``arch`` × ``activation`` × ``units`` for a task with ``n_in`` → ``n_out``.
+
+    Hashable, so it can close over jitted functions; all methods are pure functions of ``params``.
+    """
+
+    arch: str
+    activation: str
+    units: int
+    n_in: int
+    n_out: int
+    unroll: int = 1
+
+    @cached_property
+    def cell(self) -> Cell:
+        return make_cell(self.arch, self.activation, self.units, self.n_in)
+
+    @cached_property
+    def _readout(self) -> nn.Dense:
+        return nn.Dense(self.n_out)
+
+    @property
+    def state_size(self) -> int:
+        return self.cell.state_size
+
+    def init(self, key: Array) -> dict:
+        """Fresh parameters for one network."""
+        k_cell, k_out = jax.random.split(key)
+        state = jnp.zeros((self.state_size,))
+        cell = self.cell.init(k_cell, state, jnp.zeros((self.n_in,)))["params"]
+        readout = self._readout.init(k_out, jnp.zeros((self.units,)))["params"]
+        return {"cell": cell, "readout": readout}
+
+    def step(self, cell_params: dict, state: Float[Array, "state"], x: Float[Array, "n_in"]) -> Float[Array, "state"]:
+        """The one-step map ``F(state, x)`` on the full state (lstm: ``[h; c]``); pure in ``cell_params``."""
+        return self.cell.apply({"params": cell_params}, state, x)
+
+    def states(self, params: dict, inputs: Float[Array, "batch time n_in"]) -> Float[Array, "batch time state"]:
+        """Every state visited on ``inputs``, from ``h0 = 0``."""
+        cell_params = {"params": params["cell"]}
+        # the input half of every gate does not depend on the state: one matmul for the whole sequence
+        xp = self.cell.apply(cell_params, inputs, method=Cell.project)
+        xp = jnp.swapaxes(xp, 0, 1)
+
+        def body(state, xp_t):
+            state = self.cell.apply(cell_params, state, xp_t, method=Cell.recur)
+            return state, state
+
+        h0 = jnp.zeros((inputs.shape[0], self.state_size), inputs.dtype)
+        _, states = jax.lax.scan(body, h0, xp, unroll=self.unroll)
+        return jnp.swapaxes(states, 0, 1)
+
+    def readout(self, params: dict, states: Float[Array, "... state"]) -> Float[Array, "... n_out"]:
+        """``y = R h + d`` on the hidden part of each state."""
+        return self._readout.apply({"params": params["readout"]}, states[..., : self.units])
+
+    def __call__(self, params: dict, inputs: Float[Array, "batch time n_in"]) -> Float[Array, "batch time n_out"]:
+        return self.readout(params, self.states(params, inputs))
+
+
+def weight_matrices(params: dict) -> list[Array]:
+    """The weight matrices of a parameter tree (every leaf with ≥ 2 dims; biases excluded) — the L2 terms."""
+    return [leaf for leaf in jax.tree_util.tree_leaves(params) if leaf.ndim >= 2]

@@ -1,0 +1,287 @@
+"""A population run on disk: write, resume, and read back in one call.
+
+Layout of a run directory (plain, open formats; no pickle)::
+
+    config.yaml                   the resolved popdyn config the run was made with
+    members.csv                   one row per trained network (written when every group is done)
+    trials.csv                    the hyper-parameter search: one row per trial
+    groups/<arch>-<activation>-<units>/
+        params.npz                stacked parameters, one array per leaf ("cell/recurrent", ...),
+                                  leading axis = the group's members (array "member" gives their ids)
+        losses.npz                "loss" [members, logged steps] (mean MSE over each block of
+                                  train.log_every steps) and "step" (the last step of each block)
+        trials.csv                this group's search (written when its search is done)
+        members.csv               this group's members — written last, so it marks the group done
+        checkpoint.npz            training state between chunks (removed when the group is done)
+
+Every file is written to a temporary name and renamed into place, so an interrupted run never leaves a
+half-written file under a real name, and a re-run resumes: finished groups are skipped, a group with a
+checkpoint continues from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import pandas as pd
+import xarray as xr
+import yaml
+
+from popdyn.model import Model
+
+CONFIG = "config.yaml"
+MEMBERS = "members.csv"
+TRIALS = "trials.csv"
+GROUPS = "groups"
+# config entries that do not change any number a run produces, so they may differ when resuming
+_NOT_RESULTS = {("progress",), ("train", "devices"), ("train", "chunk"), ("analyze",)}
+
+MEMBER_COLUMNS = [
+    "member", "group", "arch", "activation", "units", "l2", "seed",
+    "lr", "decay", "momentum", "clip", "final_loss", "val_loss", "diverged",
+]  # fmt: skip
+
+
+class RunDirError(RuntimeError):
+    """A run directory that is missing, half-written, or made with a different config."""
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    _atomic(path, write)
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    _atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def flatten(tree: Any) -> dict[str, np.ndarray]:
+    """``{"cell/recurrent": array, ...}`` — the leaves of a pytree of arrays keyed by their path."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+        out[name] = np.asarray(leaf)
+    return out
+
+
+def unflatten(arrays: dict[str, np.ndarray]) -> dict:
+    """Inverse of :func:`flatten` for nested dicts."""
+    tree: dict = {}
+    for name, value in arrays.items():
+        node = tree
+        *parents, leaf = name.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def _strip(config: dict, keys=_NOT_RESULTS) -> dict:
+    config = json.loads(json.dumps(config))
+    for path in keys:
+        node = config
+        for k in path[:-1]:
+            node = node.get(k, {})
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return config
+
+
+def prepare_run(run_dir: Path, config: dict) -> None:
+    """Record ``config`` in ``run_dir``, or check that the results already there were made with it."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG
+    if path.exists():
+        try:
+            old = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise RunDirError(f"{path} is not readable YAML ({e}); move the directory away or pick another") from None
+        if _strip(old) != _strip(config):
+            raise RunDirError(
+                f"{run_dir} holds results of a different config; nothing was changed. "
+                f"Use another directory (hydra.run.dir=...) or the same settings as {path}"
+            )
+        return
+    write_text(path, yaml.safe_dump(config, sort_keys=False))
+
+
+def group_dir(run_dir: Path, group: str) -> Path:
+    return Path(run_dir) / GROUPS / group
+
+
+def group_done(run_dir: Path, group: str) -> bool:
+    return (group_dir(run_dir, group) / MEMBERS).exists()
+
+
+def save_checkpoint(path: Path, phase: str, state: Any, losses: np.ndarray) -> None:
+    arrays = {f"state/{k}": v for k, v in flatten(state).items()}
+    write_npz(path, {**arrays, "losses": losses, "phase": np.array(phase)})
+
+
+def load_checkpoint(path: Path, phase: str, template: Any) -> tuple[Any, np.ndarray] | None:
+    """The (state, losses) saved for ``phase``, shaped like ``template``; None if there is none for it."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            if str(z["phase"]) != phase:
+                return None
+            leaves = [z[f"state/{k}"] for k in flatten(template)]
+            losses = z["losses"]
+    except (OSError, KeyError, ValueError) as e:
+        raise RunDirError(f"checkpoint {path} is unreadable ({e}); delete it to restart that group") from None
+    treedef = jax.tree_util.tree_structure(template)
+    return jax.tree_util.tree_unflatten(treedef, leaves), losses
+
+
+def downsample(losses: np.ndarray, every: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over consecutive blocks of ``every`` steps: (loss [members, blocks], last step of each block)."""
+    steps = losses.shape[1]
+    edges = np.arange(0, steps, every)
+    blocks = np.stack([losses[:, a : a + every].mean(axis=1) for a in edges], axis=1)
+    return blocks.astype(np.float32), np.minimum(edges + every, steps)
+
+
+def write_group(run_dir: Path, group: str, params: dict, members: pd.DataFrame, loss: np.ndarray, step: np.ndarray):
+    """Write a finished group; its ``members.csv`` goes last and marks it done."""
+    d = group_dir(run_dir, group)
+    write_npz(d / "params.npz", {**flatten(params), "member": members["member"].to_numpy()})
+    write_npz(d / "losses.npz", {"loss": loss, "step": step, "member": members["member"].to_numpy()})
+    write_csv(d / MEMBERS, members[MEMBER_COLUMNS])
+    (d / "checkpoint.npz").unlink(missing_ok=True)
+
+
+def write_tables(run_dir: Path, groups: list[str]) -> None:
+    """The run-level ``members.csv`` and ``trials.csv``, gathered from finished groups."""
+    members = pd.concat([pd.read_csv(group_dir(run_dir, g) / MEMBERS) for g in groups]).sort_values("member")
+    write_csv(Path(run_dir) / MEMBERS, members)
+    trials = [group_dir(run_dir, g) / TRIALS for g in groups]
+    trials = [pd.read_csv(p) for p in trials if p.exists()]
+    if trials:
+        write_csv(Path(run_dir) / TRIALS, pd.concat(trials))
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _config(run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"no run directory at {run_dir}")
+    path = run_dir / CONFIG
+    if not path.exists():
+        raise RunDirError(f"{run_dir} is not a popdyn run directory (no {CONFIG})")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise RunDirError(f"{path} is not readable YAML: {e}") from None
+
+
+def _groups(run_dir: Path, config: dict, partial: bool) -> list[str]:
+    from popdyn.config import build_sweep
+
+    names = [g.name for g in build_sweep(config).grid.groups]
+    done = [g for g in names if group_done(run_dir, g)]
+    missing = [g for g in names if g not in done]
+    if missing and not partial:
+        raise RunDirError(
+            f"{run_dir} is not finished: groups {', '.join(missing)} have no results yet "
+            "(re-run the same command to resume, or load(..., partial=True) for what is done)"
+        )
+    if not done:
+        raise RunDirError(f"{run_dir} has no finished group yet")
+    return done
+
+
+def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
+    """A run's results as an ``xarray.Dataset`` over ``member``.
+
+    Coordinates ``arch``, ``activation``, ``units``, ``l2``, ``seed``, ``group`` (per member) and ``step``;
+    data ``final_loss``, ``val_loss``, ``diverged``, ``lr``, ``decay``, ``momentum``, ``clip`` (member) and
+    ``loss`` (member × step, the training MSE).  ``partial=True`` loads the finished groups of an
+    unfinished run.  Select like ``ds.where(ds.arch == "gru", drop=True)`` or
+    ``ds.set_index(member=["arch", "activation", "units", "l2", "seed"])``.
+    """
+    run_dir = Path(run_dir)
+    config = _config(run_dir)
+    frames, losses, steps = [], [], None
+    for g in _groups(run_dir, config, partial):
+        d = group_dir(run_dir, g)
+        try:
+            frame = pd.read_csv(d / MEMBERS)
+            with np.load(d / "losses.npz") as z:
+                loss, step, member = z["loss"], z["step"], z["member"]
+        except (OSError, KeyError, ValueError, pd.errors.ParserError) as e:
+            raise RunDirError(f"group {g} in {run_dir} is unreadable ({e})") from None
+        if not np.array_equal(member, frame["member"].to_numpy()):
+            raise RunDirError(f"group {g} in {run_dir}: losses.npz and members.csv disagree")
+        frames.append(frame)
+        losses.append(loss)
+        steps = step
+    frame = pd.concat(frames, ignore_index=True)
+    order = np.argsort(frame["member"].to_numpy(), kind="stable")
+    frame = frame.iloc[order].reset_index(drop=True)
+    loss = np.concatenate(losses)[order]
+    coords = {c: ("member", frame[c].to_numpy()) for c in ("arch", "activation", "units", "l2", "seed", "group")}
+    data = {c: ("member", frame[c].to_numpy()) for c in MEMBER_COLUMNS[7:]}
+    data["diverged"] = ("member", frame["diverged"].to_numpy().astype(bool))
+    data["loss"] = (("member", "step"), loss)
+    ds = xr.Dataset(data, coords={"member": frame["member"].to_numpy(), "step": steps, **coords})
+    ds.attrs.update(task=config["task"]["name"], run_dir=str(run_dir))
+    return ds
+
+
+class GroupParams(NamedTuple):
+    """One group's trained networks: ``model`` and ``params`` stacked over ``member`` (global ids)."""
+
+    model: Model
+    params: dict
+    member: np.ndarray
+
+
+def load_params(run_dir: str | Path, partial: bool = False) -> dict[str, GroupParams]:
+    """Every finished group's parameters: ``{"gru-tanh-64": GroupParams(model, params, member)}``.
+
+    ``jax.vmap(model, in_axes=(0, None))(params, inputs)`` runs a whole group on the same inputs.
+    """
+    from popdyn.config import build_sweep
+
+    run_dir = Path(run_dir)
+    config = _config(run_dir)
+    sweep = build_sweep(config)
+    done = set(_groups(run_dir, config, partial))
+    out = {}
+    for g in sweep.grid.groups:
+        if g.name not in done:
+            continue
+        try:
+            with np.load(group_dir(run_dir, g.name) / "params.npz") as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"parameters of group {g.name} in {run_dir} are unreadable ({e})") from None
+        member = arrays.pop("member")
+        model = Model(g.arch, g.activation, g.units, sweep.task.n_in, sweep.task.n_out, sweep.unroll)
+        out[g.name] = GroupParams(model, unflatten(arrays), member)
+    return out

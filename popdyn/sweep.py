@@ -1,0 +1,163 @@
+"""A whole population run (SPEC §3): for each group, random search → choice on validation loss → seeds.
+
+``run_sweep(sweep, run_dir)`` is what ``scripts/sweep.py`` calls.  Per group (arch, activation, units):
+
+1. *search* — ``grid.trials`` random trials per configuration (per l2), all members of one compiled program;
+   each trial is scored by the MSE of its final parameters on a held-out validation batch (drawn from a key
+   no training batch uses); the best non-diverged trial of each configuration is chosen.
+   With ``grid.trials = 0`` every configuration uses ``grid.hparams``.
+2. *seeds* — ``grid.seeds`` networks per configuration with the chosen hyper-parameters, the same program.
+
+Finished groups are skipped on a re-run; an unfinished one resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from popdyn import store
+from popdyn.config import Sweep
+from popdyn.model import Model
+from popdyn.population import Group, HParams, member_ids, member_key, search_members, seed_members
+from popdyn.train import GroupTrainer
+
+log = logging.getLogger("popdyn")
+
+
+def _final_loss(losses: np.ndarray, window: int) -> np.ndarray:
+    """Mean training MSE over the last ``window`` steps (NaN for a member that diverged)."""
+    return losses[:, -window:].mean(axis=1)
+
+
+def _train_phase(
+    trainer: GroupTrainer, group: Group, phase: str, rows: list[dict], run_dir: Path, progress: bool
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """Train ``rows`` (one per member) to the end; return (params, losses [n, steps], diverged [n], val [n])."""
+    s, n = trainer.settings, len(rows)
+    hp, keys = trainer.pad(HParams.stack(rows), jnp.stack([r["key"] for r in rows]))
+    state = trainer.init(hp, keys)
+    losses = np.full((trainer.size, s.steps), np.nan, np.float32)
+    ckpt = store.group_dir(run_dir, group.name) / "checkpoint.npz"
+    restored = store.load_checkpoint(ckpt, phase, state)
+    if restored is not None:
+        state, losses = trainer.shard(restored[0]), restored[1]
+        log.info("%s %s: resuming from step %d", group.name, phase, int(np.asarray(state.step).max()))
+
+    bar = tqdm(total=s.steps, desc=f"{group.name} {phase}", unit="step", disable=not progress, leave=True)
+    bar.update(int(np.asarray(state.step).max()))
+    last_save = [time.monotonic()]
+
+    def on_chunk(state, losses, done):
+        recent = losses[:n, max(0, done - s.log_every) : done]
+        diverged = int(np.asarray(state.diverged)[:n].sum())
+        with np.errstate(all="ignore"):
+            median = float(np.nanmedian(recent)) if np.isfinite(recent).any() else float("nan")
+        bar.set_postfix(median_loss=f"{median:.4g}", diverged=diverged)
+        bar.update(done - bar.n)
+        if done < s.steps and time.monotonic() - last_save[0] > 30:
+            store.save_checkpoint(ckpt, phase, state, losses)
+            last_save[0] = time.monotonic()
+
+    state, losses = trainer.run(hp, state, losses, on_chunk)
+    bar.close()
+    params = jax.tree.map(lambda a: np.asarray(a)[:n], state.params)
+    val = np.asarray(trainer.val_loss(state.params, *trainer.validation))[:n]
+    return params, losses[:n], np.asarray(state.diverged)[:n], val
+
+
+def _choose(group: Group, sweep: Sweep, rows: list[dict], val: np.ndarray, diverged: np.ndarray) -> dict:
+    """Per l2, the trial with the lowest validation loss among those that did not diverge."""
+    chosen = {}
+    for l2 in group.l2:
+        idx = [i for i, r in enumerate(rows) if r["l2"] == l2]
+        ok = [i for i in idx if not diverged[i] and np.isfinite(val[i])]
+        if not ok:
+            best = min(idx, key=lambda i: rows[i]["lr"])
+            log.warning("%s l2=%g: every trial diverged; using the smallest learning rate", group.name, l2)
+        else:
+            best = min(ok, key=lambda i: val[i])
+        chosen[l2] = rows[best]
+    return chosen
+
+
+def train_group(sweep: Sweep, group: Group, run_dir: Path, progress: bool = True, devices=None) -> GroupTrainer:
+    """Search, choose and train the seeds of one group, then write it to ``run_dir``."""
+    task, grid, s = sweep.task, sweep.grid, sweep.train
+    model = Model(group.arch, group.activation, group.units, task.n_in, task.n_out, sweep.unroll)
+    n_seed = len(group.l2) * grid.seeds
+    n_search = len(group.l2) * grid.trials
+    trainer = GroupTrainer(model, task, s, max(n_seed, n_search), devices)
+    trainer.validation = task.sample(member_key(sweep.seed, "validation"), s.val_batch)
+    gdir = store.group_dir(run_dir, group.name)
+
+    if grid.trials == 0:
+        chosen = {l2: sweep.hparams for l2 in group.l2}
+    elif (gdir / store.TRIALS).exists():
+        trials = pd.read_csv(gdir / store.TRIALS)
+        chosen = {r["l2"]: r for r in trials[trials.chosen].to_dict("records")}
+    else:
+        rows = search_members(group, grid, sweep.seed)
+        _, losses, diverged, val = _train_phase(trainer, group, "search", rows, run_dir, progress)
+        chosen_rows = _choose(group, sweep, rows, val, diverged)
+        trials = pd.DataFrame([{k: v for k, v in r.items() if k != "key"} for r in rows])
+        trials.insert(0, "group", group.name)
+        trials["final_loss"] = _final_loss(losses, s.final_window)
+        trials["val_loss"] = val
+        trials["diverged"] = diverged
+        trials["chosen"] = [r is chosen_rows[r["l2"]] for r in rows]
+        store.write_csv(gdir / store.TRIALS, trials)
+        chosen = chosen_rows
+
+    rows = seed_members(group, grid, sweep.seed, chosen)
+    params, losses, diverged, val = _train_phase(trainer, group, "seeds", rows, run_dir, progress)
+    ids = member_ids(grid)
+    members = pd.DataFrame(
+        {
+            "member": [ids[(group.arch, group.activation, group.units, r["l2"], r["seed"])] for r in rows],
+            "group": group.name,
+            "arch": group.arch,
+            "activation": group.activation,
+            "units": group.units,
+            **{k: [r[k] for r in rows] for k in ("l2", "seed", "lr", "decay", "momentum", "clip")},
+            "final_loss": _final_loss(losses, s.final_window),
+            "val_loss": val,
+            "diverged": diverged,
+        }
+    )
+    loss, step = store.downsample(losses, s.log_every)
+    store.write_group(run_dir, group.name, params, members, loss, step)
+    n_div = int(diverged.sum())
+    log.info(
+        "%s: %d networks, median final loss %.4g, %d diverged, %d trace(s)",
+        group.name, len(rows), float(np.nanmedian(members.final_loss)) if n_div < len(rows) else float("nan"),
+        n_div, trainer.traces,
+    )  # fmt: skip
+    return trainer
+
+
+def run_sweep(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
+    """Train (or finish training) every group of ``sweep`` into ``run_dir``; return ``run_dir``."""
+    run_dir = Path(run_dir)
+    store.prepare_run(run_dir, sweep.config)
+    devices = jax.devices()[: sweep.devices] if sweep.devices else None
+    groups = sweep.grid.groups
+    log.info(
+        "%s: %d networks in %d groups on %s, task %s, into %s",
+        sweep.name, sweep.grid.n_members, len(groups), f"{len(devices or jax.devices())} device(s)",
+        sweep.task.name, run_dir,
+    )  # fmt: skip
+    for group in groups:
+        if store.group_done(run_dir, group.name):
+            log.info("%s: already done, skipped", group.name)
+            continue
+        train_group(sweep, group, run_dir, progress, devices)
+    store.write_tables(run_dir, [g.name for g in groups])
+    return run_dir

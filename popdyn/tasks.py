@@ -1,0 +1,298 @@
+"""The three regression tasks of [U] (Maheswaranathan et al. 2019, §3.1–3.3).
+
+A :class:`Task` is a frozen, hashable description (name, sizes, every parameter) — it can close over a
+training function or be a static ``jax.jit`` argument. ``task.sample(key, batch)`` draws a batch of
+``(inputs [batch, T, n_in], targets [batch, T, n_out])`` in pure JAX, so it traces under ``jit`` and maps
+under ``vmap`` over keys. ``task.probe_inputs`` is the one fixed set of inputs that every network is driven
+with when hidden states are compared, and ``task.x_star`` holds the static condition inputs at which
+fixed points are sought ([U] §2.3: time-varying input dimensions set to 0).
+
+Build tasks with :func:`make_task`, which fills in the defaults of SPEC §2 and validates every value::
+
+    task = make_task("flipflop", K=3, T=100, p=0.05)
+    inputs, targets = jax.jit(task.sample, static_argnums=1)(jax.random.key(0), 64)
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+TASKS = ("flipflop", "sine", "cdi")
+
+# Every parameter a task accepts, with its default (SPEC §2). `n_probe` is per condition for cdi
+# (per context) and the number of probe frequencies for sine; `probe_seed` only draws random probes
+# (flipflop) but every task accepts it so that configs can set it uniformly.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "flipflop": {"K": 3, "T": 100, "p": 0.05, "n_probe": 64, "probe_seed": 0},
+    "sine": {"T": 500, "n_probe": 16, "probe_seed": 0},
+    "cdi": {"K": 2, "T": 30, "n_probe": 8, "probe_seed": 0},
+}
+
+# Sine task of [U] §3.2: ω = SINE_SLOPE · x + SINE_OFFSET cycles per step.
+SINE_SLOPE = 0.04
+SINE_OFFSET = 0.01
+
+
+class TaskError(ValueError):
+    """A task name, parameter name or parameter value that popdyn cannot build a task from."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of [U]: static settings only, hashable, so it can be a static ``jit`` argument.
+
+    Build it with :func:`make_task`, which validates (the constructor does not). ``params`` holds sorted
+    ``(name, value)`` pairs of every parameter, defaults included, so two tasks built from the same
+    settings compare and hash equal.
+    """
+
+    name: str
+    n_in: int
+    n_out: int
+    T: int
+    params: tuple[tuple[str, Any], ...]
+
+    # ----------------------------------------------------------------------------------------------
+    # parameters
+    def param(self, key: str) -> Any:
+        """The value of one parameter (``task.param("K")``)."""
+        for k, v in self.params:
+            if k == key:
+                return v
+        raise TaskError(f"task {self.name!r} has no parameter {key!r}; it has {_names(self.params)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"name": ..., **params}``: plain values, ready for YAML or a CSV row."""
+        return {"name": self.name, **dict(self.params)}
+
+    # ----------------------------------------------------------------------------------------------
+    # training data
+    def sample(
+        self, key: PRNGKeyArray, batch: int
+    ) -> tuple[Float[Array, "batch time n_in"], Float[Array, "batch time n_out"]]:
+        """Draw ``batch`` independent trials: inputs ``[batch, T, n_in]``, targets ``[batch, T, n_out]``.
+
+        Pure JAX and float32; ``batch`` must be static under ``jit``. Loss in [U] is the MSE over every
+        step and output.
+        """
+        if not isinstance(batch, numbers.Integral) or isinstance(batch, bool) or batch < 1:
+            raise TaskError(f"batch must be a positive integer, got {batch!r}")
+        params = dict(self.params)
+        return _sample(self.name, self.T, params.get("K", 1), params.get("p", 0.0), key, int(batch))
+
+    # ----------------------------------------------------------------------------------------------
+    # analysis inputs. Recomputed on every read rather than cached on the Task: the first read may happen
+    # inside a trace, and a cached tracer would outlive it. The computation itself is compiled once.
+    @property
+    def probe_inputs(self) -> Float[Array, "n_probe time n_in"]:
+        """The fixed probe set shared by every network, ``[n_probe_total, T, n_in]`` float32.
+
+        - flipflop: the trials of ``sample(jax.random.key(probe_seed), n_probe)`` → ``[n_probe, T, K]``.
+        - sine: ``x = linspace(0, 1, n_probe)`` (ends included), constant in time → ``[n_probe, T, 1]``.
+        - cdi: context-major; for context k and ``μ in linspace(-1, 1, n_probe)``: context k on, cued
+          stream k held at the noise-free constant μ, every other stream 0 → ``[K·n_probe, T, 2K]``
+          (the "probe inputs" of [U] Fig. 3a, which sweep the integrated value along the line attractor).
+        """
+        return self._probes()[0]
+
+    @property
+    def probe_targets(self) -> Float[Array, "n_probe time n_out"]:
+        """Targets of :attr:`probe_inputs`, ``[n_probe_total, T, n_out]`` float32."""
+        return self._probes()[1]
+
+    @property
+    def probe_condition(self) -> Int[Array, " n_probe"]:
+        """For each probe trial, the row of :attr:`x_star` it belongs to, ``[n_probe_total]`` int32.
+
+        flipflop: all 0; sine: ``i`` (probe i has frequency x_star[i]); cdi: its context ``i // n_probe``.
+        """
+        n = self.param("n_probe")
+        if self.name == "flipflop":
+            cond = np.zeros(n, np.int32)
+        elif self.name == "sine":
+            cond = np.arange(n, dtype=np.int32)
+        else:
+            cond = np.repeat(np.arange(self.param("K"), dtype=np.int32), n)
+        return jnp.asarray(cond)
+
+    @property
+    def x_star(self) -> Float[Array, "conditions n_in"]:
+        """Static condition inputs x* for fixed points ([U] §2.3), ``[C, n_in]`` float32.
+
+        Time-varying dimensions are 0. flipflop: one condition, all zeros → ``[1, K]``; sine: one row
+        per probe frequency, the probe's x → ``[n_probe, 1]``; cdi: one per context, one-hot context and
+        zero noise → ``[K, 2K]``.
+        """
+        if self.name == "flipflop":
+            xs = np.zeros((1, self.n_in), np.float32)
+        elif self.name == "sine":
+            xs = np.linspace(0.0, 1.0, self.param("n_probe"), dtype=np.float32)[:, None]
+        else:
+            k = self.param("K")
+            xs = np.concatenate([np.eye(k, dtype=np.float32), np.zeros((k, k), np.float32)], axis=1)
+        return jnp.asarray(xs)
+
+    def _probes(self) -> tuple[Array, Array]:
+        if self.name == "flipflop":
+            return self.sample(jax.random.key(self.param("probe_seed")), self.param("n_probe"))
+        return _probe(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# the maths of each task, one trial batch at a time
+
+
+# Compiled once per (task settings, batch): eager callers (probes, baselines, notebooks) would otherwise
+# dispatch and compile every small op one by one; inside an outer jit or vmap it simply inlines. Only the
+# settings that shape the trials are static, so changing n_probe or probe_seed does not recompile.
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 5))
+def _sample(name: str, T: int, K: int, p: float, key: PRNGKeyArray, batch: int) -> tuple[Array, Array]:
+    if name == "flipflop":
+        inputs = _flipflop_inputs(key, batch, T, K, p)
+        return inputs, _flipflop_target(inputs)
+    if name == "sine":
+        x = jax.random.uniform(key, (batch,), dtype=jnp.float32)
+        return _sine_inputs(x, T), _sine_target(x, T)
+    if name == "cdi":
+        inputs = _cdi_inputs(key, batch, T, K)
+        return inputs, _cdi_target(inputs)
+    raise TaskError(f"unknown task {name!r}; choose one of {TASKS}")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _probe(task: Task) -> tuple[Array, Array]:
+    """Noise-free probes of sine and cdi (see ``Task.probe_inputs``); jitted for the reason ``_sample`` is."""
+    n, T = task.param("n_probe"), task.T
+    if task.name == "sine":
+        x = jnp.linspace(0.0, 1.0, n, dtype=jnp.float32)
+        return _sine_inputs(x, T), _sine_target(x, T)
+    k = task.param("K")
+    context = jnp.repeat(jnp.arange(k), n)  # context-major
+    mu = jnp.tile(jnp.linspace(-1.0, 1.0, n, dtype=jnp.float32), k)
+    eye = jnp.eye(k, dtype=jnp.float32)[context]  # [k·n, k]
+    streams = jnp.broadcast_to((eye * mu[:, None])[:, None, :], (k * n, T, k))
+    contexts = jnp.broadcast_to(eye[:, None, :], (k * n, T, k))
+    inputs = jnp.concatenate([contexts, streams], axis=-1)
+    return inputs, _cdi_target(inputs)
+
+
+def _flipflop_inputs(key: PRNGKeyArray, batch: int, T: int, K: int, p: float) -> Float[Array, "b t k"]:
+    # One uniform draw gives both events: u < p is a pulse, and its sign is −1 for u < p/2, else +1 —
+    # each with probability p/2, independent across channels and steps. One draw, not two, because
+    # compiling threefry dominates the cost of sampling.
+    u = jax.random.uniform(key, (batch, T, K), dtype=jnp.float32)
+    return jnp.where(u < p, jnp.where(u < 0.5 * p, -1.0, 1.0), 0.0).astype(jnp.float32)
+
+
+def _flipflop_target(inputs: Float[Array, "b t k"]) -> Float[Array, "b t k"]:
+    """y_t = x_s with s = max{s ≤ t : x_s ≠ 0}, else 0 — [U] §3.1.
+
+    The running max of "step index where a pulse happened" is the index of the last pulse; no scan needed.
+    """
+    steps = jnp.arange(inputs.shape[1])[None, :, None]
+    last = jax.lax.cummax(jnp.where(inputs != 0, steps, -1), axis=1)
+    held = jnp.take_along_axis(inputs, jnp.maximum(last, 0), axis=1)
+    return jnp.where(last >= 0, held, 0.0).astype(inputs.dtype)
+
+
+def _sine_inputs(x: Float[Array, " b"], T: int) -> Float[Array, "b t 1"]:
+    return jnp.broadcast_to(x[:, None, None], (x.shape[0], T, 1)).astype(jnp.float32)
+
+
+def _sine_target(x: Float[Array, " b"], T: int) -> Float[Array, "b t 1"]:
+    """y_t = sin(2π ω t), ω = 0.04 x + 0.01 cycles per step, t = 0..T−1 — [U] §3.2."""
+    omega = SINE_SLOPE * x + SINE_OFFSET
+    t = jnp.arange(T, dtype=jnp.float32)
+    # Reduce the phase to one cycle before the 2π multiply: keeps float32 error independent of T.
+    cycles = jnp.mod(omega[:, None] * t[None, :], 1.0)
+    return jnp.sin(2.0 * jnp.pi * cycles)[..., None].astype(jnp.float32)
+
+
+def _cdi_inputs(key: PRNGKeyArray, batch: int, T: int, K: int) -> Float[Array, "b t two_k"]:
+    k_trial, k_noise = jax.random.split(key)
+    # One uniform row per trial gives the cued context (first entry) and the K stream means μ_k.
+    u = jax.random.uniform(k_trial, (batch, K + 1), dtype=jnp.float32)
+    context = jnp.minimum(jnp.floor(u[:, 0] * K).astype(jnp.int32), K - 1)
+    mu = 2.0 * u[:, None, 1:] - 1.0
+    streams = mu + jax.random.normal(k_noise, (batch, T, K), dtype=jnp.float32)
+    contexts = jnp.broadcast_to(jax.nn.one_hot(context, K, dtype=jnp.float32)[:, None, :], (batch, T, K))
+    return jnp.concatenate([contexts, streams], axis=-1)
+
+
+def _cdi_target(inputs: Float[Array, "b t two_k"]) -> Float[Array, "b t 1"]:
+    """y_t = Σ_{s≤t} x_{k,s} for the cued stream k — [U] §3.3.
+
+    Read from the inputs (context one-hot · streams) so probes and samples share one definition.
+    """
+    K = inputs.shape[-1] // 2
+    cued = jnp.sum(inputs[..., :K] * inputs[..., K:], axis=-1)
+    return jnp.cumsum(cued, axis=1)[..., None]
+
+
+# --------------------------------------------------------------------------------------------------
+# construction and validation (plain Python, no JAX)
+
+
+def make_task(name: str, **params: Any) -> Task:
+    """Build a task with the defaults of SPEC §2, overridden by ``params``; validate every value.
+
+    flipflop: K=3, T=100, p=0.05, n_probe=64; sine: T=500, n_probe=16; cdi: K=2, T=30, n_probe=8 (per
+    context); all: probe_seed=0. Raises :class:`TaskError` for an unknown task or parameter name, or an
+    impossible value.
+    """
+    if name not in DEFAULTS:
+        raise TaskError(f"unknown task {name!r}; choose one of {TASKS}")
+    allowed = DEFAULTS[name]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise TaskError(
+            f"unknown parameter {unknown[0]!r} for task {name!r}; allowed: {', '.join(sorted(allowed))}"
+        )
+    values = {**allowed, **params}
+    for key in ("K", "T", "n_probe"):
+        if key in values:
+            values[key] = _positive_int(name, key, values[key])
+    values["probe_seed"] = _seed(name, values["probe_seed"])
+    if "p" in values:
+        values["p"] = _probability(name, "p", values["p"])
+
+    K = values.get("K", 1)
+    n_in, n_out = {"flipflop": (K, K), "sine": (1, 1), "cdi": (2 * K, 1)}[name]
+    return Task(name=name, n_in=n_in, n_out=n_out, T=values["T"], params=tuple(sorted(values.items())))
+
+
+def zero_baseline(task: Task, key: PRNGKeyArray, batch: int = 1024) -> float:
+    """MSE of predicting 0 everywhere, mean(y²) over a sampled batch: the loss a network must beat."""
+    _, targets = task.sample(key, batch)
+    return float(jnp.mean(jnp.square(targets)))
+
+
+def _positive_int(task: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise TaskError(f"{task}: {key} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _seed(task: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**32:
+        raise TaskError(f"{task}: probe_seed must be an integer in [0, 2**32), got {value!r}")
+    return int(value)
+
+
+def _probability(task: str, key: str, value: Any) -> float:
+    # `not 0 <= v <= 1` also rejects NaN.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise TaskError(f"{task}: {key} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _names(params: tuple[tuple[str, Any], ...]) -> str:
+    return ", ".join(k for k, _ in params)

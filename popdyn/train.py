@@ -1,0 +1,202 @@
+"""Training of SPEC §3, written for ONE network and run as ``jit(vmap(...))`` over a group of members.
+
+Objective ``L = MSE(y, target) + l2 · Σ‖W‖²`` (weight matrices only, biases excluded); SGD with momentum,
+learning rate ``lr · decay^(step / decay_steps)``, global-norm gradient clipping ([U] §2.2).
+
+A member whose loss or gradient turns non-finite is *frozen* (parameters and optimiser state stop changing)
+and flagged ``diverged``; under ``vmap`` every member's arithmetic is its own, so its neighbours compute
+bit-for-bit what they would have without it.  Training runs in chunks of ``chunk`` steps (one ``lax.scan``
+each) so that the caller can show progress and write checkpoints between them; every chunk is the same
+compiled program.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, Float
+
+from popdyn.model import Model, weight_matrices
+from popdyn.population import HParams, padded_size
+from popdyn.tasks import Task
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Static training settings (they shape the compiled program; SPEC §3 defaults)."""
+
+    steps: int = 20_000
+    batch: int = 64
+    chunk: int = 500
+    decay_steps: int | None = None  # None: the number of training steps
+    log_every: int = 10
+    val_batch: int = 512
+    final_window: int = 100
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(self.steps / self.chunk)
+
+    @property
+    def decay_horizon(self) -> int:
+        return self.decay_steps or self.steps
+
+
+class TrainState(NamedTuple):
+    """One network's training state (a population stacks it along a leading member axis)."""
+
+    params: dict
+    opt_state: optax.OptState
+    step: Array  # int32, steps taken (frozen members keep counting so that chunks stay aligned)
+    key: Array  # uint32 raw key data, so that a checkpoint is plain arrays
+    diverged: Array  # bool
+
+
+def make_optimizer(hp: HParams, decay_steps: int) -> optax.GradientTransformation:
+    """Global-norm clip → momentum → ``-lr · decay^(count/decay_steps)``; every hyper-parameter may be traced."""
+    return optax.chain(
+        optax.clip_by_global_norm(hp.clip),
+        optax.trace(decay=hp.momentum),
+        optax.scale_by_schedule(lambda count: -hp.lr * hp.decay ** (count / decay_steps)),
+    )
+
+
+def mse(model: Model, params: dict, inputs: Array, targets: Array) -> Float[Array, ""]:
+    """Task loss: mean squared error over batch, steps and outputs."""
+    return jnp.mean((model(params, inputs) - targets) ** 2)
+
+
+def objective(model: Model, params: dict, l2: Array, inputs: Array, targets: Array):
+    """``MSE + l2 · Σ‖W‖²``; returns (objective, MSE)."""
+    loss = mse(model, params, inputs, targets)
+    penalty = sum(jnp.sum(w**2) for w in weight_matrices(params))
+    return loss + l2 * penalty, loss
+
+
+def init_one(model: Model, settings: TrainSettings, hp: HParams, key: Array) -> TrainState:
+    """Fresh parameters and optimiser state for one network; ``key`` is a typed PRNG key."""
+    k_init, k_data = jax.random.split(key)
+    params = model.init(k_init)
+    opt_state = make_optimizer(hp, settings.decay_horizon).init(params)
+    return TrainState(params, opt_state, jnp.int32(0), jax.random.key_data(k_data), jnp.bool_(False))
+
+
+def chunk_one(
+    model: Model, task: Task, settings: TrainSettings, hp: HParams, state: TrainState
+) -> tuple[TrainState, Float[Array, "chunk"]]:
+    """``settings.chunk`` training steps of one network; returns the new state and the MSE of each step.
+
+    Steps past ``settings.steps`` and steps of a diverged member change nothing and record NaN.
+    """
+    opt = make_optimizer(hp, settings.decay_horizon)
+    grad_fn = jax.value_and_grad(partial(objective, model), has_aux=True)
+
+    def body(state: TrainState, _):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+        inputs, targets = task.sample(key, settings.batch)
+        (_, loss), grads = grad_fn(state.params, hp.l2, inputs, targets)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        active = (state.step < settings.steps) & ~state.diverged
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        take = active & finite
+        keep = partial(jax.tree.map, lambda new, old: jnp.where(take, new, old))
+        state = TrainState(
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            step=state.step + (state.step < settings.steps),
+            key=state.key,
+            diverged=state.diverged | (active & ~finite),
+        )
+        return state, jnp.where(take, loss, jnp.nan)
+
+    return jax.lax.scan(body, state, None, length=settings.chunk)
+
+
+def train_one(model: Model, task: Task, settings: TrainSettings, hp: HParams, key: Array):
+    """Train one network from scratch: ``(final state, MSE per step [steps])`` — the reference the population
+    must reproduce."""
+    state = init_one(model, settings, hp, key)
+    losses = []
+    for _ in range(settings.n_chunks):
+        state, loss = chunk_one(model, task, settings, hp, state)
+        losses.append(loss)
+    return state, jnp.concatenate(losses)[: settings.steps]
+
+
+class GroupTrainer:
+    """The compiled programs of one group: ``jit(vmap(one-network function))``, members split over devices.
+
+    ``size`` members are trained at once (phases with fewer members are padded, so that every phase of a
+    group runs the *same* compiled program).  ``traces`` counts how often the training chunk was traced.
+    """
+
+    def __init__(self, model: Model, task: Task, settings: TrainSettings, n_members: int, devices=None):
+        self.model, self.task, self.settings = model, task, settings
+        self.devices = list(devices) if devices is not None else jax.devices()
+        self.size = padded_size(n_members, len(self.devices))
+        mesh = Mesh(np.array(self.devices), ("member",))
+        self.sharding = NamedSharding(mesh, PartitionSpec("member"))
+        self.replicated = NamedSharding(mesh, PartitionSpec())
+        self.traces = 0
+
+        def chunk(hp, state):
+            self.traces += 1  # runs only while tracing
+            return chunk_one(model, task, settings, hp, state)
+
+        self._chunk = jax.jit(jax.vmap(chunk))
+        self._init = jax.jit(jax.vmap(partial(init_one, model, settings)))
+        self._val = jax.jit(jax.vmap(partial(mse, model), in_axes=(0, None, None)))
+
+    def pad(self, hp: HParams, keys: Array) -> tuple[HParams, Array]:
+        """Fill the member axis up to ``size`` with copies of member 0 (their results are discarded)."""
+        n = keys.shape[0]
+        if n > self.size:
+            raise ValueError(f"{n} members do not fit a trainer of size {self.size}")
+        idx = np.concatenate([np.arange(n), np.zeros(self.size - n, int)])
+        return jax.tree.map(lambda a: a[idx], hp), keys[idx]
+
+    def shard(self, tree):
+        return jax.device_put(tree, self.sharding)
+
+    def init(self, hp: HParams, keys: Array) -> TrainState:
+        return self._init(self.shard(hp), self.shard(keys))
+
+    def chunk(self, hp: HParams, state: TrainState) -> tuple[TrainState, Array]:
+        return self._chunk(hp, state)
+
+    def val_loss(self, params: dict, inputs: Array, targets: Array) -> Array:
+        rep = jax.device_put((inputs, targets), self.replicated)
+        return self._val(params, *rep)
+
+    def run(
+        self,
+        hp: HParams,
+        state: TrainState,
+        losses: np.ndarray,
+        on_chunk: Callable[[TrainState, np.ndarray, int], None] | None = None,
+    ) -> tuple[TrainState, np.ndarray]:
+        """Train ``state`` to ``settings.steps``; ``losses [size, steps]`` is filled in place (NaN = not yet).
+
+        Starts from whatever step ``state`` is at (a restored checkpoint resumes where it stopped);
+        ``on_chunk(state, losses, done_steps)`` runs on the host after every chunk.
+        """
+        s = self.settings
+        hp = self.shard(hp)
+        done = int(np.asarray(state.step).max())
+        while done < s.steps:
+            state, chunk_losses = self.chunk(hp, state)
+            stop = min(done + s.chunk, s.steps)
+            losses[:, done:stop] = np.asarray(chunk_losses)[:, : stop - done]
+            done = stop
+            if on_chunk is not None:
+                on_chunk(state, losses, done)
+        return state, losses
