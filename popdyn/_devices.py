@@ -22,6 +22,8 @@ def _cores() -> int:
 
 
 def setup_host_devices() -> None:
+    # JAX logs at INFO that it looked for a TPU; under Hydra's INFO logging that is noise in every run
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return
     n = int(os.environ.get("POPDYN_CPU_DEVICES", _cores()))

@@ -38,9 +38,9 @@ def fail(message: str, run_dir: Path | None = None) -> None:
     sys.exit(2)
 
 
-def sweep(cfg: DictConfig) -> Path:
-    """``scripts/sweep.py``: validate, then train every group into the Hydra run directory."""
-    run_dir = _output_dir()
+def sweep(cfg: DictConfig, run_dir: Path | None = None) -> Path:
+    """``scripts/sweep.py``: validate, then train every group into ``run_dir`` (default: Hydra's run dir)."""
+    run_dir = Path(run_dir) if run_dir is not None else _output_dir()
     try:
         spec = build_sweep(OmegaConf.to_container(cfg, resolve=True))
         run_sweep(spec, run_dir, progress=bool(cfg.get("progress", True)))

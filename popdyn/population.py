@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from popdyn.cells import ACTIVATIONS, ARCHS
 
 # SPEC §3's random search: (low, high, scale) per hyper-parameter
 SEARCH_SPACE = {
@@ -40,6 +39,11 @@ class HParams(NamedTuple):
     momentum: Float[Array, "..."]
     clip: Float[Array, "..."]
     l2: Float[Array, "..."]
+
+    @staticmethod
+    def of(row: dict) -> "HParams":
+        """One network's hyper-parameters (scalars) from a dict with at least ``HPARAM_NAMES``."""
+        return HParams(*(jnp.float32(row[k]) for k in HPARAM_NAMES))
 
     @staticmethod
     def stack(rows: list[dict]) -> "HParams":

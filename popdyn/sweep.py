@@ -30,6 +30,7 @@ from popdyn.population import Group, HParams, member_ids, member_key, search_mem
 from popdyn.train import GroupTrainer
 
 log = logging.getLogger("popdyn")
+CHECKPOINT_SECONDS = 30.0  # a group's training state is saved between chunks at most this often
 
 
 def _final_loss(losses: np.ndarray, window: int) -> np.ndarray:
@@ -62,7 +63,7 @@ def _train_phase(
             median = float(np.nanmedian(recent)) if np.isfinite(recent).any() else float("nan")
         bar.set_postfix(median_loss=f"{median:.4g}", diverged=diverged)
         bar.update(done - bar.n)
-        if done < s.steps and time.monotonic() - last_save[0] > 30:
+        if done < s.steps and time.monotonic() - last_save[0] >= CHECKPOINT_SECONDS:
             store.save_checkpoint(ckpt, phase, state, losses)
             last_save[0] = time.monotonic()
 

@@ -12,6 +12,7 @@ compiled program.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -106,7 +107,7 @@ def chunk_one(
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         active = (state.step < settings.steps) & ~state.diverged
-        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
         take = active & finite
         keep = partial(jax.tree.map, lambda new, old: jnp.where(take, new, old))
         state = TrainState(
@@ -132,6 +133,26 @@ def train_one(model: Model, task: Task, settings: TrainSettings, hp: HParams, ke
     return state, jnp.concatenate(losses)[: settings.steps]
 
 
+class _Programs:
+    """The jitted population functions of one (model, task, settings), shared by every trainer of it."""
+
+    def __init__(self, model: Model, task: Task, settings: TrainSettings):
+        self.traces = 0
+
+        def chunk(hp, state):
+            self.traces += 1  # runs only while tracing
+            return chunk_one(model, task, settings, hp, state)
+
+        self.chunk = jax.jit(jax.vmap(chunk))
+        self.init = jax.jit(jax.vmap(partial(init_one, model, settings)))
+        self.val = jax.jit(jax.vmap(partial(mse, model), in_axes=(0, None, None)))
+
+
+@functools.lru_cache(maxsize=None)
+def _programs(model: Model, task: Task, settings: TrainSettings) -> _Programs:
+    return _Programs(model, task, settings)
+
+
 class GroupTrainer:
     """The compiled programs of one group: ``jit(vmap(one-network function))``, members split over devices.
 
@@ -146,15 +167,12 @@ class GroupTrainer:
         mesh = Mesh(np.array(self.devices), ("member",))
         self.sharding = NamedSharding(mesh, PartitionSpec("member"))
         self.replicated = NamedSharding(mesh, PartitionSpec())
-        self.traces = 0
+        self._programs = _programs(model, task, settings)
 
-        def chunk(hp, state):
-            self.traces += 1  # runs only while tracing
-            return chunk_one(model, task, settings, hp, state)
-
-        self._chunk = jax.jit(jax.vmap(chunk))
-        self._init = jax.jit(jax.vmap(partial(init_one, model, settings)))
-        self._val = jax.jit(jax.vmap(partial(mse, model), in_axes=(0, None, None)))
+    @property
+    def traces(self) -> int:
+        """How often the training chunk of this (model, task, settings) was traced in this process."""
+        return self._programs.traces
 
     def pad(self, hp: HParams, keys: Array) -> tuple[HParams, Array]:
         """Fill the member axis up to ``size`` with copies of member 0 (their results are discarded)."""
@@ -168,14 +186,14 @@ class GroupTrainer:
         return jax.device_put(tree, self.sharding)
 
     def init(self, hp: HParams, keys: Array) -> TrainState:
-        return self._init(self.shard(hp), self.shard(keys))
+        return self._programs.init(self.shard(hp), self.shard(keys))
 
     def chunk(self, hp: HParams, state: TrainState) -> tuple[TrainState, Array]:
-        return self._chunk(hp, state)
+        return self._programs.chunk(hp, state)
 
     def val_loss(self, params: dict, inputs: Array, targets: Array) -> Array:
         rep = jax.device_put((inputs, targets), self.replicated)
-        return self._val(params, *rep)
+        return self._programs.val(params, *rep)
 
     def run(
         self,

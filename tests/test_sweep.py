@@ -1,0 +1,185 @@
+"""The sweep end to end: Hydra configs, bad input, results on disk, reload, resume."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from popdyn import cli, store, sweep as sweep_mod
+from popdyn.config import ConfigError, build_sweep
+from popdyn.population import member_ids
+from popdyn.sweep import run_sweep, train_group
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+
+
+def config(*overrides, grid="tiny"):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=[f"+grid={grid}", *overrides] if grid else list(overrides))
+
+
+@pytest.mark.parametrize("grid", [None, "tiny", "flipflop", "sine", "cdi"])
+def test_every_grid_config_validates(grid):
+    s = build_sweep(config(grid=grid))
+    if grid in ("flipflop", "sine", "cdi"):  # the population of [U] §2.2
+        assert s.task.name == grid
+        assert len(s.grid.groups) * len(s.grid.l2) == 96 and s.grid.n_members == 2880
+        assert (s.train.steps, s.train.batch, s.grid.seeds) == (20000, 64, 30)
+    assert s.grid.n_members > 0
+
+
+def test_command_line_overrides_reach_the_sweep():
+    s = build_sweep(config("grid.units=[8,16]", "train.steps=7", "task.T=11", "seed=3", "grid.trials=0"))
+    assert s.grid.units == (8, 16) and s.train.steps == 7 and s.task.T == 11 and s.seed == 3
+    assert len(s.grid.groups) == 4
+
+
+BAD = [
+    ("grid.arch=[gru,transformer]", "transformer"),
+    ("grid.activation=[sigmoid]", "sigmoid"),
+    ("task.name=copy", "copy"),
+    ("grid.units=[8,0]", "units"),
+    ("grid.units=[-4]", "units"),
+    ("grid.l2=[-0.1]", "l2"),
+    ("train.steps=0", "train.steps"),
+    ("grid.arch=[]", "empty"),
+    ("grid.seeds=0", "grid.seeds"),
+    ("task.p=1.5", "1.5"),
+    ("task.T=0", "T"),
+]
+
+
+@pytest.mark.parametrize("override, named", BAD)
+def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, capsys, override, named):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        cli.sweep(config(override), run_dir)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("popdyn: error:") and named in err and err.count("\n") == 1
+    assert not run_dir.exists()
+
+
+def test_bad_names_list_the_allowed_ones():
+    with pytest.raises(ConfigError, match="allowed: vanilla, ugrnn, gru, lstm"):
+        build_sweep(config("grid.arch=[rnn]"))
+
+
+def run_script(*args, cwd):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "sweep.py"), *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_script_rejects_bad_input_before_compiling(tmp_path):
+    run_dir = tmp_path / "run"
+    r = run_script("+grid=tiny", "grid.arch=[gru,lstmm]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert r.returncode == 2 and "lstmm" in r.stderr and "Traceback" not in r.stderr
+    assert not run_dir.exists()
+    r = run_script("+grid=nosuchgrid", cwd=tmp_path)
+    assert r.returncode != 0 and "nosuchgrid" in r.stderr and "tiny" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tiny")
+    r = run_script("+grid=tiny", f"hydra.run.dir={run_dir}", "progress=false", cwd=run_dir)
+    assert r.returncode == 0, r.stderr
+    return run_dir
+
+
+def test_tiny_sweep_writes_and_reloads(tiny_run):
+    ds = store.load(tiny_run)
+    s = build_sweep(store.yaml.safe_load((tiny_run / "config.yaml").read_text()))
+    assert ds.sizes["member"] == s.grid.n_members == 4
+    assert list(ds.member.values) == sorted(member_ids(s.grid).values())
+    assert set(ds.arch.values) == {"vanilla", "gru"} and set(ds.seed.values) == {0, 1}
+    assert ds.sizes["step"] == s.train.steps // s.train.log_every
+    assert np.isfinite(ds.loss).all() and not ds.diverged.any()
+    assert (ds.loss.isel(step=-1) < ds.loss.isel(step=0)).all()  # every network learned something
+    members = pd.read_csv(tiny_run / "members.csv")
+    assert list(members.columns) == store.MEMBER_COLUMNS
+    trials = pd.read_csv(tiny_run / "trials.csv")
+    assert len(trials) == 2 * s.grid.trials and trials.chosen.sum() == 2
+    # the seeds use the hyper-parameters of the trial with the lowest validation loss
+    for g, t in trials.groupby("group"):
+        best = t.loc[t.val_loss.idxmin()]
+        assert best.chosen
+        np.testing.assert_allclose(ds.lr.where(ds.group == g, drop=True), best.lr)
+    params = store.load_params(tiny_run)
+    for name, gp in params.items():
+        out = jax.vmap(gp.model, in_axes=(0, None))(gp.params, s.task.probe_inputs)
+        assert out.shape == (len(gp.member), *s.task.probe_targets.shape)
+    assert not list(tiny_run.rglob("*.tmp-*")) and not list(tiny_run.rglob("checkpoint.npz"))
+
+
+def test_rerun_skips_finished_groups_and_changes_nothing(tiny_run):
+    before = {p: p.read_bytes() for p in tiny_run.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    r = run_script("+grid=tiny", f"hydra.run.dir={tiny_run}", "progress=false", cwd=tiny_run)
+    assert r.returncode == 0, r.stderr
+    assert "already done" in r.stdout + r.stderr
+    for p, content in before.items():
+        if p.suffix != ".log":
+            assert p.read_bytes() == content, p
+
+
+def test_same_dir_with_other_config_is_refused(tiny_run, capsys):
+    before = (tiny_run / "members.csv").read_bytes()
+    with pytest.raises(SystemExit):
+        cli.sweep(config("train.steps=41"), tiny_run)
+    assert "different config" in capsys.readouterr().err
+    assert (tiny_run / "members.csv").read_bytes() == before
+
+
+def test_load_refuses_missing_and_unfinished_dirs(tmp_path):
+    with pytest.raises(store.RunDirError, match="no run directory"):
+        store.load(tmp_path / "nothing")
+    with pytest.raises(store.RunDirError, match="not a popdyn run directory"):
+        store.load(tmp_path)
+    s = build_sweep(config("grid.trials=0"))
+    store.prepare_run(tmp_path, s.config)
+    with pytest.raises(store.RunDirError, match="not finished"):
+        store.load(tmp_path)
+
+
+def test_same_config_and_seed_give_identical_results(tmp_path):
+    s = build_sweep(config("grid.arch=[ugrnn]", "train.steps=20"))
+    a = store.load(run_sweep(s, tmp_path / "a", progress=False))
+    b = store.load(run_sweep(s, tmp_path / "b", progress=False))
+    assert a.identical(b.assign_attrs(run_dir=a.run_dir))
+
+
+def test_one_compilation_per_group_and_resume_mid_group(tmp_path, monkeypatch):
+    # an unusual width so that no other test has compiled this group's program in this process
+    s = build_sweep(config("grid.arch=[lstm]", "grid.units=[5]", "train.steps=60", "grid.seeds=3"))
+    group = s.grid.groups[0]
+    trainer = train_group(s, group, tmp_path / "full", progress=False)
+    assert trainer.traces == 1  # search and seed phases, three chunks each: one program
+
+    # interrupt the seed phase after its first chunk, with a checkpoint written after every chunk
+    monkeypatch.setattr(sweep_mod, "CHECKPOINT_SECONDS", 0.0)
+    real_chunk, calls = type(trainer).chunk, {"n": 0}
+
+    def dying_chunk(self, hp, state):
+        calls["n"] += 1
+        if calls["n"] == 3 + 2:  # 3 search chunks, then 1 seed chunk, then die
+            raise KeyboardInterrupt
+        return real_chunk(self, hp, state)
+
+    monkeypatch.setattr(type(trainer), "chunk", dying_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        train_group(s, group, tmp_path / "cut", progress=False)
+    gdir = store.group_dir(tmp_path / "cut", group.name)
+    assert (gdir / "checkpoint.npz").exists() and not store.group_done(tmp_path / "cut", group.name)
+    monkeypatch.setattr(type(trainer), "chunk", real_chunk)
+    train_group(s, group, tmp_path / "cut", progress=False)
+    for name in ("params.npz", "losses.npz"):
+        with np.load(store.group_dir(tmp_path / "full", group.name) / name) as a, np.load(gdir / name) as b:
+            for k in a.files:
+                np.testing.assert_array_equal(a[k], b[k])
