@@ -32,7 +32,7 @@ the LSTM forget gate (+1, Gers et al. 2000) — the usual defaults of gated-RNN 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -83,7 +83,9 @@ class Cell(nn.Module):
             raise ValueError(f"unknown activation {self.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
         n, g = self.units, self.blocks
         recurrent_blocks = 2 if self.arch == "gru" else g
-        self.recurrent = self.param("recurrent", _orthogonal_blocks(recurrent_blocks), (n, recurrent_blocks * n))
+        self.recurrent = self.param(
+            "recurrent", _orthogonal_blocks(recurrent_blocks), (n, recurrent_blocks * n)
+        )
         if self.arch == "gru":
             self.candidate = self.param("candidate", _orthogonal_blocks(1), (n, n))
         self.input_kernel = self.param("input", nn.initializers.lecun_normal(), (self.n_in, g * n))
@@ -99,7 +101,9 @@ class Cell(nn.Module):
         """Input part of every gate, ``x U + b`` (state-independent)."""
         return x @ self.input_kernel + self.bias
 
-    def recur(self, state: Float[Array, "... state"], xp: Float[Array, "... blocks_units"]) -> Float[Array, "... state"]:
+    def recur(
+        self, state: Float[Array, "... state"], xp: Float[Array, "... blocks_units"]
+    ) -> Float[Array, "... state"]:
         """State part of the step, given the projected input ``xp = project(x)``."""
         n, f = self.units, _ACT[self.activation]
         if self.arch == "vanilla":
@@ -120,7 +124,9 @@ class Cell(nn.Module):
         c_new = fg * c + i * f(pre[..., 3 * n :])
         return jnp.concatenate([o * f(c_new), c_new], axis=-1)
 
-    def __call__(self, state: Float[Array, "... state"], x: Float[Array, "... n_in"]) -> Float[Array, "... state"]:
+    def __call__(
+        self, state: Float[Array, "... state"], x: Float[Array, "... n_in"]
+    ) -> Float[Array, "... state"]:
         return self.recur(state, self.project(x))
 
     def hidden(self, state: Float[Array, "... state"]) -> Float[Array, "... units"]:
@@ -139,6 +145,8 @@ def make_cell(arch: str, activation: str, units: int, n_in: int) -> Cell:
     return Cell(arch=arch, activation=activation, units=int(units), n_in=int(n_in))
 
 
-def step(cell: Cell, params, state: Float[Array, "state"], x: Float[Array, "n_in"]) -> Float[Array, "state"]:
+def step(
+    cell: Cell, params, state: Float[Array, " state"], x: Float[Array, " n_in"]
+) -> Float[Array, " state"]:
     """The pure one-step map ``F(state, x)`` of ``cell`` with parameters ``params``."""
     return cell.apply({"params": params}, state, x)

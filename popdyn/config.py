@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from popdyn.cells import ACTIVATIONS, ARCHS
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid
 from popdyn.tasks import Task, TaskError, make_task
 from popdyn.train import TrainSettings
 
-TRAIN_KEYS = ("steps", "batch", "chunk", "decay_steps", "log_every", "val_batch", "final_window", "unroll", "devices")
+TRAIN_KEYS = (
+    "steps",
+    "batch",
+    "chunk",
+    "decay_steps",
+    "log_every",
+    "val_batch",
+    "final_window",
+    "unroll",
+    "devices",
+)
 GRID_KEYS = ("name", "arch", "activation", "units", "l2", "seeds", "trials", "search", "hparams")
 
 
@@ -101,7 +112,9 @@ def _hparams(value: Any) -> dict:
     value = dict(value or {})
     unknown = set(value) - set(HPARAM_NAMES[:-1])
     if unknown:
-        raise ConfigError(f"unknown grid.hparams entry {sorted(unknown)[0]!r}; allowed: lr, decay, momentum, clip")
+        raise ConfigError(
+            f"unknown grid.hparams entry {sorted(unknown)[0]!r}; allowed: lr, decay, momentum, clip"
+        )
     hp = {"lr": 0.01, "decay": 0.5, "momentum": 0.9, "clip": 1.0, **value}
     return {
         "lr": _float("grid.hparams.lr", hp["lr"], 0.0, strict=True),

@@ -52,11 +52,15 @@ class Model:
         readout = self._readout.init(k_out, jnp.zeros((self.units,)))["params"]
         return {"cell": cell, "readout": readout}
 
-    def step(self, cell_params: dict, state: Float[Array, "state"], x: Float[Array, "n_in"]) -> Float[Array, "state"]:
+    def step(
+        self, cell_params: dict, state: Float[Array, " state"], x: Float[Array, " n_in"]
+    ) -> Float[Array, " state"]:
         """The one-step map ``F(state, x)`` on the full state (lstm: ``[h; c]``); pure in ``cell_params``."""
         return self.cell.apply({"params": cell_params}, state, x)
 
-    def states(self, params: dict, inputs: Float[Array, "batch time n_in"]) -> Float[Array, "batch time state"]:
+    def states(
+        self, params: dict, inputs: Float[Array, "batch time n_in"]
+    ) -> Float[Array, "batch time state"]:
         """Every state visited on ``inputs``, from ``h0 = 0``."""
         cell_params = {"params": params["cell"]}
         # the input half of every gate does not depend on the state: one matmul for the whole sequence
@@ -67,7 +71,7 @@ class Model:
             state = self.cell.apply(cell_params, state, xp_t, method=Cell.recur)
             return state, state
 
-        h0 = jnp.zeros((inputs.shape[0], self.state_size), inputs.dtype)
+        h0 = jnp.zeros((inputs.shape[0], self.state_size), xp.dtype)
         _, states = jax.lax.scan(body, h0, xp, unroll=self.unroll)
         return jnp.swapaxes(states, 0, 1)
 
@@ -75,7 +79,9 @@ class Model:
         """``y = R h + d`` on the hidden part of each state."""
         return self._readout.apply({"params": params["readout"]}, states[..., : self.units])
 
-    def __call__(self, params: dict, inputs: Float[Array, "batch time n_in"]) -> Float[Array, "batch time n_out"]:
+    def __call__(
+        self, params: dict, inputs: Float[Array, "batch time n_in"]
+    ) -> Float[Array, "batch time n_out"]:
         return self.readout(params, self.states(params, inputs))
 
 

@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-
 # SPEC §3's random search: (low, high, scale) per hyper-parameter
 SEARCH_SPACE = {
     "clip": (0.1, 10.0, "log"),
@@ -64,12 +63,7 @@ class Grid:
 
     @property
     def groups(self) -> list["Group"]:
-        return [
-            Group(a, f, u, self.l2)
-            for a in self.arch
-            for f in self.activation
-            for u in self.units
-        ]
+        return [Group(a, f, u, self.l2) for a in self.arch for f in self.activation for u in self.units]
 
     @property
     def n_members(self) -> int:
@@ -104,7 +98,11 @@ def sample_search(key: Array, search: dict) -> dict:
     for name, k in zip(sorted(search), jax.random.split(key, len(search))):
         low, high, scale = search[name]
         u = float(jax.random.uniform(k))
-        out[name] = math.exp(math.log(low) + u * (math.log(high) - math.log(low))) if scale == "log" else low + u * (high - low)
+        out[name] = (
+            math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+            if scale == "log"
+            else low + u * (high - low)
+        )
     return out
 
 

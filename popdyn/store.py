@@ -119,7 +119,9 @@ def prepare_run(run_dir: Path, config: dict) -> None:
         try:
             old = yaml.safe_load(path.read_text())
         except yaml.YAMLError as e:
-            raise RunDirError(f"{path} is not readable YAML ({e}); move the directory away or pick another") from None
+            raise RunDirError(
+                f"{path} is not readable YAML ({e}); move the directory away or pick another"
+            ) from None
         if _strip(old) != _strip(config):
             raise RunDirError(
                 f"{run_dir} holds results of a different config; nothing was changed. "
@@ -166,7 +168,9 @@ def downsample(losses: np.ndarray, every: int) -> tuple[np.ndarray, np.ndarray]:
     return blocks.astype(np.float32), np.minimum(edges + every, steps)
 
 
-def write_group(run_dir: Path, group: str, params: dict, members: pd.DataFrame, loss: np.ndarray, step: np.ndarray):
+def write_group(
+    run_dir: Path, group: str, params: dict, members: pd.DataFrame, loss: np.ndarray, step: np.ndarray
+):
     """Write a finished group; its ``members.csv`` goes last and marks it done."""
     d = group_dir(run_dir, group)
     write_npz(d / "params.npz", {**flatten(params), "member": members["member"].to_numpy()})
@@ -244,7 +248,9 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
     order = np.argsort(frame["member"].to_numpy(), kind="stable")
     frame = frame.iloc[order].reset_index(drop=True)
     loss = np.concatenate(losses)[order]
-    coords = {c: ("member", frame[c].to_numpy()) for c in ("arch", "activation", "units", "l2", "seed", "group")}
+    coords = {
+        c: ("member", frame[c].to_numpy()) for c in ("arch", "activation", "units", "l2", "seed", "group")
+    }
     data = {c: ("member", frame[c].to_numpy()) for c in MEMBER_COLUMNS[7:]}
     data["diverged"] = ("member", frame["diverged"].to_numpy().astype(bool))
     data["loss"] = (("member", "step"), loss)

@@ -89,7 +89,9 @@ def _choose(group: Group, sweep: Sweep, rows: list[dict], val: np.ndarray, diver
     return chosen
 
 
-def train_group(sweep: Sweep, group: Group, run_dir: Path, progress: bool = True, devices=None) -> GroupTrainer:
+def train_group(
+    sweep: Sweep, group: Group, run_dir: Path, progress: bool = True, devices=None
+) -> GroupTrainer:
     """Search, choose and train the seeds of one group, then write it to ``run_dir``."""
     task, grid, s = sweep.task, sweep.grid, sweep.train
     model = Model(group.arch, group.activation, group.units, task.n_in, task.n_out, sweep.unroll)

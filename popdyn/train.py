@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -92,7 +93,7 @@ def init_one(model: Model, settings: TrainSettings, hp: HParams, key: Array) -> 
 
 def chunk_one(
     model: Model, task: Task, settings: TrainSettings, hp: HParams, state: TrainState
-) -> tuple[TrainState, Float[Array, "chunk"]]:
+) -> tuple[TrainState, Float[Array, " chunk"]]:
     """``settings.chunk`` training steps of one network; returns the new state and the MSE of each step.
 
     Steps past ``settings.steps`` and steps of a diverged member change nothing and record NaN.
@@ -148,7 +149,7 @@ class _Programs:
         self.val = jax.jit(jax.vmap(partial(mse, model), in_axes=(0, None, None)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _programs(model: Model, task: Task, settings: TrainSettings) -> _Programs:
     return _Programs(model, task, settings)
 

@@ -1,8 +1,8 @@
 """Train a population and write it to the Hydra run directory.
 
-    python scripts/sweep.py                      # the CPU demo
-    python scripts/sweep.py +grid=flipflop       # the full grid of [U] on flip-flop
-    python scripts/sweep.py +grid=tiny 'grid.units=[8,16]' train.steps=100
+python scripts/sweep.py                      # the CPU demo
+python scripts/sweep.py +grid=flipflop       # the full grid of [U] on flip-flop
+python scripts/sweep.py +grid=tiny 'grid.units=[8,16]' train.steps=100
 """
 
 from __future__ import annotations

@@ -187,11 +187,6 @@ def test_weight_matrices_are_the_kernels(init_params, arch):
     )
 
 
-@pytest.mark.xfail(
-    raises=TypeError,
-    strict=False,
-    reason="model.py: h0 takes inputs.dtype, so integer (one-hot token) inputs give an int carry in lax.scan",
-)
 def test_states_accept_integer_inputs():
     """One-hot inputs stored as integers ([A] text tasks) should unroll like their float32 copy."""
     model = Model("vanilla", "tanh", N, M, N_OUT)

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from popdyn import cli, store, sweep as sweep_mod
+from popdyn import cli, store
+from popdyn import sweep as sweep_mod
 from popdyn.config import ConfigError, build_sweep
 from popdyn.population import member_ids
 from popdyn.sweep import run_sweep, train_group
@@ -21,7 +22,9 @@ CONF = str(ROOT / "conf")
 
 def config(*overrides, grid="tiny"):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="config", overrides=[f"+grid={grid}", *overrides] if grid else list(overrides))
+        return compose(
+            config_name="config", overrides=[f"+grid={grid}", *overrides] if grid else list(overrides)
+        )
 
 
 @pytest.mark.parametrize("grid", [None, "tiny", "flipflop", "sine", "cdi"])
@@ -113,7 +116,7 @@ def test_tiny_sweep_writes_and_reloads(tiny_run):
         assert best.chosen
         np.testing.assert_allclose(ds.lr.where(ds.group == g, drop=True), best.lr)
     params = store.load_params(tiny_run)
-    for name, gp in params.items():
+    for gp in params.values():
         out = jax.vmap(gp.model, in_axes=(0, None))(gp.params, s.task.probe_inputs)
         assert out.shape == (len(gp.member), *s.task.probe_targets.shape)
     assert not list(tiny_run.rglob("*.tmp-*")) and not list(tiny_run.rglob("checkpoint.npz"))
