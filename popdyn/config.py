@@ -48,6 +48,7 @@ class Sweep:
     hparams: dict  # used for every member when grid.trials == 0
     unroll: int
     devices: int | None
+    member_batch: int | None  # per device: None vmaps all local members, k loops over blocks of k
     config: dict  # the plain resolved config, as written to the run directory
 
 
@@ -185,5 +186,8 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         hparams=_hparams(g.get("hparams")),
         unroll=_int("train.unroll", t.get("unroll", 1), 1),
         devices=None if devices is None else _int("train.devices", devices, 1),
+        member_batch=None
+        if t.get("member_batch") is None
+        else _int("train.member_batch", t["member_batch"], 1),
         config=cfg,
     )

@@ -97,7 +97,7 @@ def train_group(
     model = Model(group.arch, group.activation, group.units, task.n_in, task.n_out, sweep.unroll)
     n_seed = len(group.l2) * grid.seeds
     n_search = len(group.l2) * grid.trials
-    trainer = GroupTrainer(model, task, s, max(n_seed, n_search), devices)
+    trainer = GroupTrainer(model, task, s, max(n_seed, n_search), devices, sweep.member_batch)
     trainer.validation = task.sample(member_key(sweep.seed, "validation"), s.val_batch)
     gdir = store.group_dir(run_dir, group.name)
 

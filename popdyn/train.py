@@ -135,23 +135,45 @@ def train_one(model: Model, task: Task, settings: TrainSettings, hp: HParams, ke
 
 
 class _Programs:
-    """The jitted population functions of one (model, task, settings), shared by every trainer of it."""
+    """The jitted population functions of one (model, task, settings, devices, member_batch), shared by
+    every trainer of it.
 
-    def __init__(self, model: Model, task: Task, settings: TrainSettings):
+    The member axis is split over ``mesh`` with ``shard_map``; on each device the local members run as
+    ``vmap`` (``member_batch=None``) or as ``lax.map(..., batch_size=member_batch)`` — a loop over blocks of
+    members, each block vmapped.  On a CPU the loop is faster: the batched matmuls that a whole-group vmap
+    makes of the small per-step matmuls run slower than the same matmuls one network at a time
+    (benchmarks/README.md).
+    """
+
+    def __init__(
+        self, model: Model, task: Task, settings: TrainSettings, mesh: Mesh, member_batch: int | None
+    ):
         self.traces = 0
+        members = PartitionSpec("member")
+
+        def per_device(f):
+            def local(*args):
+                if member_batch is None:
+                    return jax.vmap(f)(*args)
+                return jax.lax.map(lambda a: f(*a), args, batch_size=member_batch)
+
+            return jax.jit(
+                jax.shard_map(local, mesh=mesh, in_specs=members, out_specs=members, check_vma=False)
+            )
 
         def chunk(hp, state):
             self.traces += 1  # runs only while tracing
             return chunk_one(model, task, settings, hp, state)
 
-        self.chunk = jax.jit(jax.vmap(chunk))
-        self.init = jax.jit(jax.vmap(partial(init_one, model, settings)))
+        self.chunk = per_device(chunk)
+        self.init = per_device(partial(init_one, model, settings))
         self.val = jax.jit(jax.vmap(partial(mse, model), in_axes=(0, None, None)))
 
 
 @functools.cache
-def _programs(model: Model, task: Task, settings: TrainSettings) -> _Programs:
-    return _Programs(model, task, settings)
+def _programs(model, task, settings, devices: tuple, member_batch: int | None) -> _Programs:
+    mesh = Mesh(np.array(devices), ("member",))
+    return _Programs(model, task, settings, mesh, member_batch)
 
 
 class GroupTrainer:
@@ -161,14 +183,22 @@ class GroupTrainer:
     group runs the *same* compiled program).  ``traces`` counts how often the training chunk was traced.
     """
 
-    def __init__(self, model: Model, task: Task, settings: TrainSettings, n_members: int, devices=None):
+    def __init__(
+        self,
+        model: Model,
+        task: Task,
+        settings: TrainSettings,
+        n_members: int,
+        devices=None,
+        member_batch: int | None = None,
+    ):
         self.model, self.task, self.settings = model, task, settings
-        self.devices = list(devices) if devices is not None else jax.devices()
+        self.devices = tuple(devices) if devices is not None else tuple(jax.devices())
         self.size = padded_size(n_members, len(self.devices))
+        self._programs = _programs(model, task, settings, self.devices, member_batch)
         mesh = Mesh(np.array(self.devices), ("member",))
         self.sharding = NamedSharding(mesh, PartitionSpec("member"))
         self.replicated = NamedSharding(mesh, PartitionSpec())
-        self._programs = _programs(model, task, settings)
 
     @property
     def traces(self) -> int:

@@ -1,7 +1,11 @@
 """Training: the population equals its members trained alone, divergence is isolated, runs are
 deterministic, one compilation serves every chunk, and a trained network really solves flip-flop."""
 
+import os
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -56,16 +60,44 @@ def test_training_lowers_the_loss(model):
     assert losses[0, -10:].mean() < losses[0, :5].mean()
 
 
-def test_sharded_equals_one_device():
-    model = Model("gru", "tanh", 6, TASK.n_in, TASK.n_out)
-    keys = jax.random.split(jax.random.key(3), 4)
-    rows = (ROWS + ROWS)[:4]
-    one, l_one, t_one = population(model, rows, keys, devices=jax.devices()[:1])
-    many, l_many, t_many = population(model, rows, keys)
-    assert t_many.sharding.mesh.size == len(jax.devices())
-    np.testing.assert_allclose(l_one, l_many, rtol=1e-5, atol=1e-7)
-    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(many.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+SHARDED = """
+import jax, numpy as np, popdyn
+from popdyn.model import Model
+from tests.test_train import ROWS, TASK, population
+assert len(jax.devices()) == 2
+model = Model("gru", "tanh", 6, TASK.n_in, TASK.n_out)
+keys = jax.random.split(jax.random.key(3), 4)
+rows = (ROWS + ROWS)[:4]
+one, l_one, _ = population(model, rows, keys, devices=jax.devices()[:1])
+many, l_many, t_many = population(model, rows, keys)
+assert t_many.sharding.mesh.size == 2
+np.testing.assert_allclose(l_one, l_many, rtol=1e-5, atol=1e-7)
+for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(many.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+print("sharded ok")
+"""
+
+
+def test_sharded_over_two_host_devices_equals_one_device():
+    # its own process: the device count is fixed when JAX starts (POPDYN_CPU_DEVICES, popdyn/_devices.py)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "POPDYN_CPU_DEVICES": "2", "PYTHONPATH": str(root)}
+    r = subprocess.run(
+        [sys.executable, "-c", SHARDED], env=env, cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0 and "sharded ok" in r.stdout, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("member_batch", [1, 2])
+def test_member_loop_equals_vmap(member_batch):
+    model = Model("ugrnn", "tanh", 6, TASK.n_in, TASK.n_out)
+    keys = jax.random.split(jax.random.key(6), 3)
+    a, la, _ = population(model, ROWS, keys)
+    trainer = GroupTrainer(model, TASK, SETTINGS, 3, member_batch=member_batch)
+    hp, k = trainer.pad(HParams.stack(ROWS), keys)
+    losses = np.full((trainer.size, SETTINGS.steps), np.nan, np.float32)
+    _, lb = trainer.run(hp, trainer.init(hp, k), losses)
+    np.testing.assert_allclose(la, lb[:3], rtol=1e-5, atol=1e-7)
 
 
 def test_deterministic():
