@@ -7,8 +7,9 @@ Engines
   popdyn      ``GroupTrainer(model, task, TrainSettings(steps=10**9, batch=64, chunk=C), P)``; the state is
               initialised, then ``tr.chunk(tr.shard(hp), state)`` is called once to compile (reported as
               *compile s* = first call − one steady chunk) and then timed over ``--steps`` steps with
-              ``jax.block_until_ready``.  Run on every host device (``import popdyn`` makes one per core,
-              the member axis is split over them) and on ``jax.devices()[:1]``.
+              ``jax.block_until_ready``.  Run on all host devices (``--host-devices``, default one per
+              core: the member axis is split over them) and on ``jax.devices()[:1]``.  The state is
+              initialised one member at a time (see ``init_population``), then sharded.
   jit loop    ``jax.jit(partial(chunk_one, model, task, settings))`` of ONE network, called for each
               network in a Python loop.  Its cost is linear in the number of networks, so a few networks
               are timed and the per-network rate is reported for every P.
@@ -58,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import popdyn  # noqa: F401  (sets one XLA host device per core; JAX backends start later)
+import popdyn  # noqa: F401  (its import-time device setup; main() then asks for --host-devices)
 from popdyn.model import Model
 from popdyn.population import HParams
 from popdyn.tasks import make_task
@@ -411,6 +412,20 @@ def sweep_table(results, cell, sizes, n_dev) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def use_host_devices(n: int) -> None:
+    """One XLA host device per core, so that "all devices" shards the members over the cores.
+
+    popdyn keeps one CPU device unless ``POPDYN_CPU_DEVICES`` asks for more; the benchmark opts in.  Must
+    run before JAX starts its backends; ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` wins.
+    """
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", max(1, n))
+    except RuntimeError:
+        print("note: JAX backends already started; --host-devices ignored", file=sys.stderr)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short timings, P up to 32 (a few minutes)")
@@ -424,6 +439,12 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--unroll", type=int, default=1, help="Model(unroll=...): lax.scan unroll of the time loop"
+    )
+    p.add_argument(
+        "--host-devices",
+        type=int,
+        default=int(os.environ.get("POPDYN_CPU_DEVICES", cores())),
+        help="XLA CPU devices for the 'all devices' rows (default: POPDYN_CPU_DEVICES, else one per core)",
     )
     p.add_argument("--member-batch", type=int, help="passed to GroupTrainer(member_batch=...) when given")
     p.add_argument(
@@ -474,6 +495,7 @@ def header(args, peak: float, peak1: float) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    use_host_devices(args.host_devices)
     task = make_task("flipflop", T=T, K=K)
     n_dev = len(jax.devices())
     device_sets = [jax.devices()] + ([jax.devices()[:1]] if n_dev > 1 else [])

@@ -28,6 +28,7 @@ TRAIN_KEYS = (
     "final_window",
     "unroll",
     "devices",
+    "member_batch",
 )
 GRID_KEYS = ("name", "arch", "activation", "units", "l2", "seeds", "trials", "search", "hparams")
 
