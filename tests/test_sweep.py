@@ -120,6 +120,7 @@ def test_tiny_sweep_writes_and_reloads(tiny_run):
         out = jax.vmap(gp.model, in_axes=(0, None))(gp.params, s.task.probe_inputs)
         assert out.shape == (len(gp.member), *s.task.probe_targets.shape)
     assert not list(tiny_run.rglob("*.tmp-*")) and not list(tiny_run.rglob("checkpoint.npz"))
+    assert (tiny_run / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_rerun_skips_finished_groups_and_changes_nothing(tiny_run):
