@@ -16,8 +16,9 @@ Engines
   torch loop  ``nn.RNN(tanh)`` / ``nn.GRU`` / ``nn.LSTM`` (ugrnn: a small ``nn.Module`` with a Python time
               loop, marked ``*``) + ``nn.Linear`` readout, ``SGD(momentum)`` + ``clip_grad_norm_``, MSE +
               L2 on the weight matrices, flip-flop batches drawn in torch; one network after another,
-              ``torch.set_num_threads(cores)``.  No learning-rate schedule (popdyn's decays over 10**9
-              steps here, i.e. it is constant).  Optional: ``pip install -e .[bench]`` (``torch==2.13.0``).
+              ``torch.set_num_threads(cores)`` (``--torch-threads``).  No learning-rate schedule
+              (popdyn's decays over 10**9 steps here, i.e. it is constant).  Optional:
+              ``pip install -e .[bench]`` (``torch==2.13.0``).
 
 network-steps/s = (networks trained × training steps) / wall-clock second — the throughput of the whole
 engine, padding members excluded (P=1 on 2 devices trains one real and one padding network).
@@ -47,6 +48,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import faulthandler
+import inspect
 import math
 import os
 import platform
@@ -133,20 +135,19 @@ def hparams(n: int | None) -> HParams:
 
 
 def init_population(tr: GroupTrainer, settings: TrainSettings, hp: HParams, keys, trainer_init: bool):
-    # vmap(init_one) batches the orthogonal init's LAPACK QR; on a 2-core machine (2 XLA intra-op threads)
-    # that program sometimes deadlocks (jax 0.10.2: the QR kernels run on both pool threads and each waits,
-    # in ParallelBatchMap, for pool threads to do its batch), on one device or several.  One member at a
-    # time (lax.map: every QR has batch 1) gives the identical state without the hang; only chunks are timed.
-    if trainer_init:
-        return tr.init(hp, keys)
-    one = partial(init_one, tr.model, settings)
-    return tr.shard(jax.jit(lambda hp, keys: jax.lax.map(lambda a: one(*a), (hp, keys)))(hp, keys))
+    # GroupTrainer.init builds members one at a time (a vmapped orthogonal init batches LAPACK's QR, which
+    # deadlocked XLA CPU's pool on 2 cores with jaxlib 0.10.2); --trainer-init is kept for compatibility.
+    return tr.init(hp, keys)
 
 
-def time_population(arch: str, P: int, devices, args, task) -> Result:
+def popdyn_engine(member_batch: int | None) -> str:
+    return "popdyn" if member_batch is None else f"popdyn map b={member_batch}"
+
+
+def time_population(arch: str, P: int, devices, args, task, member_batch: int | None = None) -> Result:
     settings = TrainSettings(steps=10**9, batch=BATCH, chunk=args.chunk)
     model = Model(arch, ACTIVATION, UNITS, task.n_in, task.n_out, unroll=args.unroll)
-    extra = {} if args.member_batch is None else {"member_batch": args.member_batch}
+    extra = {} if member_batch is None else {"member_batch": member_batch}
     tr = GroupTrainer(model, task, settings, P, devices=devices, **extra)
     hp, keys = tr.pad(hparams(P), jax.random.split(jax.random.key(SEED), P))
     state = jax.block_until_ready(init_population(tr, settings, hp, keys, args.trainer_init))
@@ -172,7 +173,7 @@ def time_population(arch: str, P: int, devices, args, task) -> Result:
         notes.append("non-finite loss")
     return Result(
         arch,
-        "popdyn",
+        popdyn_engine(member_batch),
         P,
         f"{len(tr.devices)}",
         P * args.chunk / per_chunk,
@@ -216,11 +217,11 @@ def torch_version() -> str | None:
     return torch.__version__
 
 
-def time_torch_loop(arch: str, n_nets: int, steps: int) -> Result:
+def time_torch_loop(arch: str, n_nets: int, steps: int, threads: int) -> Result:
     import torch
     from torch import nn
 
-    torch.set_num_threads(cores())
+    torch.set_num_threads(threads)
     torch.manual_seed(SEED)
 
     class UGRNN(nn.Module):
@@ -307,8 +308,8 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def engine_label(r: Result) -> str:
-    if r.engine == "popdyn":
-        return f"popdyn ({r.devices} dev)"
+    if r.engine.startswith("popdyn"):
+        return f"{r.engine} ({r.devices} dev)"
     if r.engine == "torch loop" and r.cell == "ugrnn":
         return "torch loop*"
     return r.engine
@@ -357,33 +358,25 @@ def rate(r: Result | None) -> str:
     return r.note if r.rate is None else fmt(r.rate)
 
 
-def comparison_table(results, cells, n_dev) -> str:
+def comparison_table(results, cells, variants, n_dev) -> str:
+    columns = [(popdyn_engine(mb), d) for mb in variants for d in dict.fromkeys([n_dev, 1])]
     rows = []
     for cell in cells:
-        pop = find(results, cell, "popdyn", COMPARE_P, str(n_dev))
-        one = find(results, cell, "popdyn", COMPARE_P, "1")
+        pops = [find(results, cell, engine, COMPARE_P, str(d)) for engine, d in columns]
         torch_r = find(results, cell, "torch loop")
-        ratio = "—"
-        if pop and torch_r and pop.rate and torch_r.rate:
-            ratio = f"{pop.rate / torch_r.rate:.1f}×"
+        best = max((r.rate for r in pops if r and r.rate), default=None)
+        ratio = f"{best / torch_r.rate:.1f}×" if best and torch_r and torch_r.rate else "—"
         rows.append(
-            [
-                cell + ("*" if cell == "ugrnn" else ""),
-                rate(pop),
-                rate(one) if n_dev > 1 else "(same)",
-                rate(find(results, cell, "jit loop")),
-                rate(torch_r),
-                ratio,
-            ]
+            [cell + ("*" if cell == "ugrnn" else ""), *map(rate, pops)]
+            + [rate(find(results, cell, "jit loop")), rate(torch_r), ratio]
         )
     return table(
         [
             "cell",
-            f"popdyn P={COMPARE_P}, {n_dev} dev",
-            f"popdyn P={COMPARE_P}, 1 dev",
+            *(f"{engine}, {d} dev" for engine, d in columns),
             "jit loop",
             "torch loop",
-            "popdyn ÷ torch",
+            "best popdyn ÷ torch",
         ],
         rows,
     )
@@ -446,11 +439,22 @@ def parse_args(argv=None):
         default=int(os.environ.get("POPDYN_CPU_DEVICES", cores())),
         help="XLA CPU devices for the 'all devices' rows (default: POPDYN_CPU_DEVICES, else one per core)",
     )
-    p.add_argument("--member-batch", type=int, help="passed to GroupTrainer(member_batch=...) when given")
+    p.add_argument(
+        "--member-batch",
+        type=int,
+        nargs="*",
+        help="extra popdyn rows at P=32 with GroupTrainer(member_batch=B) (default: 1 where supported)",
+    )
     p.add_argument(
         "--trainer-init", action="store_true", help="initialise with tr.init (see init_population)"
     )
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=cores(),
+        help="torch.set_num_threads (default: one per core; on a busy machine 1 can be much faster)",
+    )
     p.add_argument(
         "--hang-s", type=float, help="dump stacks and exit if one measurement takes longer (1800; quick 600)"
     )
@@ -464,6 +468,8 @@ def parse_args(argv=None):
     args.sizes = args.sizes or ([1, 8, 32] if q else [1, 8, 32, 128])
     args.loop_nets = args.loop_nets or (2 if q else 4)
     args.hang_s = args.hang_s or (600 if q else 1800)
+    if args.member_batch is None:
+        args.member_batch = [1] if "member_batch" in inspect.signature(GroupTrainer).parameters else []
     return args
 
 
@@ -485,8 +491,8 @@ def header(args, peak: float, peak1: float) -> str:
         f"{fmt(peak1)} GFLOP/s 1 thread",
         f"- workload: flip-flop T={T} K={K}, batch {BATCH}, {UNITS} units, {ACTIVATION}; "
         f"{args.steps} timed steps per measurement in chunks of {args.chunk}; loops time {args.loop_nets} networks",
-        f"- popdyn: time-loop unroll {args.unroll}"
-        + ("" if args.member_batch is None else f", GroupTrainer(member_batch={args.member_batch})"),
+        f"- popdyn: time-loop unroll {args.unroll}; 'popdyn' = vmap over the members of a device"
+        + "".join(f", 'popdyn map b={b}' = GroupTrainer(member_batch={b})" for b in args.member_batch),
         "- FLOP per network-step (3 × forward matmuls): "
         + ", ".join(f"{a} {flops_per_network_step(a) / 1e9:.3f} G" for a in ARCHS),
     ]
@@ -508,28 +514,29 @@ def main(argv=None) -> None:
     head = header(args, peak, peak1)
     print(head, flush=True)
 
-    plan = []  # (cell, engine, P, devices)
+    variants = [None, *args.member_batch]  # member_batch of each popdyn variant (None: vmap)
+    plan = []  # (cell, engine, P, devices, member_batch)
     for cell in args.cells:
-        plan += [(cell, "popdyn", COMPARE_P, d) for d in device_sets]
-    plan += [(args.sweep_cell, "popdyn", P, d) for P in args.sizes for d in device_sets]
+        plan += [(cell, popdyn_engine(mb), COMPARE_P, d, mb) for mb in variants for d in device_sets]
+    plan += [(args.sweep_cell, "popdyn", P, d, None) for P in args.sizes for d in device_sets]
     loop_cells = list(dict.fromkeys([*args.cells, args.sweep_cell]))
-    plan += [(c, "jit loop", args.loop_nets, None) for c in loop_cells]
-    plan += [(c, "torch loop", args.loop_nets, None) for c in loop_cells]
+    plan += [(c, "jit loop", args.loop_nets, None, None) for c in loop_cells]
+    plan += [(c, "torch loop", args.loop_nets, None, None) for c in loop_cells]
 
     results: list[Result] = []
-    for cell, engine, P, devices in plan:
-        if engine == "popdyn" and find(results, cell, engine, P, str(len(devices))):
+    for cell, engine, P, devices, mb in plan:
+        if devices and find(results, cell, engine, P, str(len(devices))):
             continue  # the sweep cell at P=32 is already measured
         log(f"... {cell} {engine} P={P}" + (f" on {len(devices)} device(s)" if devices else ""))
         faulthandler.dump_traceback_later(args.hang_s, exit=True)
         t0 = time.perf_counter()
         try:
-            if engine == "popdyn":
-                r = time_population(cell, P, devices, args, task)
+            if engine.startswith("popdyn"):
+                r = time_population(cell, P, devices, args, task, mb)
             elif engine == "jit loop":
                 r = time_jit_loop(cell, P, args, task)
             elif have_torch:
-                r = time_torch_loop(cell, P, args.steps)
+                r = time_torch_loop(cell, P, args.steps, args.torch_threads)
             else:
                 why = "--no-torch" if args.no_torch else "pip install -e .[bench]"
                 r = Result(cell, engine, P, "—", None, note=f"skipped ({why})")
@@ -553,7 +560,7 @@ def main(argv=None) -> None:
         [
             head,
             f"## popdyn vs. one at a time vs. PyTorch, P = {COMPARE_P} (network-steps/s)",
-            comparison_table(results, args.cells, n_dev),
+            comparison_table(results, args.cells, variants, n_dev),
             f"## P sweep, {args.sweep_cell} (network-steps/s; the loops' rate is per network and does not depend on P)",
             sweep_table(results, args.sweep_cell, args.sizes, n_dev),
             "## Every measurement",

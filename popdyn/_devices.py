@@ -1,13 +1,10 @@
-"""How many XLA host devices JAX gets on a CPU — set before JAX creates its backends.
+"""One XLA host device per CPU core, so that a population's member axis can be split over the cores.
 
-A population's member axis is split over every local device. On a GPU or TPU host those are the
-accelerators. On a CPU, XLA can pretend to have one device per core (``jax_num_cpu_devices``), so that the
-members train on both cores at once; but with jax/jaxlib 0.10.2 a sharded training program of realistic
-size (GRU-64, 8 members over 2 host devices) **deadlocks**: every execution waits in
-``PjRtCpuLoadedExecutable::Execute`` and no core works (py-spy), with or without async dispatch and
-multi-threaded Eigen. Small programs run. So popdyn keeps one CPU device unless asked:
-``POPDYN_CPU_DEVICES=n`` gives n host devices (at your own risk on CPU); an
-``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` wins over both.
+One XLA CPU program at popdyn's sizes keeps about one core busy; splitting the members over one host
+device per core trains them side by side (1.4–2.3× on 2 cores, benchmarks/README.md). This must happen
+before JAX creates its backends, which is why ``import popdyn`` does it first. ``POPDYN_CPU_DEVICES=n``
+chooses the count (``1`` turns the split off); an ``--xla_force_host_platform_device_count`` already in
+``XLA_FLAGS`` wins. GPU and TPU hosts are unaffected: there the devices are the accelerators.
 """
 
 from __future__ import annotations
@@ -18,18 +15,23 @@ import os
 log = logging.getLogger(__name__)
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def setup_host_devices() -> None:
     # JAX logs at INFO that it looked for a TPU; under Hydra's INFO logging that is noise in every run
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return
-    n = os.environ.get("POPDYN_CPU_DEVICES")
-    if n is None:
-        return
+    n = max(1, int(os.environ.get("POPDYN_CPU_DEVICES", _cores())))
     import jax
 
     try:
-        jax.config.update("jax_num_cpu_devices", max(1, int(n)))
+        jax.config.update("jax_num_cpu_devices", n)
     except RuntimeError:
         # JAX was used before popdyn was imported: keep whatever devices it already has
-        log.warning("POPDYN_CPU_DEVICES ignored: JAX was initialised before popdyn was imported")
+        log.warning("could not set %d CPU devices: JAX was initialised before popdyn was imported", n)

@@ -126,6 +126,15 @@ def _hparams(value: Any) -> dict:
     }
 
 
+def _member_batch(value: Any) -> int | None:
+    """``auto``: one member at a time on a CPU (fastest there, benchmarks/README.md), vmap elsewhere."""
+    if value == "auto":
+        import jax
+
+        return 1 if jax.default_backend() == "cpu" else None
+    return None if value is None else _int("train.member_batch (null, auto or an integer)", value, 1)
+
+
 def build_sweep(cfg: Mapping | Any) -> Sweep:
     """Validate a config (Hydra ``DictConfig`` or plain dict) into a :class:`Sweep`; raise ``ConfigError``."""
     cfg = _plain(cfg)
@@ -187,8 +196,6 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         hparams=_hparams(g.get("hparams")),
         unroll=_int("train.unroll", t.get("unroll", 1), 1),
         devices=None if devices is None else _int("train.devices", devices, 1),
-        member_batch=None
-        if t.get("member_batch") is None
-        else _int("train.member_batch", t["member_batch"], 1),
+        member_batch=_member_batch(t.get("member_batch", "auto")),
         config=cfg,
     )

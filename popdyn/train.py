@@ -151,11 +151,11 @@ class _Programs:
         self.traces = 0
         members = PartitionSpec("member")
 
-        def per_device(f):
+        def per_device(f, batch):
             def local(*args):
-                if member_batch is None:
+                if batch is None:
                     return jax.vmap(f)(*args)
-                return jax.lax.map(lambda a: f(*a), args, batch_size=member_batch)
+                return jax.lax.map(lambda a: f(*a), args, batch_size=batch)
 
             return jax.jit(
                 jax.shard_map(local, mesh=mesh, in_specs=members, out_specs=members, check_vma=False)
@@ -165,8 +165,10 @@ class _Programs:
             self.traces += 1  # runs only while tracing
             return chunk_one(model, task, settings, hp, state)
 
-        self.chunk = per_device(chunk)
-        self.init = per_device(partial(init_one, model, settings))
+        self.chunk = per_device(chunk, member_batch)
+        # One member at a time: vmap would batch the orthogonal init's QR, and XLA CPU's batched LAPACK
+        # kernel can deadlock its thread pool on a 2-core machine (jaxlib 0.10.2), one device or several.
+        self.init = per_device(partial(init_one, model, settings), 1)
         self.val = jax.jit(jax.vmap(partial(mse, model), in_axes=(0, None, None)))
 
 
