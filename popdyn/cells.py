@@ -117,12 +117,20 @@ class Cell(nn.Module):
             r, g = rg[..., :n], rg[..., n:]
             c = f((r * state) @ self.candidate + xp[..., 2 * n :])
             return g * state + (1.0 - g) * c
-        h, c = state[..., :n], state[..., n:]
+        return jnp.concatenate(self.recur_lstm((state[..., :n], state[..., n:]), xp), axis=-1)
+
+    def recur_lstm(
+        self, hc: tuple[Array, Array], xp: Float[Array, "... blocks_units"]
+    ) -> tuple[Array, Array]:
+        """The lstm step on ``(h, c)`` kept apart: the time loop carries the pair, not ``[h; c]``, so that
+        no step concatenates or slices the state."""
+        n, f = self.units, _ACT[self.activation]
+        h, c = hc
         pre = h @ self.recurrent + xp
         gates = jax.nn.sigmoid(pre[..., : 3 * n])
         i, fg, o = gates[..., :n], gates[..., n : 2 * n], gates[..., 2 * n :]
         c_new = fg * c + i * f(pre[..., 3 * n :])
-        return jnp.concatenate([o * f(c_new), c_new], axis=-1)
+        return o * f(c_new), c_new
 
     def __call__(
         self, state: Float[Array, "... state"], x: Float[Array, "... n_in"]

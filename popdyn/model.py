@@ -67,12 +67,16 @@ class Model:
         xp = self.cell.apply(cell_params, inputs, method=Cell.project)
         xp = jnp.swapaxes(xp, 0, 1)
 
+        method = Cell.recur_lstm if self.arch == "lstm" else Cell.recur
+
         def body(state, xp_t):
-            state = self.cell.apply(cell_params, state, xp_t, method=Cell.recur)
+            state = self.cell.apply(cell_params, state, xp_t, method=method)
             return state, state
 
-        h0 = jnp.zeros((inputs.shape[0], self.state_size), xp.dtype)
-        _, states = jax.lax.scan(body, h0, xp, unroll=self.unroll)
+        h0 = jnp.zeros((inputs.shape[0], self.units), xp.dtype)
+        _, states = jax.lax.scan(body, (h0, h0) if self.arch == "lstm" else h0, xp, unroll=self.unroll)
+        if self.arch == "lstm":
+            states = jnp.concatenate(states, axis=-1)
         return jnp.swapaxes(states, 0, 1)
 
     def readout(self, params: dict, states: Float[Array, "... state"]) -> Float[Array, "... n_out"]:
