@@ -14,12 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from popdyn.cells import ACTIVATIONS, ARCHS, Cell, make_cell
+from popdyn.cells import Cell, make_cell
 from popdyn.model import Model
+from tests.conftest import N_OUT, M, N
 
-N = 6  # units
-M = 3  # inputs
-N_OUT = 2
 B = 5  # batch of states
 RTOL, ATOL = 2e-5, 2e-6  # float32 against float64
 
@@ -98,36 +96,6 @@ def ref_jacobian_fd(arch, activation, p, state, x, eps=1e-6) -> np.ndarray:
             ref_step(arch, activation, p, state + e, x)[0] - ref_step(arch, activation, p, state - e, x)[0]
         ) / (2 * eps)
     return J
-
-
-# ---------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module", params=ARCHS)
-def arch(request):
-    return request.param
-
-
-@pytest.fixture(scope="module", params=ACTIVATIONS)
-def activation(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def model(arch, activation):
-    return Model(arch, activation, N, M, N_OUT)
-
-
-@pytest.fixture(scope="module")
-def init_params(model):
-    return model.init(jax.random.key(0))
-
-
-@pytest.fixture(scope="module")
-def params(init_params):
-    """Initial parameters plus noise on every leaf, so that zero biases cannot hide a mis-sliced block."""
-    rng = np.random.default_rng(1)
-    return jax.tree_util.tree_map(
-        lambda leaf: jnp.asarray(leaf + 0.3 * rng.standard_normal(leaf.shape), jnp.float32), init_params
-    )
 
 
 # NumPy draws: eager jax.random would compile a sampler for every new shape.

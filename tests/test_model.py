@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from popdyn.cells import ACTIVATIONS, ARCHS
+from popdyn.cells import ARCHS
 from popdyn.model import Model, weight_matrices
+from tests.conftest import N_OUT, M, N
 
-N, M, N_OUT = 6, 3, 2  # the sizes of test_cells.py, so that eager initialisation compiles once
 B, T = 4, 7
 RTOL, ATOL = 5e-5, 5e-6  # float32 over T steps against float64
 
@@ -73,36 +73,6 @@ def ref_readout(params: dict, states: np.ndarray) -> np.ndarray:
     R = np.asarray(params["readout"]["kernel"], np.float64).T  # [n_out, N]
     d = np.asarray(params["readout"]["bias"], np.float64)
     return states[..., :N] @ R.T + d
-
-
-# ---------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module", params=ARCHS)
-def arch(request):
-    return request.param
-
-
-@pytest.fixture(scope="module", params=ACTIVATIONS)
-def activation(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def model(arch, activation):
-    return Model(arch, activation, N, M, N_OUT)
-
-
-@pytest.fixture(scope="module")
-def init_params(model):
-    return model.init(jax.random.key(0))
-
-
-@pytest.fixture(scope="module")
-def params(init_params):
-    """Initial parameters plus noise on every leaf (zero readout/cell biases would hide ``d`` and ``b``)."""
-    rng = np.random.default_rng(1)
-    return jax.tree_util.tree_map(
-        lambda leaf: jnp.asarray(leaf + 0.3 * rng.standard_normal(leaf.shape), jnp.float32), init_params
-    )
 
 
 @pytest.fixture(scope="module")
