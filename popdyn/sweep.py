@@ -39,9 +39,16 @@ def _final_loss(losses: np.ndarray, window: int) -> np.ndarray:
 
 
 def _train_phase(
-    trainer: GroupTrainer, group: Group, phase: str, rows: list[dict], run_dir: Path, progress: bool
+    trainer: GroupTrainer,
+    group: Group,
+    phase: str,
+    rows: list[dict],
+    validation: tuple,
+    run_dir: Path,
+    progress: bool,
 ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """Train ``rows`` (one per member) to the end; return (params, losses [n, steps], diverged [n], val [n])."""
+    """Train ``rows`` (one per member) to the end; return (params, losses [n, steps], diverged [n], val [n])
+    with ``val`` the MSE of the final parameters on the ``validation`` (inputs, targets)."""
     s, n = trainer.settings, len(rows)
     hp, keys = trainer.pad(HParams.stack(rows), jnp.stack([r["key"] for r in rows]))
     state = trainer.init(hp, keys)
@@ -70,7 +77,7 @@ def _train_phase(
     state, losses = trainer.run(hp, state, losses, on_chunk)
     bar.close()
     params = jax.tree.map(lambda a: np.asarray(a)[:n], state.params)
-    val = np.asarray(trainer.val_loss(state.params, *trainer.validation))[:n]
+    val = np.asarray(trainer.val_loss(state.params, *validation))[:n]
     return params, losses[:n], np.asarray(state.diverged)[:n], val
 
 
@@ -98,7 +105,7 @@ def train_group(
     n_seed = len(group.l2) * grid.seeds
     n_search = len(group.l2) * grid.trials
     trainer = GroupTrainer(model, task, s, max(n_seed, n_search), devices, sweep.member_batch)
-    trainer.validation = task.sample(member_key(sweep.seed, "validation"), s.val_batch)
+    validation = task.sample(member_key(sweep.seed, "validation"), s.val_batch)
     gdir = store.group_dir(run_dir, group.name)
 
     if grid.trials == 0:
@@ -108,7 +115,7 @@ def train_group(
         chosen = {r["l2"]: r for r in trials[trials.chosen].to_dict("records")}
     else:
         rows = search_members(group, grid, sweep.seed)
-        _, losses, diverged, val = _train_phase(trainer, group, "search", rows, run_dir, progress)
+        _, losses, diverged, val = _train_phase(trainer, group, "search", rows, validation, run_dir, progress)
         chosen_rows = _choose(group, sweep, rows, val, diverged)
         trials = pd.DataFrame([{k: v for k, v in r.items() if k != "key"} for r in rows])
         trials.insert(0, "group", group.name)
@@ -120,7 +127,7 @@ def train_group(
         chosen = chosen_rows
 
     rows = seed_members(group, grid, sweep.seed, chosen)
-    params, losses, diverged, val = _train_phase(trainer, group, "seeds", rows, run_dir, progress)
+    params, losses, diverged, val = _train_phase(trainer, group, "seeds", rows, validation, run_dir, progress)
     ids = member_ids(grid)
     members = pd.DataFrame(
         {
