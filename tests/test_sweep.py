@@ -187,3 +187,15 @@ def test_one_compilation_per_group_and_resume_mid_group(tmp_path, monkeypatch):
         with np.load(store.group_dir(tmp_path / "full", group.name) / name) as a, np.load(gdir / name) as b:
             for k in a.files:
                 np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_choice_is_the_best_non_diverged_trial_or_the_smallest_lr(caplog):
+    s = build_sweep(config("grid.l2=[0.0,0.1]", "grid.trials=3"))
+    group = s.grid.groups[0]
+    rows = [dict(l2=l2, trial=t, lr=lr) for l2 in (0.0, 0.1) for t, lr in enumerate((0.1, 0.01, 0.05))]
+    val = np.array([0.2, 0.5, 0.1, 0.3, 0.2, 0.9])
+    diverged = np.array([False, False, True, True, True, True])
+    chosen = sweep_mod._choose(group, s, rows, val, diverged)
+    assert chosen[0.0] is rows[0]  # trial 2 has the lowest val_loss but diverged
+    assert chosen[0.1] is rows[4]  # every trial diverged: the smallest learning rate
+    assert "every trial diverged" in caplog.text
