@@ -9,7 +9,7 @@ Engines
               *compile s* = first call − one steady chunk) and then timed over ``--steps`` steps with
               ``jax.block_until_ready``.  Run on all host devices (``--host-devices``, default one per
               core: the member axis is split over them) and on ``jax.devices()[:1]``.  The state is
-              initialised one member at a time (see ``init_population``), then sharded.
+              initialised by ``tr.init`` (one member at a time, see GroupTrainer).
   jit loop    ``jax.jit(partial(chunk_one, model, task, settings))`` of ONE network, called for each
               network in a Python loop.  Its cost is linear in the number of networks, so a few networks
               are timed and the per-network rate is reported for every P.
@@ -134,12 +134,6 @@ def hparams(n: int | None) -> HParams:
     return HParams(*(jnp.full(shape, HP[k], jnp.float32) for k in HParams._fields))
 
 
-def init_population(tr: GroupTrainer, settings: TrainSettings, hp: HParams, keys, trainer_init: bool):
-    # GroupTrainer.init builds members one at a time (a vmapped orthogonal init batches LAPACK's QR, which
-    # deadlocked XLA CPU's pool on 2 cores with jaxlib 0.10.2); --trainer-init is kept for compatibility.
-    return tr.init(hp, keys)
-
-
 def popdyn_engine(member_batch: int | None) -> str:
     return "popdyn" if member_batch is None else f"popdyn map b={member_batch}"
 
@@ -150,7 +144,7 @@ def time_population(arch: str, P: int, devices, args, task, member_batch: int | 
     extra = {} if member_batch is None else {"member_batch": member_batch}
     tr = GroupTrainer(model, task, settings, P, devices=devices, **extra)
     hp, keys = tr.pad(hparams(P), jax.random.split(jax.random.key(SEED), P))
-    state = jax.block_until_ready(init_population(tr, settings, hp, keys, args.trainer_init))
+    state = jax.block_until_ready(tr.init(hp, keys))
     hp = tr.shard(hp)
 
     t0 = time.perf_counter()
@@ -444,9 +438,6 @@ def parse_args(argv=None):
         type=int,
         nargs="*",
         help="extra popdyn rows at P=32 with GroupTrainer(member_batch=B) (default: 1 where supported)",
-    )
-    p.add_argument(
-        "--trainer-init", action="store_true", help="initialise with tr.init (see init_population)"
     )
     p.add_argument("--no-torch", action="store_true")
     p.add_argument(

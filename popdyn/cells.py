@@ -151,10 +151,3 @@ def make_cell(arch: str, activation: str, units: int, n_in: int) -> Cell:
     if int(units) < 1:
         raise ValueError(f"units must be a positive integer, got {units!r}")
     return Cell(arch=arch, activation=activation, units=int(units), n_in=int(n_in))
-
-
-def step(
-    cell: Cell, params, state: Float[Array, " state"], x: Float[Array, " n_in"]
-) -> Float[Array, " state"]:
-    """The pure one-step map ``F(state, x)`` of ``cell`` with parameters ``params``."""
-    return cell.apply({"params": params}, state, x)
