@@ -134,13 +134,16 @@ def hparams(n: int | None) -> HParams:
     return HParams(*(jnp.full(shape, HP[k], jnp.float32) for k in HParams._fields))
 
 
-def popdyn_engine(member_batch: int | None) -> str:
-    return "popdyn" if member_batch is None else f"popdyn map b={member_batch}"
+def popdyn_engine(member_batch: int | None, grad: str = "hoisted") -> str:
+    name = "popdyn" if member_batch is None else f"popdyn map b={member_batch}"
+    return name if grad == "hoisted" else f"{name} {grad}"
 
 
-def time_population(arch: str, P: int, devices, args, task, member_batch: int | None = None) -> Result:
+def time_population(
+    arch: str, P: int, devices, args, task, member_batch: int | None = None, grad: str = "hoisted"
+) -> Result:
     settings = TrainSettings(steps=10**9, batch=BATCH, chunk=args.chunk)
-    model = Model(arch, ACTIVATION, UNITS, task.n_in, task.n_out, unroll=args.unroll)
+    model = Model(arch, ACTIVATION, UNITS, task.n_in, task.n_out, unroll=args.unroll, grad=grad)
     extra = {} if member_batch is None else {"member_batch": member_batch}
     tr = GroupTrainer(model, task, settings, P, devices=devices, **extra)
     hp, keys = tr.pad(hparams(P), jax.random.split(jax.random.key(SEED), P))
@@ -167,7 +170,7 @@ def time_population(arch: str, P: int, devices, args, task, member_batch: int | 
         notes.append("non-finite loss")
     return Result(
         arch,
-        popdyn_engine(member_batch),
+        popdyn_engine(member_batch, grad),
         P,
         f"{len(tr.devices)}",
         P * args.chunk / per_chunk,
@@ -353,7 +356,7 @@ def rate(r: Result | None) -> str:
 
 
 def comparison_table(results, cells, variants, n_dev) -> str:
-    columns = [(popdyn_engine(mb), d) for mb in variants for d in dict.fromkeys([n_dev, 1])]
+    columns = [(popdyn_engine(*v), d) for v in variants for d in dict.fromkeys([n_dev, 1])]
     rows = []
     for cell in cells:
         pops = [find(results, cell, engine, COMPARE_P, str(d)) for engine, d in columns]
@@ -439,6 +442,13 @@ def parse_args(argv=None):
         nargs="*",
         help="extra popdyn rows at P=32 with GroupTrainer(member_batch=B) (default: 1 where supported)",
     )
+    p.add_argument(
+        "--autodiff",
+        type=int,
+        nargs="*",
+        help="extra rows at P=32 with Model(grad='autodiff'), the plain-autodiff time loop, for these "
+        "member_batch values (default: the first --member-batch value; 0 = vmap)",
+    )
     p.add_argument("--no-torch", action="store_true")
     p.add_argument(
         "--torch-threads",
@@ -461,6 +471,9 @@ def parse_args(argv=None):
     args.hang_s = args.hang_s or (600 if q else 1800)
     if args.member_batch is None:
         args.member_batch = [1] if "member_batch" in inspect.signature(GroupTrainer).parameters else []
+    if args.autodiff is None:
+        args.autodiff = args.member_batch[:1]
+    args.autodiff = [b or None for b in args.autodiff]
     return args
 
 
@@ -483,7 +496,9 @@ def header(args, peak: float, peak1: float) -> str:
         f"- workload: flip-flop T={T} K={K}, batch {BATCH}, {UNITS} units, {ACTIVATION}; "
         f"{args.steps} timed steps per measurement in chunks of {args.chunk}; loops time {args.loop_nets} networks",
         f"- popdyn: time-loop unroll {args.unroll}; 'popdyn' = vmap over the members of a device"
-        + "".join(f", 'popdyn map b={b}' = GroupTrainer(member_batch={b})" for b in args.member_batch),
+        + "".join(f", 'popdyn map b={b}' = GroupTrainer(member_batch={b})" for b in args.member_batch)
+        + "; rows marked 'autodiff' use Model(grad='autodiff') (plain autodiff of the time loop), the others "
+        "the default hoisted-weight-gradient backward (popdyn.recurrence)",
         "- FLOP per network-step (3 × forward matmuls): "
         + ", ".join(f"{a} {flops_per_network_step(a) / 1e9:.3f} G" for a in ARCHS),
     ]
@@ -505,17 +520,19 @@ def main(argv=None) -> None:
     head = header(args, peak, peak1)
     print(head, flush=True)
 
-    variants = [None, *args.member_batch]  # member_batch of each popdyn variant (None: vmap)
-    plan = []  # (cell, engine, P, devices, member_batch)
+    # (member_batch, grad) of each popdyn variant (member_batch None: vmap)
+    variants = [(mb, "hoisted") for mb in [None, *args.member_batch]]
+    variants += [(mb, "autodiff") for mb in args.autodiff]
+    plan = []  # (cell, engine, P, devices, (member_batch, grad))
     for cell in args.cells:
-        plan += [(cell, popdyn_engine(mb), COMPARE_P, d, mb) for mb in variants for d in device_sets]
-    plan += [(args.sweep_cell, "popdyn", P, d, None) for P in args.sizes for d in device_sets]
+        plan += [(cell, popdyn_engine(*v), COMPARE_P, d, v) for v in variants for d in device_sets]
+    plan += [(args.sweep_cell, "popdyn", P, d, (None, "hoisted")) for P in args.sizes for d in device_sets]
     loop_cells = list(dict.fromkeys([*args.cells, args.sweep_cell]))
     plan += [(c, "jit loop", args.loop_nets, None, None) for c in loop_cells]
     plan += [(c, "torch loop", args.loop_nets, None, None) for c in loop_cells]
 
     results: list[Result] = []
-    for cell, engine, P, devices, mb in plan:
+    for cell, engine, P, devices, variant in plan:
         if devices and find(results, cell, engine, P, str(len(devices))):
             continue  # the sweep cell at P=32 is already measured
         log(f"... {cell} {engine} P={P}" + (f" on {len(devices)} device(s)" if devices else ""))
@@ -523,7 +540,7 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         try:
             if engine.startswith("popdyn"):
-                r = time_population(cell, P, devices, args, task, mb)
+                r = time_population(cell, P, devices, args, task, *variant)
             elif engine == "jit loop":
                 r = time_jit_loop(cell, P, args, task)
             elif have_torch:

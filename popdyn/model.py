@@ -16,6 +16,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from popdyn.cells import Cell, make_cell
+from popdyn.recurrence import recurrence
+
+GRADS = ("hoisted", "autodiff")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,11 @@ class Model:
     n_in: int
     n_out: int
     unroll: int = 1
+    grad: str = "hoisted"  # backward pass of the time loop: "hoisted" (popdyn.recurrence) or "autodiff"
+
+    def __post_init__(self):
+        if self.grad not in GRADS:
+            raise ValueError(f"unknown grad {self.grad!r}; allowed: {', '.join(GRADS)}")
 
     @cached_property
     def cell(self) -> Cell:
@@ -66,18 +74,28 @@ class Model:
         # the input half of every gate does not depend on the state: one matmul for the whole sequence
         xp = self.cell.apply(cell_params, inputs, method=Cell.project)
         xp = jnp.swapaxes(xp, 0, 1)
+        h0 = jnp.zeros((inputs.shape[0], self.units), xp.dtype)
+        state0 = (h0, h0) if self.arch == "lstm" else h0
 
+        if self.grad == "hoisted":
+            cell = params["cell"]
+            weights = (cell["recurrent"], cell["candidate"]) if self.arch == "gru" else cell["recurrent"]
+            states = recurrence(self.arch, self.activation, self.unroll, weights, xp, state0)
+        else:
+            states = self._scan(cell_params, xp, state0)
+        if self.arch == "lstm":
+            states = jnp.concatenate(states, axis=-1)
+        return jnp.swapaxes(states, 0, 1)
+
+    def _scan(self, cell_params: dict, xp: Array, state0):
+        """The time loop as plain JAX (autodiff differentiates it step by step)."""
         method = Cell.recur_lstm if self.arch == "lstm" else Cell.recur
 
         def body(state, xp_t):
             state = self.cell.apply(cell_params, state, xp_t, method=method)
             return state, state
 
-        h0 = jnp.zeros((inputs.shape[0], self.units), xp.dtype)
-        _, states = jax.lax.scan(body, (h0, h0) if self.arch == "lstm" else h0, xp, unroll=self.unroll)
-        if self.arch == "lstm":
-            states = jnp.concatenate(states, axis=-1)
-        return jnp.swapaxes(states, 0, 1)
+        return jax.lax.scan(body, state0, xp, unroll=self.unroll)[1]
 
     def readout(self, params: dict, states: Float[Array, "... state"]) -> Float[Array, "... n_out"]:
         """``y = R h + d`` on the hidden part of each state."""
