@@ -71,7 +71,7 @@ ARCHS = ("vanilla", "ugrnn", "gru", "lstm")
 BLOCKS = {"vanilla": 1, "ugrnn": 2, "gru": 3, "lstm": 4}  # gate blocks: columns of the kernels, in units of N
 UNITS, BATCH, T, K, ACTIVATION = 64, 64, 100, 3, "tanh"
 HP = dict(lr=0.01, decay=0.5, momentum=0.9, clip=1.0, l2=1e-4)
-COMPARE_P = 32  # the popdyn-vs-torch comparison over cells
+COMPARE_P = 32  # the popdyn-vs-torch comparison over cells (--compare-p)
 SEED = 0
 
 
@@ -87,6 +87,19 @@ def flops_per_network_step(arch: str, units: int = UNITS, n_in: int = K, n_out: 
     bt, g = BATCH * T, BLOCKS[arch]
     forward = 2 * bt * units * g * units + 2 * bt * n_in * g * units + 2 * bt * units * n_out
     return 3.0 * forward
+
+
+def accelerator_peak(n: int = 8192, repeats: int = 5) -> float:
+    """Best float32 ``a @ b`` rate of JAX on its default (non-CPU) device in GFLOP/s."""
+    a, b = (jax.random.normal(k, (n, n), jnp.float32) for k in jax.random.split(jax.random.key(SEED)))
+    mm = jax.jit(jnp.matmul)
+    jax.block_until_ready(mm(a, b))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(mm(a, b))
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / min(times) / 1e9
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5, threads: int | None = None) -> float:
@@ -214,10 +227,11 @@ def torch_version() -> str | None:
     return torch.__version__
 
 
-def time_torch_loop(arch: str, n_nets: int, steps: int, threads: int) -> Result:
+def time_torch_loop(arch: str, n_nets: int, steps: int, threads: int, device: str = "cpu") -> Result:
     import torch
     from torch import nn
 
+    dev = torch.device(device)
     torch.set_num_threads(threads)
     torch.manual_seed(SEED)
 
@@ -255,9 +269,9 @@ def time_torch_loop(arch: str, n_nets: int, steps: int, threads: int) -> Result:
             return self.readout(self.rnn(x)[0])
 
     def flipflop(gen, p: float = 0.05):
-        u = torch.rand(BATCH, T, K, generator=gen)
+        u = torch.rand(BATCH, T, K, generator=gen, device=dev)
         x = torch.where(u < p, torch.where(u < 0.5 * p, -1.0, 1.0), 0.0)
-        steps_ = torch.arange(T).view(1, T, 1).expand_as(x)
+        steps_ = torch.arange(T, device=dev).view(1, T, 1).expand_as(x)
         last = torch.cummax(torch.where(x != 0, steps_, -1), dim=1).values
         held = torch.gather(x, 1, last.clamp(min=0))
         return x, torch.where(last >= 0, held, 0.0)
@@ -275,9 +289,9 @@ def time_torch_loop(arch: str, n_nets: int, steps: int, threads: int) -> Result:
 
     nets = []
     for i in range(n_nets):
-        net = Net()
+        net = Net().to(dev)
         opt = torch.optim.SGD(net.parameters(), lr=HP["lr"], momentum=HP["momentum"])
-        nets.append((net, opt, torch.Generator().manual_seed(SEED + i)))
+        nets.append((net, opt, torch.Generator(device=dev).manual_seed(SEED + i)))
     train(*nets[0], 5)  # warm-up: allocator, threads, oneDNN primitives
     t0 = time.perf_counter()
     losses = [train(net, opt, gen, steps) for net, opt, gen in nets]
@@ -285,9 +299,8 @@ def time_torch_loop(arch: str, n_nets: int, steps: int, threads: int) -> Result:
     note = "python time loop" if arch == "ugrnn" else ""
     if not np.isfinite(losses).all():
         note = ", ".join(filter(None, [note, "non-finite loss"]))
-    return Result(
-        arch, "torch loop", n_nets, f"{torch.get_num_threads()} threads", n_nets * steps / elapsed, None, note
-    )
+    where = f"{torch.get_num_threads()} threads" if dev.type == "cpu" else str(dev)
+    return Result(arch, "torch loop", n_nets, where, n_nets * steps / elapsed, None, note)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,11 +368,11 @@ def rate(r: Result | None) -> str:
     return r.note if r.rate is None else fmt(r.rate)
 
 
-def comparison_table(results, cells, variants, n_dev) -> str:
+def comparison_table(results, cells, variants, n_dev, compare_p) -> str:
     columns = [(popdyn_engine(*v), d) for v in variants for d in dict.fromkeys([n_dev, 1])]
     rows = []
     for cell in cells:
-        pops = [find(results, cell, engine, COMPARE_P, str(d)) for engine, d in columns]
+        pops = [find(results, cell, engine, compare_p, str(d)) for engine, d in columns]
         torch_r = find(results, cell, "torch loop")
         best = max((r.rate for r in pops if r and r.rate), default=None)
         ratio = f"{best / torch_r.rate:.1f}×" if best and torch_r and torch_r.rate else "—"
@@ -379,11 +392,11 @@ def comparison_table(results, cells, variants, n_dev) -> str:
     )
 
 
-def sweep_table(results, cell, sizes, n_dev) -> str:
+def sweep_table(results, cell, sizes, n_dev, compare_p) -> str:
     loop, torch_r = find(results, cell, "jit loop"), find(results, cell, "torch loop")
     rows = []
     for P in sizes:
-        linear = P <= COMPARE_P
+        linear = P <= compare_p
         rows.append(
             [
                 str(P),
@@ -449,6 +462,10 @@ def parse_args(argv=None):
         help="extra rows at P=32 with Model(grad='autodiff'), the plain-autodiff time loop, for these "
         "member_batch values (default: the first --member-batch value; 0 = vmap)",
     )
+    p.add_argument("--compare-p", type=int, default=COMPARE_P, help="P of the cell comparison (32)")
+    p.add_argument(
+        "--torch-device", default="cpu", help="torch device of the torch loop (cpu; 'cuda' on a GPU machine)"
+    )
     p.add_argument("--no-torch", action="store_true")
     p.add_argument(
         "--torch-threads",
@@ -491,8 +508,12 @@ def header(args, peak: float, peak1: float) -> str:
         f"- machine: {cpu}, {cores()} cores; python {platform.python_version()}",
         f"- jax {jax.__version__}, devices {jax.devices()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
         f"- torch {tv}" if tv else "- torch: not installed (pip install -e .[bench])",
-        f"- numpy {np.__version__}: float32 2048² matmul peak {peak:.1f} GFLOP/s all threads, "
-        f"{fmt(peak1)} GFLOP/s 1 thread",
+        (
+            f"- numpy {np.__version__}: float32 2048² matmul peak {peak:.1f} GFLOP/s all threads, "
+            f"{fmt(peak1)} GFLOP/s 1 thread"
+            if jax.default_backend() == "cpu"
+            else f"- % peak is of JAX's float32 8192² matmul on {jax.devices()[0].device_kind}: {peak:.1f} GFLOP/s"
+        ),
         f"- workload: flip-flop T={T} K={K}, batch {BATCH}, {UNITS} units, {ACTIVATION}; "
         f"{args.steps} timed steps per measurement in chunks of {args.chunk}; loops time {args.loop_nets} networks",
         f"- popdyn: time-loop unroll {args.unroll}; 'popdyn' = vmap over the members of a device"
@@ -517,6 +538,9 @@ def main(argv=None) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     peak, peak1 = matmul_peak(), matmul_peak(threads=1)
+    if jax.default_backend() != "cpu":  # % peak is then of the accelerator's float32 matmul
+        log(f"numpy CPU peak {peak:.1f} GFLOP/s; % peak below is of the {jax.default_backend()} device")
+        peak = peak1 = accelerator_peak()
     head = header(args, peak, peak1)
     print(head, flush=True)
 
@@ -525,7 +549,7 @@ def main(argv=None) -> None:
     variants += [(mb, "autodiff") for mb in args.autodiff]
     plan = []  # (cell, engine, P, devices, (member_batch, grad))
     for cell in args.cells:
-        plan += [(cell, popdyn_engine(*v), COMPARE_P, d, v) for v in variants for d in device_sets]
+        plan += [(cell, popdyn_engine(*v), args.compare_p, d, v) for v in variants for d in device_sets]
     plan += [(args.sweep_cell, "popdyn", P, d, (None, "hoisted")) for P in args.sizes for d in device_sets]
     loop_cells = list(dict.fromkeys([*args.cells, args.sweep_cell]))
     plan += [(c, "jit loop", args.loop_nets, None, None) for c in loop_cells]
@@ -544,7 +568,7 @@ def main(argv=None) -> None:
             elif engine == "jit loop":
                 r = time_jit_loop(cell, P, args, task)
             elif have_torch:
-                r = time_torch_loop(cell, P, args.steps, args.torch_threads)
+                r = time_torch_loop(cell, P, args.steps, args.torch_threads, args.torch_device)
             else:
                 why = "--no-torch" if args.no_torch else "pip install -e .[bench]"
                 r = Result(cell, engine, P, "—", None, note=f"skipped ({why})")
@@ -567,10 +591,10 @@ def main(argv=None) -> None:
     report = "\n\n".join(
         [
             head,
-            f"## popdyn vs. one at a time vs. PyTorch, P = {COMPARE_P} (network-steps/s)",
-            comparison_table(results, args.cells, variants, n_dev),
+            f"## popdyn vs. one at a time vs. PyTorch, P = {args.compare_p} (network-steps/s)",
+            comparison_table(results, args.cells, variants, n_dev, args.compare_p),
             f"## P sweep, {args.sweep_cell} (network-steps/s; the loops' rate is per network and does not depend on P)",
-            sweep_table(results, args.sweep_cell, args.sizes, n_dev),
+            sweep_table(results, args.sweep_cell, args.sizes, n_dev, args.compare_p),
             "## Every measurement",
             detail_table(results, peak),
             "*: ugrnn has no torch built-in; a small nn.Module with a Python time loop.  "
