@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from popdyn import store
+from popdyn import analysis, store
 from popdyn.config import ConfigError, build_sweep
 from popdyn.sweep import run_sweep
 
@@ -47,4 +47,21 @@ def sweep(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     except (ConfigError, store.RunDirError) as e:
         fail(str(e), run_dir)
     log.info("results in %s — popdyn.store.load(%r)", run_dir, str(run_dir))
+    return run_dir
+
+
+def analyze(cfg: DictConfig) -> Path:
+    """``scripts/analyze.py``: analyse the dynamics of the trained run in ``cfg.run_dir``.
+
+    The run's own ``config.yaml`` gives task, grid and training; ``cfg`` gives ``dynamics.*`` and
+    ``progress``."""
+    run_dir = Path(str(cfg.run_dir))
+    try:
+        config = store.read_config(run_dir)
+        config["dynamics"] = OmegaConf.to_container(cfg.dynamics, resolve=True)
+        spec = build_sweep(config)
+        analysis.analyze_run(spec, run_dir, progress=bool(cfg.get("progress", True)))
+    except (ConfigError, store.RunDirError) as e:
+        fail(str(e), run_dir)
+    log.info("dynamics in %s — popdyn.store.load(%r)", run_dir, str(run_dir))
     return run_dir

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from popdyn.cells import ACTIVATIONS, ARCHS
+from popdyn.dynamics import FixedPointOptions, TopologyOptions
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid
 from popdyn.tasks import Task, TaskError, make_task
 from popdyn.train import TrainSettings
@@ -51,6 +52,9 @@ class Sweep:
     devices: int | None
     member_batch: int | None  # per device: None vmaps all local members, k loops over blocks of k
     config: dict  # the plain resolved config, as written to the run directory
+    analyze: bool = True  # analyse the dynamics after training
+    fixed_points: FixedPointOptions = FixedPointOptions()
+    topology: TopologyOptions = TopologyOptions()
 
 
 def _plain(cfg: Any) -> dict:
@@ -187,6 +191,10 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         final_window=_int("train.final_window", t.get("final_window", 100), 1),
     )
     devices = t.get("devices")
+    fixed_points, topology = _dynamics(cfg.get("dynamics") or {})
+    analyze = cfg.get("analyze", True)
+    if not isinstance(analyze, bool):
+        raise ConfigError(f"analyze must be true or false, got {analyze!r}")
     return Sweep(
         name=str(g.get("name", "run")),
         task=task,
@@ -198,4 +206,30 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         devices=None if devices is None else _int("train.devices", devices, 1),
         member_batch=_member_batch(t.get("member_batch", "auto")),
         config=cfg,
+        analyze=analyze,
+        fixed_points=fixed_points,
+        topology=topology,
     )
+
+
+def _dynamics(value: Any) -> tuple[FixedPointOptions, TopologyOptions]:
+    """The ``dynamics`` section: FixedPointOptions and TopologyOptions fields, by name."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"dynamics must be a mapping of settings, got {value!r}")
+    names = {f: FixedPointOptions for f in FixedPointOptions.__dataclass_fields__}
+    names |= {f: TopologyOptions for f in TopologyOptions.__dataclass_fields__}
+    unknown = sorted(set(value) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown dynamics key {unknown[0]!r}; allowed: {', '.join(names)}")
+    parts: dict[type, dict] = {FixedPointOptions: {}, TopologyOptions: {}}
+    for k, v in value.items():
+        kind = names[k].__dataclass_fields__[k].type
+        want = {"int": int, "float": float, "bool": bool}[kind]
+        ok = isinstance(v, bool) if want is bool else isinstance(v, numbers.Real) and not isinstance(v, bool)
+        if not ok or (want is int and int(v) != v):
+            raise ConfigError(f"dynamics.{k} must be {kind}, got {v!r}")
+        parts[names[k]][k] = want(v)
+    try:
+        return FixedPointOptions(**parts[FixedPointOptions]), TopologyOptions(**parts[TopologyOptions])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

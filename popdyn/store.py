@@ -38,8 +38,11 @@ CONFIG = "config.yaml"
 MEMBERS = "members.csv"
 TRIALS = "trials.csv"
 GROUPS = "groups"
+DYNAMICS = "dynamics.npz"
+DYNAMICS_CONFIG = "dynamics.yaml"
 # config entries that do not change any number a run produces, so they may differ when resuming
-_NOT_RESULTS = {("progress",), ("train", "devices"), ("train", "chunk"), ("analyze",)}
+# (dynamics settings are checked against dynamics.yaml by popdyn.analysis instead)
+_NOT_RESULTS = {("progress",), ("train", "devices"), ("train", "chunk"), ("analyze",), ("dynamics",)}
 
 MEMBER_COLUMNS = [
     "member", "group", "arch", "activation", "units", "l2", "seed",
@@ -190,6 +193,11 @@ def write_tables(run_dir: Path, groups: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- reading
+def read_config(run_dir: Path) -> dict:
+    """The config a run directory was made with; ``RunDirError`` if there is no readable one."""
+    return _config(run_dir)
+
+
 def _config(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -256,7 +264,74 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
     data["loss"] = (("member", "step"), loss)
     ds = xr.Dataset(data, coords={"member": frame["member"].to_numpy(), "step": steps, **coords})
     ds.attrs.update(task=config["task"]["name"], run_dir=str(run_dir))
+    groups = list(dict.fromkeys(frame["group"]))
+    if all((group_dir(run_dir, g) / DYNAMICS).exists() for g in groups):
+        ds = ds.assign(_dynamics(run_dir, groups, frame["member"].to_numpy(), ds.diverged.to_numpy()))
+        if ds.attrs["task"] == "sine":  # the command frequency ω of each condition (cycles per step)
+            from popdyn.config import build_sweep
+
+            x = np.asarray(build_sweep(config).task.x_star)[:, 0]
+            ds = ds.assign_coords(omega=("condition", 0.04 * x + 0.01))
     return ds
+
+
+# dimensions after `member` of each analysis array (groups/<g>/dynamics.npz); fp_states stays in the files
+DYNAMICS_DIMS = {
+    "n_fixed_points": ("condition",),
+    "n_stable": ("condition",),
+    "fp_q": ("condition", "fixed_point"),
+    "fp_valid": ("condition", "fixed_point"),
+    "fp_n_unstable": ("condition", "fixed_point"),
+    "fp_readout": ("condition", "fixed_point", "output"),
+    "fp_eigenvalues": ("condition", "fixed_point", "mode"),
+    "transition": ("fixed_point", "fixed_point_to"),
+    "sine_frequency": ("condition",),
+    "sine_modulus": ("condition",),
+    "sine_graph": ("condition", "condition_to"),
+    "cdi_graph": ("condition", "node", "node_to"),
+    "cdi_spectrum": ("condition", "mode"),
+    "cdi_response": ("condition", "mode"),
+}
+
+
+def _pad(arrays: list[np.ndarray]) -> np.ndarray:
+    """Stack along axis 0, padding trailing axes (state size differs between groups) with NaN."""
+    shape = np.max([a.shape for a in arrays], axis=0)
+    out = []
+    for a in arrays:
+        if a.shape != tuple(shape):
+            big = np.full((a.shape[0], *shape[1:]), np.nan, np.result_type(a.dtype, np.float32))
+            big[tuple(slice(0, n) for n in a.shape)] = a
+            a = big
+        out.append(a)
+    return np.concatenate(out)
+
+
+def _dynamics(run_dir: Path, groups: list[str], members: np.ndarray, diverged: np.ndarray) -> dict:
+    """The analysis arrays of every group, in ``members`` order, plus ``topology_ok``."""
+    parts: dict[str, list] = {}
+    ids = []
+    for g in groups:
+        path = group_dir(run_dir, g) / DYNAMICS
+        try:
+            with np.load(path) as z:
+                ids.append(z["member"])
+                for k in z.files:
+                    if k in DYNAMICS_DIMS:
+                        parts.setdefault(k, []).append(z[k])
+        except (OSError, KeyError, ValueError) as e:
+            raise RunDirError(f"dynamics of group {g} in {run_dir} are unreadable ({path}: {e})") from None
+    ids = np.concatenate(ids)
+    if sorted(ids.tolist()) != sorted(members.tolist()):
+        raise RunDirError(f"{run_dir}: the members of groups/*/{DYNAMICS} do not match members.csv")
+    order = np.argsort(ids)  # `members` is sorted
+    out = {k: (("member", *DYNAMICS_DIMS[k]), _pad(v)[order]) for k, v in parts.items()}
+    # [U] §3.1: networks whose fixed-point count differs from the modal count are set aside
+    counts = out["n_fixed_points"][1][:, 0]
+    values, freq = np.unique(counts[~diverged], return_counts=True)
+    modal = values[np.argmax(freq)] if len(values) else -1
+    out["topology_ok"] = ("member", (counts == modal) & ~diverged)
+    return out
 
 
 class GroupParams(NamedTuple):

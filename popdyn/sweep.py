@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from popdyn import figures, store
+from popdyn import analysis, figures, store
 from popdyn.config import Sweep
 from popdyn.model import Model
 from popdyn.population import Group, HParams, member_ids, member_key, search_members, seed_members
@@ -171,4 +171,6 @@ def run_sweep(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
         train_group(sweep, group, run_dir, progress, devices)
     store.write_tables(run_dir, [g.name for g in groups])
     figures.loss_curves(store.load(run_dir), run_dir / "loss_curves.png")
+    if sweep.analyze:
+        analysis.analyze_run(sweep, run_dir, progress)
     return run_dir

@@ -134,6 +134,22 @@ def train_one(model: Model, task: Task, settings: TrainSettings, hp: HParams, ke
     return state, jnp.concatenate(losses)[: settings.steps]
 
 
+def population_program(f: Callable, mesh: Mesh, member_batch: int | None) -> Callable:
+    """``jit`` of ``f`` (written for one member) over a leading member axis split across ``mesh``.
+
+    On each device the local members run as ``vmap`` (``member_batch=None``) or as
+    ``lax.map(..., batch_size=member_batch)``, a loop over blocks of members, each block vmapped.
+    """
+    members = PartitionSpec("member")
+
+    def local(*args):
+        if member_batch is None:
+            return jax.vmap(f)(*args)
+        return jax.lax.map(lambda a: f(*a), args, batch_size=member_batch)
+
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=members, out_specs=members, check_vma=False))
+
+
 class _Programs:
     """The jitted population functions of one (model, task, settings, devices, member_batch), shared by
     every trainer of it.
@@ -149,26 +165,16 @@ class _Programs:
         self, model: Model, task: Task, settings: TrainSettings, mesh: Mesh, member_batch: int | None
     ):
         self.traces = 0
-        members = PartitionSpec("member")
-
-        def per_device(f, batch):
-            def local(*args):
-                if batch is None:
-                    return jax.vmap(f)(*args)
-                return jax.lax.map(lambda a: f(*a), args, batch_size=batch)
-
-            return jax.jit(
-                jax.shard_map(local, mesh=mesh, in_specs=members, out_specs=members, check_vma=False)
-            )
+        per_device = partial(population_program, mesh=mesh)
 
         def chunk(hp, state):
             self.traces += 1  # runs only while tracing
             return chunk_one(model, task, settings, hp, state)
 
-        self.chunk = per_device(chunk, member_batch)
+        self.chunk = per_device(chunk, member_batch=member_batch)
         # One member at a time: vmap would batch the orthogonal init's QR, and XLA CPU's batched LAPACK
         # kernel can deadlock its thread pool on a 2-core machine (jaxlib 0.10.2), one device or several.
-        self.init = per_device(partial(init_one, model, settings), 1)
+        self.init = per_device(partial(init_one, model, settings), member_batch=1)
         self.val = jax.jit(jax.vmap(partial(mse, model), in_axes=(0, None, None)))
 
 

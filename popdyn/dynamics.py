@@ -1,0 +1,441 @@
+"""Fixed points, their linearisation, and each task's topology ([U] §2.3, SPEC §4).
+
+Written for ONE network; a population is ``vmap`` (or ``lax.map``) of the same functions over its members,
+so every array has a fixed shape: at most ``max_points`` fixed points per condition, with a ``valid`` mask.
+
+Fixed points minimise ``q(h) = ½‖F(h, x*) − h‖²`` (Sussillo & Barak 2013; Golub & Sussillo 2018's
+FixedPointFinder), from many initial states at once:
+
+1. Adam on every initial state jointly (each point's q depends on that point only), learning rate
+   ``lr · lr_decay^(step/steps)``, until ``steps`` or until the mean q changes by less than ``dq_tol``;
+2. ``newton_steps`` Newton steps on ``F(h) − h = 0``, each kept only where it lowers q (true fixed points
+   are then found to float precision; slow points stay where Adam left them);
+3. optionally (``rerun_q_outliers``) the points whose q exceeds ``outlier_q_scale`` × the median q are
+   optimised again;
+4. points with ``q ≥ q_tol`` are dropped, as are (``exclude_distance_outliers``) points farther from the
+   centroid of the initial states than ``outlier_distance_scale`` × their mean distance to it;
+5. duplicates closer than ``unique_tol`` (Euclidean) are merged, keeping the lowest q, and at most
+   ``max_points`` points are kept, lowest q first.
+
+For each kept point: ``J = ∂F/∂h`` and ``∂F/∂x`` by ``jax.jacobian``; eigen-decomposition of the non-normal
+J with right and left eigenvectors (``J = R Λ Lᴴ``, ``Lᴴ R = I``), sorted by |λ| (largest first);
+``n_unstable = #{|λ| > 1}``; time constants ``τ = 1/|log|λ||`` steps.
+
+Eigen-decomposition (and the Newton solves): ``jax.lax.linalg.eig`` inside the compiled program on GPUs
+(checked on an H200 with jax 0.11.2); on CPUs and TPUs :func:`eig_in_program` is false and the same call
+goes through ``jax.pure_callback`` to SciPy/NumPy LAPACK on the host (XLA's CPU LAPACK kernels, batched
+and on 2 host devices at once, deadlocked here; TPUs have no eig), so the one program runs everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.linalg
+from jaxtyping import Array, Bool, Complex, Float, Int
+
+StepFn = Callable[[dict, Array, Array], Array]  # F(params, h, x) -> h'
+
+
+@dataclass(frozen=True)
+class FixedPointOptions:
+    """Settings of the fixed-point search; config section ``dynamics`` uses the same names."""
+
+    n_initial: int = 128  # initial states per condition
+    noise: float = 0.05  # std of the Gaussian noise added to the visited states they are drawn from
+    steps: int = 2000  # Adam steps at most
+    lr: float = 0.05  # Adam's initial learning rate
+    lr_decay: float = 0.01  # learning rate after `steps` steps = lr · lr_decay
+    dq_tol: float = 1e-14  # stop when the mean q changes by less than this in one step
+    newton_steps: int = 4  # Newton refinement steps (0: none)
+    q_tol: float = 1e-8  # keep points with q below this
+    rerun_q_outliers: bool = False  # optimise points with q > outlier_q_scale · median(q) again
+    outlier_q_scale: float = 10.0
+    exclude_distance_outliers: bool = True
+    outlier_distance_scale: float = 10.0  # × mean distance of the initial states to their centroid
+    unique_tol: float = 1e-3  # points closer than this are one point
+    max_points: int = 32  # fixed points kept per condition (the K of every array)
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type == "bool":
+                continue
+            bad = v < 0 if f.name in ("newton_steps", "dq_tol", "noise") else v <= 0
+            if bad or (f.name == "lr_decay" and v > 1):
+                raise ValueError(f"dynamics.{f.name} = {v!r} is impossible")
+
+
+class FixedPoints(NamedTuple):
+    """Fixed points of one network at one condition x*; K = ``max_points``, D = state size, M = inputs."""
+
+    states: Float[Array, "K D"]
+    q: Float[Array, " K"]
+    valid: Bool[Array, " K"]
+    jacobians: Float[Array, "K D D"]  # ∂F/∂h
+    input_jacobians: Float[Array, "K D M"]  # ∂F/∂x
+    eigenvalues: Complex[Array, "K D"]  # sorted by |λ|, largest first
+    right: Complex[Array, "K D D"]  # columns: right eigenvectors
+    left: Complex[Array, "K D D"]  # columns: left eigenvectors, Lᴴ R = I
+    n_unstable: Int[Array, " K"]  # #{|λ| > 1}; 0 where not valid
+    time_constants: Float[Array, "K D"]  # 1/|log|λ|| in steps
+
+    @property
+    def count(self) -> Int[Array, ""]:
+        return jnp.sum(self.valid)
+
+
+def eig_in_program() -> bool:
+    """Whether eig and solve run as XLA's own kernels (GPU) rather than through a host callback.
+
+    XLA's CPU LAPACK kernels are not used: batched over points and run on 2 host devices at once they
+    deadlocked XLA's thread pool on a 2-core machine (jaxlib 0.10.2), as the batched QR of the
+    orthogonal init did (popdyn.train); TPUs have no eig at all."""
+    return jax.default_backend() in ("gpu", "cuda", "rocm")
+
+
+def speed(step: StepFn, params: dict, h: Float[Array, " D"], x: Float[Array, " M"]) -> Float[Array, ""]:
+    """``q(h) = ½‖F(h, x) − h‖²``."""
+    return 0.5 * jnp.sum((step(params, h, x) - h) ** 2)
+
+
+def _optimise(step, params, x_star, h, active, opt: FixedPointOptions):
+    """Adam on ``Σ q`` over the points where ``active``; the others stay put."""
+    schedule = optax.exponential_decay(opt.lr, opt.steps, opt.lr_decay)
+    adam = optax.adam(schedule)
+    q_all = jax.vmap(speed, (None, None, 0, None))
+
+    def total(h):
+        q = q_all(step, params, h, x_star)
+        return jnp.sum(jnp.where(active, q, 0.0)), q
+
+    def cond(carry):
+        i, _, _, q_prev, q_now = carry
+        return (i < opt.steps) & (jnp.abs(q_prev - q_now) >= opt.dq_tol)
+
+    def body(carry):
+        i, h, state, _, q_now = carry
+        (_, q), g = jax.value_and_grad(total, has_aux=True)(h)
+        updates, state = adam.update(g, state, h)
+        h = jnp.where(active[:, None], optax.apply_updates(h, updates), h)
+        return i + 1, h, state, q_now, jnp.mean(jnp.where(active, q, 0.0))
+
+    init = (jnp.int32(0), h, adam.init(h), jnp.float32(jnp.inf), jnp.float32(-jnp.inf))
+    return jax.lax.while_loop(cond, body, init)[1]
+
+
+def _newton(step, params, x_star, h, opt: FixedPointOptions):
+    """Newton steps on G(h) = F(h) − h, each kept where it lowers q."""
+    d = h.shape[-1]
+
+    def one(h):
+        def body(_, h):
+            g = step(params, h, x_star) - h
+            j = jax.jacobian(step, argnums=1)(params, h, x_star) - jnp.eye(d, dtype=h.dtype)
+            new = h - _solve(j, g)
+            better = jnp.all(jnp.isfinite(new)) & (
+                speed(step, params, new, x_star) < speed(step, params, h, x_star)
+            )
+            return jnp.where(better, new, h)
+
+        return jax.lax.fori_loop(0, opt.newton_steps, body, h)
+
+    return jax.vmap(one)(h)
+
+
+def _unique(states, q, keep, tol):
+    """Greedy merge in order of increasing q: a point is kept unless a kept point lies within ``tol``."""
+    order = jnp.argsort(jnp.where(keep, q, jnp.inf))
+    s, k = states[order], keep[order]
+    dist = jnp.linalg.norm(s[:, None, :] - s[None, :, :], axis=-1)
+
+    def body(kept, i):
+        clash = jnp.any(kept & (dist[i] < tol))
+        new = k[i] & ~clash
+        return kept.at[i].set(new), None
+
+    kept, _ = jax.lax.scan(body, jnp.zeros_like(k), jnp.arange(k.shape[0]))
+    return order, kept
+
+
+def _host_eig(a: np.ndarray):
+    """LAPACK geev through SciPy on the host, over any leading axes."""
+    lead, d = a.shape[:-2], a.shape[-1]
+    w = np.empty((*lead, d), np.complex64)
+    vl, vr = np.empty(a.shape, np.complex64), np.empty(a.shape, np.complex64)
+    for i in np.ndindex(*lead):
+        w[i], vl[i], vr[i] = scipy.linalg.eig(a[i], left=True, right=True)
+    return w, vl, vr
+
+
+def _solve(a, b):
+    """``a⁻¹ b`` for one square system (vmapped by the caller)."""
+    if eig_in_program():
+        return jnp.linalg.solve(a, b)
+
+    def host(a, b):
+        return np.linalg.solve(a, b[..., None])[..., 0].astype(np.float32)
+
+    out = jax.ShapeDtypeStruct(b.shape, jnp.float32)
+    return jax.pure_callback(host, out, a, b, vmap_method="broadcast_all")
+
+
+def _eig(a):
+    if eig_in_program():
+        return jax.lax.linalg.eig(a, compute_left_eigenvectors=True, compute_right_eigenvectors=True)
+    c = jax.ShapeDtypeStruct(a.shape[:-1], jnp.complex64), jax.ShapeDtypeStruct(a.shape, jnp.complex64)
+    return jax.pure_callback(_host_eig, (c[0], c[1], c[1]), a, vmap_method="expand_dims")
+
+
+def decompose(jacobians: Float[Array, "K D D"]):
+    """Eigenvalues (sorted by |λ|, largest first), right and left eigenvectors with ``Lᴴ R = I``."""
+    w, vl, vr = _eig(jacobians)
+    order = jnp.argsort(-jnp.abs(w), axis=-1)
+    w = jnp.take_along_axis(w, order, axis=-1)
+    vl = jnp.take_along_axis(vl, order[..., None, :], axis=-1)
+    vr = jnp.take_along_axis(vr, order[..., None, :], axis=-1)
+    # scale each left vector so that l_iᴴ r_i = 1 (LAPACK normalises both to unit length instead)
+    overlap = jnp.sum(jnp.conj(vl) * vr, axis=-2)
+    vl = vl / jnp.conj(overlap)[..., None, :]
+    return w, vr, vl
+
+
+def linearise(step: StepFn, params: dict, states, valid, x_star, eig: bool = True) -> FixedPoints:
+    """Jacobians, eigen-decomposition, stability and time constants at given points (``q`` left NaN)."""
+    jac = jax.vmap(jax.jacobian(step, argnums=1), (None, 0, None))(params, states, x_star)
+    jac_x = jax.vmap(jax.jacobian(step, argnums=2), (None, 0, None))(params, states, x_star)
+    k, d = states.shape
+    if eig:
+        w, right, left = decompose(jac)
+    else:
+        w = jnp.full((k, d), jnp.nan, jnp.complex64)
+        right = left = jnp.full((k, d, d), jnp.nan, jnp.complex64)
+    return _assemble(states, jnp.full((k,), jnp.nan), valid, jac, jac_x, w, right, left)
+
+
+def _assemble(states, q, valid, jac, jac_x, w, right, left) -> FixedPoints:
+    mod = jnp.abs(w)
+    n_unstable = jnp.where(valid, jnp.sum(mod > 1.0, axis=-1), 0).astype(jnp.int32)
+    with jax.numpy_dtype_promotion("standard"):
+        tau = 1.0 / jnp.abs(jnp.log(mod))
+    return FixedPoints(states, q, valid, jac, jac_x, w, right, left, n_unstable, tau)
+
+
+def find_fixed_points(
+    step: StepFn,
+    params: dict,
+    x_star: Float[Array, " M"],
+    initial_states: Float[Array, "n D"],
+    options: FixedPointOptions = FixedPointOptions(),
+    eig: bool = True,
+) -> FixedPoints:
+    """Fixed points of ``h ↦ step(params, h, x_star)`` from ``initial_states`` (module docstring).
+
+    Pure and fixed-shape: ``jax.vmap`` it over networks (``params``) or conditions (``x_star``).
+    ``eig=False`` skips the eigen-decomposition (eigen arrays NaN; :func:`decompose` does it later).
+    """
+    opt = options
+    h0 = initial_states
+    everyone = jnp.ones(h0.shape[0], bool)
+    h = _optimise(step, params, x_star, h0, everyone, opt)
+    if opt.newton_steps:
+        h = _newton(step, params, x_star, h, opt)
+    q_all = jax.vmap(speed, (None, None, 0, None))
+    q = q_all(step, params, h, x_star)
+    if opt.rerun_q_outliers:
+        outliers = q > opt.outlier_q_scale * jnp.median(q)
+        h = _optimise(step, params, x_star, h, outliers, opt)
+        if opt.newton_steps:
+            h = _newton(step, params, x_star, h, opt)
+        q = q_all(step, params, h, x_star)
+
+    keep = jnp.isfinite(q) & (q < opt.q_tol) & jnp.all(jnp.isfinite(h), axis=-1)
+    if opt.exclude_distance_outliers:
+        centre = jnp.mean(h0, axis=0)
+        scale = jnp.mean(jnp.linalg.norm(h0 - centre, axis=-1))
+        keep &= jnp.linalg.norm(h - centre, axis=-1) <= opt.outlier_distance_scale * jnp.maximum(scale, 1e-6)
+    order, kept = _unique(h, q, keep, opt.unique_tol)
+    # the kept points first (in order of increasing q), then the rest, cut to max_points
+    first = jnp.argsort(~kept, stable=True)[: opt.max_points]
+    idx = order[first]
+    valid = kept[first]
+    if first.shape[0] < opt.max_points:  # fewer initial states than max_points: pad with invalid slots
+        pad = opt.max_points - first.shape[0]
+        idx = jnp.concatenate([idx, jnp.zeros(pad, idx.dtype)])
+        valid = jnp.concatenate([valid, jnp.zeros(pad, bool)])
+    states = jnp.where(valid[:, None], h[idx], 0.0)
+    fp = linearise(step, params, states, valid, x_star, eig=eig)
+    return fp._replace(q=jnp.where(valid, q[idx], jnp.nan))
+
+
+# --------------------------------------------------------------------------------------------------
+# one trained network of popdyn: initial states, every condition, and the task's topology (SPEC §4)
+
+
+@dataclass(frozen=True)
+class TopologyOptions:
+    """Settings of the per-task analyses; config section ``dynamics`` (with :class:`FixedPointOptions`)."""
+
+    transition_runs: int = 100  # flip-flop: autonomous runs from each fixed point ([U] §3.1: 100)
+    transition_radius: float = 0.05  # their initial displacement (Euclidean norm)
+    transition_steps: int = 300  # steps each run is followed before its end point is read
+    readout_decimals: int = 1  # fixed points are ordered by their readout rounded to this many decimals
+    graph_size: int = 16  # cdi: nearest-neighbour graphs resampled to this many nodes
+    burn_in: float = 0.5  # sine: the orbit's centre is the mean state over the trial after this fraction
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if (v < 0 if f.name in ("readout_decimals", "burn_in") else v <= 0) or (
+                f.name == "burn_in" and v >= 1
+            ):
+                raise ValueError(f"dynamics.{f.name} = {v!r} is impossible")
+
+
+def initial_states(model, task, params: dict, key: Array, options: FixedPointOptions):
+    """``[C, n_initial, D]``: per condition of ``task.x_star``, states visited on that condition's probe
+    trials (drawn uniformly over trials and steps, with replacement) plus Gaussian noise of std ``noise``."""
+    states = model.states(params, task.probe_inputs)  # [P, T, D]
+    p, t, d = states.shape
+    flat = states.reshape(p * t, d)
+    cond = jnp.repeat(task.probe_condition, t)
+    n_cond = task.x_star.shape[0]
+
+    def draw(c, k):
+        k_pick, k_noise = jax.random.split(k)
+        mask = (cond == c).astype(jnp.float32)
+        idx = jax.random.choice(k_pick, p * t, (options.n_initial,), p=mask / jnp.sum(mask))
+        return flat[idx] + options.noise * jax.random.normal(k_noise, (options.n_initial, d))
+
+    return jax.vmap(draw)(jnp.arange(n_cond), jax.random.split(key, n_cond))
+
+
+def _readout_order(y: Float[Array, "K n_out"], valid, decimals: int):
+    """Valid points first, lexicographically by their readout rounded to ``decimals``, then q order."""
+    r = jnp.round(y, decimals)
+    keys = [r[:, j] for j in reversed(range(r.shape[1]))] + [~valid]
+    return jnp.lexsort(keys)
+
+
+def _reorder(fp: FixedPoints, order) -> FixedPoints:
+    return jax.tree.map(lambda a: a[order], fp)
+
+
+def transitions(step, params, fp: FixedPoints, x_star, key, topo: TopologyOptions):
+    """``P[i, j]``: the fraction of autonomous runs started near fixed point i that end at stable point j.
+
+    Each run starts at a displacement of norm ``transition_radius`` in a random direction and follows
+    ``F(·, x*)`` for ``transition_steps``; its end is the nearest stable fixed point (the nearest valid
+    one where a network has none).  Rows of invalid points are 0."""
+    k, d = fp.states.shape
+    direction = jax.random.normal(key, (k, topo.transition_runs, d))
+    direction /= jnp.linalg.norm(direction, axis=-1, keepdims=True)
+    h = (fp.states[:, None] + topo.transition_radius * direction).reshape(-1, d)
+    run = jax.vmap(step, (None, 0, None))
+    h = jax.lax.fori_loop(0, topo.transition_steps, lambda _, h: run(params, h, x_star), h)
+    stable = fp.valid & (fp.n_unstable == 0)
+    targets = jnp.where(jnp.any(stable), stable, fp.valid)
+    dist = jnp.linalg.norm(h[:, None, :] - fp.states[None], axis=-1)
+    end = jnp.argmin(jnp.where(targets[None], dist, jnp.inf), axis=-1)
+    p = jax.nn.one_hot(end, k).reshape(k, topo.transition_runs, k).mean(axis=1)
+    return jnp.where(fp.valid[:, None] & targets[None], p, 0.0)
+
+
+def _oscillation(fp: FixedPoints, centre):
+    """Sine: the valid point nearest the orbit's centre and its oscillatory pair's angle and modulus."""
+    dist = jnp.where(fp.valid, jnp.linalg.norm(fp.states - centre, axis=-1), jnp.inf)
+    i = jnp.argmin(dist)
+    w = fp.eigenvalues[i]
+    complex_ = jnp.abs(w.imag) > 1e-6
+    j = jnp.argmax(jnp.where(complex_, jnp.abs(w), -1.0))
+    ok = fp.valid[i] & jnp.any(complex_)
+    freq = jnp.abs(jnp.angle(w[j])) / (2 * jnp.pi)
+    return jnp.where(ok, freq, jnp.nan), jnp.where(ok, jnp.abs(w[j]), jnp.nan), fp.states[i], fp.valid[i]
+
+
+def _nn_graph(states, valid, size: int):
+    """Adjacency of each valid point to its nearest valid neighbour (symmetrised), points in the given
+    order, resampled to ``size`` nodes by nearest index (``linspace(0, n−1, size)``)."""
+    k = states.shape[0]
+    n = jnp.sum(valid)
+    dist = jnp.linalg.norm(states[:, None] - states[None], axis=-1)
+    allowed = valid[:, None] & valid[None] & ~jnp.eye(k, dtype=bool)
+    nearest = jnp.argmin(jnp.where(allowed, dist, jnp.inf), axis=-1)
+    a = jax.nn.one_hot(nearest, k) * (valid & (n > 1))[:, None]
+    a = jnp.maximum(a, a.T)
+    idx = jnp.round(jnp.linspace(0.0, jnp.maximum(n - 1, 0).astype(jnp.float32), size)).astype(jnp.int32)
+    return jnp.where(n > 0, a[idx][:, idx], 0.0)
+
+
+def linear_response(fp: FixedPoints, readout_kernel, input_index: int, horizon: int):
+    """CDI mode ablation: the readout of the linearised system ``horizon − 1`` steps after a unit pulse on
+    input ``input_index``, keeping the m largest-|λ| modes, for m = 1..D: ``[K, D]`` (NaN where invalid).
+
+    ``y_m = Re Σ_{k ≤ m} (R r_k) λ_k^(horizon−1) (l_kᴴ b)``, b = ``∂F/∂x[:, input_index]``."""
+    d = fp.states.shape[-1]
+    n_out = readout_kernel.shape[-1]
+    r_out = jnp.zeros((n_out, d)).at[:, : readout_kernel.shape[0]].set(readout_kernel.T)
+    b = fp.input_jacobians[:, :, input_index]  # [K, D]
+    into = jnp.einsum("kdm,kd->km", jnp.conj(fp.left), b)  # l_mᴴ b
+    out = jnp.einsum("od,kdm->kom", r_out, fp.right)[:, 0]  # first readout: R r_m
+    terms = out * fp.eigenvalues ** (horizon - 1) * into
+    return jnp.where(fp.valid[:, None], jnp.cumsum(terms, axis=-1).real, jnp.nan)
+
+
+def analyze_one(model, task, fp_opts: FixedPointOptions, topo: TopologyOptions, params: dict, key: Array):
+    """Every analysis of one trained network: a dict of fixed-shape arrays (C conditions, K points)."""
+    k_init, k_trans = jax.random.split(key)
+    cell = params["cell"]
+    h0 = initial_states(model, task, params, k_init, fp_opts)
+    fps = jax.vmap(lambda x, h: find_fixed_points(model.step, cell, x, h, fp_opts))(task.x_star, h0)
+    y = model.readout(params, fps.states)  # [C, K, n_out]
+    order = jax.vmap(partial(_readout_order, decimals=topo.readout_decimals))(y, fps.valid)
+    fps = jax.vmap(_reorder)(fps, order)
+    y = jnp.take_along_axis(y, order[..., None], axis=1)
+    out = {
+        "fp_states": fps.states,
+        "fp_q": fps.q,
+        "fp_valid": fps.valid,
+        "fp_readout": jnp.where(fps.valid[..., None], y, jnp.nan),
+        "fp_n_unstable": fps.n_unstable,
+        "fp_eigenvalues": jnp.where(fps.valid[..., None], fps.eigenvalues, jnp.nan),
+        "n_fixed_points": jnp.sum(fps.valid, axis=-1),
+        "n_stable": jnp.sum(fps.valid & (fps.n_unstable == 0), axis=-1),
+    }
+    if task.name == "flipflop":
+        fp0 = jax.tree.map(lambda a: a[0], fps)
+        out["transition"] = transitions(model.step, cell, fp0, task.x_star[0], k_trans, topo)
+    elif task.name == "sine":
+        states = model.states(params, task.probe_inputs)  # probe i is condition i
+        start = int(topo.burn_in * states.shape[1])
+        centre = jnp.mean(states[:, start:], axis=1)
+        freq, modulus, point, ok = jax.vmap(_oscillation)(fps, centre)
+        dist = jnp.linalg.norm(point[:, None] - point[None], axis=-1)
+        both = ok[:, None] & ok[None]
+        scale = jnp.max(jnp.where(both, dist, 0.0))
+        out.update(
+            sine_frequency=freq,
+            sine_modulus=modulus,
+            sine_graph=jnp.where(both, dist / jnp.maximum(scale, 1e-12), jnp.nan),
+        )
+    elif task.name == "cdi":
+        n_ctx = task.x_star.shape[0]
+        out["cdi_graph"] = jax.vmap(partial(_nn_graph, size=topo.graph_size))(fps.states, fps.valid)
+        mod = jnp.where(fps.valid[..., None], jnp.abs(fps.eigenvalues), jnp.nan)
+        out["cdi_spectrum"] = jnp.nanmean(mod, axis=1)
+        kernel = params["readout"]["kernel"]
+        resp = jnp.stack(
+            [
+                linear_response(jax.tree.map(lambda a, c=c: a[c], fps), kernel, n_ctx + c, task.T)
+                for c in range(n_ctx)
+            ]
+        )
+        out["cdi_response"] = jnp.nanmean(resp, axis=1)
+    return out
