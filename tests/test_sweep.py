@@ -55,6 +55,9 @@ BAD = [
     ("grid.seeds=0", "grid.seeds"),
     ("task.p=1.5", "1.5"),
     ("task.T=0", "T"),
+    ("dynamics.q_tol=-1", "dynamics.q_tol"),
+    ("+dynamics.tolerance=1", "tolerance"),
+    ("analyze=maybe", "analyze"),
 ]
 
 
@@ -74,9 +77,9 @@ def test_bad_names_list_the_allowed_ones():
         build_sweep(config("grid.arch=[rnn]"))
 
 
-def run_script(*args, cwd):
+def run_script(*args, cwd, script="sweep.py"):
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "sweep.py"), *args], capture_output=True, text=True, cwd=cwd
+        [sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True, cwd=cwd
     )
 
 
@@ -199,3 +202,34 @@ def test_choice_is_the_best_non_diverged_trial_or_the_smallest_lr(caplog):
     assert chosen[0.0] is rows[0]  # trial 2 has the lowest val_loss but diverged
     assert chosen[0.1] is rows[4]  # every trial diverged: the smallest learning rate
     assert "every trial diverged" in caplog.text
+
+
+def test_tiny_sweep_analyses_the_dynamics(tiny_run):
+    """After training, every group's fixed points and flip-flop transitions join the store, per member."""
+    ds = store.load(tiny_run)
+    assert (tiny_run / "dynamics.yaml").exists()
+    assert ds.n_fixed_points.dims == ("member", "condition") and ds.sizes["condition"] == 1
+    assert ds.transition.dims == ("member", "fixed_point", "fixed_point_to")
+    assert ds.fp_eigenvalues.sizes["mode"] == 8 and ds.topology_ok.dtype == bool
+    n = ds.n_fixed_points.values[:, 0]
+    assert (n >= 1).all()  # every network has at least the point its states settle to
+    assert (ds.fp_valid.sum("fixed_point").values[:, 0] == n).all()
+    rows = ds.transition.sum("fixed_point_to").values
+    for m in range(ds.sizes["member"]):  # each valid point's runs end somewhere: rows sum to 1
+        np.testing.assert_allclose(rows[m][: n[m]], 1.0, atol=1e-5)
+
+
+def test_analyze_script_resumes_refuses_other_settings_and_missing_dirs(tiny_run, tmp_path):
+    before = {p: p.read_bytes() for p in tiny_run.rglob("*.npz")}
+    r = run_script(f"run_dir={tiny_run}", "progress=false", "dynamics.n_initial=32", "dynamics.steps=300",
+                   "dynamics.transition_runs=20", "dynamics.transition_steps=100", cwd=tmp_path,
+                   script="analyze.py")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert {p: p.read_bytes() for p in tiny_run.rglob("*.npz")} == before  # already analysed: untouched
+    r = run_script(f"run_dir={tiny_run}", "dynamics.n_initial=64", cwd=tmp_path, script="analyze.py")
+    assert r.returncode == 2 and "dynamics.n_initial=32" in r.stderr and "Traceback" not in r.stderr
+    assert {p: p.read_bytes() for p in tiny_run.rglob("*.npz")} == before
+    missing = tmp_path / "nope"
+    r = run_script(f"run_dir={missing}", cwd=tmp_path, script="analyze.py")
+    assert r.returncode == 2 and "not a popdyn run directory" in r.stderr and "Traceback" not in r.stderr
+    assert not missing.exists()

@@ -1,0 +1,207 @@
+"""Fixed points, linearisation and topology (SPEC §4) against systems whose answers are known in closed form."""
+
+from __future__ import annotations
+
+import itertools
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from popdyn.dynamics import FixedPointOptions, TopologyOptions, analyze_one, find_fixed_points
+from popdyn.model import Model
+from popdyn.population import HParams
+from popdyn.tasks import make_task, zero_baseline
+from popdyn.train import TrainSettings, train_one
+
+OPTS = FixedPointOptions(steps=600, max_points=16)
+
+
+def find(step, params, x, h0, opts=OPTS):
+    return jax.jit(find_fixed_points, static_argnums=(0, 4))(step, params, x, h0, opts)
+
+
+def valid(fp, name):
+    return np.asarray(getattr(fp, name))[np.asarray(fp.valid)]
+
+
+def linear(p, h, x):
+    return p["A"] @ h + p["b"] + 0.0 * jnp.sum(x)
+
+
+def decoupled(p, h, x):
+    return jnp.tanh(p["w"] * h) + 0.0 * jnp.sum(x)
+
+
+def saturation_root(w: float) -> float:
+    """The positive root of a = tanh(w a) (w > 1)."""
+    a = 1.0
+    for _ in range(500):
+        a = np.tanh(w * a)
+    return a
+
+
+@pytest.mark.parametrize("radius, n_out", [(0.9, 0), (1.5, 1)])
+def test_linear_map_has_one_fixed_point_with_the_maps_spectrum(radius, n_out):
+    """F(h) = A h + b: h* = (I − A)⁻¹ b, J = A, eigenvalues of A (non-normal), n_unstable = #{|λ| > 1}."""
+    rng = np.random.default_rng(0)
+    d = 4
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    lam = np.array([radius, 0.7, 0.5, -0.3]) if n_out else np.array([radius, 0.6, -0.5, 0.2])
+    s = np.eye(d) + 0.5 * np.triu(rng.standard_normal((d, d)), 1)  # non-normal
+    a = q @ s @ np.diag(lam) @ np.linalg.inv(s) @ q.T
+    b = rng.standard_normal(d)
+    p = {"A": jnp.asarray(a, jnp.float32), "b": jnp.asarray(b, jnp.float32)}
+    h0 = jnp.asarray(rng.standard_normal((64, d)), jnp.float32)
+    fp = find(linear, p, jnp.zeros(1), h0)
+    assert int(fp.count) == 1
+    h_star = np.linalg.solve(np.eye(d) - a, b)
+    np.testing.assert_allclose(valid(fp, "states")[0], h_star, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(valid(fp, "jacobians")[0], a, rtol=1e-5, atol=1e-5)
+    w = valid(fp, "eigenvalues")[0]
+    np.testing.assert_allclose(w, sorted(lam, key=lambda x: -abs(x)), atol=1e-4)
+    assert valid(fp, "n_unstable")[0] == n_out
+    r, left = valid(fp, "right")[0], valid(fp, "left")[0]
+    np.testing.assert_allclose(a @ r, r * w, atol=1e-4)  # right eigenvectors
+    np.testing.assert_allclose(left.conj().T @ a, w[:, None] * left.conj().T, atol=1e-4)  # left
+    np.testing.assert_allclose(left.conj().T @ r, np.eye(d), atol=1e-4)  # Lᴴ R = I
+    np.testing.assert_allclose(valid(fp, "time_constants")[0], 1 / np.abs(np.log(np.abs(w))), rtol=1e-4)
+
+
+def test_decoupled_saturating_units_every_point_none_spurious():
+    """h' = tanh(2h) per unit: fixed points {−a, 0, a}² (a = tanh(2a)); unstable modes = zero coordinates."""
+    a = saturation_root(2.0)
+    h0 = jax.random.uniform(jax.random.key(0), (128, 2), minval=-1.2, maxval=1.2)
+    fp = find(decoupled, {"w": jnp.float32(2.0)}, jnp.zeros(1), h0)
+    found = valid(fp, "states")
+    expected = np.array(list(itertools.product([-a, 0.0, a], repeat=2)))
+    assert len(found) == 9
+    for e in expected:  # every point, once
+        assert np.sum(np.linalg.norm(found - e, axis=1) < 1e-4) == 1
+    assert np.all(valid(fp, "q") < OPTS.q_tol)
+    n_zero = np.sum(np.abs(found) < 1e-4, axis=1)
+    np.testing.assert_array_equal(valid(fp, "n_unstable"), n_zero)
+    # J = diag(w (1 − h²)): 2 at zero coordinates, 2(1 − a²) at saturated ones
+    diag = np.where(np.abs(found) < 1e-4, 2.0, 2.0 * (1 - a**2))
+    np.testing.assert_allclose(
+        np.abs(valid(fp, "jacobians")), np.abs(np.apply_along_axis(np.diag, 1, diag)), atol=1e-4
+    )
+
+
+def test_rotation_gives_the_oscillatory_pair():
+    """h' = r R(θ) h: one fixed point at 0 with eigenvalues r e^{±iθ}; time constant 1/|log r|."""
+    r, theta = 0.95, 2 * np.pi * 0.03
+
+    def rotation(p, h, x):
+        c, s = jnp.cos(p["theta"]), jnp.sin(p["theta"])
+        return p["r"] * jnp.array([[c, -s], [s, c]]) @ h + 0.0 * jnp.sum(x)
+
+    h0 = jax.random.normal(jax.random.key(1), (32, 2))
+    fp = find(rotation, {"r": jnp.float32(r), "theta": jnp.float32(theta)}, jnp.zeros(1), h0)
+    assert int(fp.count) == 1
+    np.testing.assert_allclose(valid(fp, "states")[0], 0.0, atol=1e-5)
+    w = valid(fp, "eigenvalues")[0]
+    np.testing.assert_allclose(np.abs(w), r, rtol=1e-5)
+    np.testing.assert_allclose(np.sort(np.angle(w)), [-theta, theta], rtol=1e-4)
+    np.testing.assert_allclose(valid(fp, "time_constants")[0], 1 / abs(np.log(r)), rtol=1e-4)
+    assert valid(fp, "n_unstable")[0] == 0
+
+
+def test_vmap_over_networks_equals_each_alone():
+    """One compiled program over several networks gives each network's own result."""
+    ws = jnp.array([2.0, 3.0, 0.5], jnp.float32)
+    h0 = jax.random.uniform(jax.random.key(2), (3, 64, 2), minval=-1.2, maxval=1.2)
+    batched = jax.jit(jax.vmap(lambda w, h: find_fixed_points(decoupled, {"w": w}, jnp.zeros(1), h, OPTS)))(
+        ws, h0
+    )
+    assert [int(c) for c in batched.valid.sum(axis=1)] == [9, 9, 1]
+    for i in range(3):
+        alone = find(decoupled, {"w": ws[i]}, jnp.zeros(1), h0[i])
+        for name in ("states", "q", "valid", "n_unstable", "eigenvalues"):
+            np.testing.assert_allclose(
+                np.asarray(getattr(batched, name)[i]), np.asarray(getattr(alone, name)), rtol=1e-5, atol=1e-6
+            )
+
+
+def flipflop_network(k: int = 3, w: float = 2.0):
+    """A vanilla tanh network that solves flip-flop by construction: h' = tanh(w h + 4 x), y = h / a."""
+    task = make_task("flipflop", K=k, T=50)
+    model = Model("vanilla", "tanh", k, task.n_in, task.n_out)
+    a = saturation_root(w)
+    params = {
+        "cell": {"recurrent": w * jnp.eye(k), "input": 4.0 * jnp.eye(k), "bias": jnp.zeros(k)},
+        "readout": {"kernel": jnp.eye(k) / a, "bias": jnp.zeros(k)},
+    }
+    return task, model, params
+
+
+def test_flipflop_topology_of_a_constructed_network():
+    """3^K fixed points, the 2^K stable ones at the readout's corners; transitions as the geometry says:
+    a stable point keeps its runs, a point with one unstable unit splits them between the two corners it
+    separates, the origin sends them to every corner."""
+    task, model, params = flipflop_network()
+    run = jax.jit(partial(analyze_one, model, task, FixedPointOptions(steps=600), TopologyOptions()))
+    out = jax.tree.map(np.asarray, run(params, jax.random.key(0)))
+    ok = out["fp_valid"][0]
+    assert out["n_fixed_points"][0] == 27 and out["n_stable"][0] == 8
+    y = out["fp_readout"][0][ok]
+    # ordered lexicographically by readout (rounded), corners exactly ±1
+    keys = [tuple(r) for r in np.round(y, 1)]
+    assert keys == sorted(keys)
+    stable = out["fp_n_unstable"][0][ok] == 0
+    np.testing.assert_allclose(np.abs(y[stable]), 1.0, atol=1e-3)
+    assert len({tuple(np.sign(r)) for r in y[stable]}) == 8
+    p = out["transition"][: ok.sum(), : ok.sum()]
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    zeros = np.sum(np.abs(y) < 1e-3, axis=1)
+    for i in range(len(y)):
+        targets = np.flatnonzero(p[i] > 0)
+        assert all(stable[targets])
+        # the runs end at corners that agree with point i on its saturated units
+        assert all(np.all(np.sign(y[j])[zeros[i] == 0] == np.sign(y[i])[zeros[i] == 0]) for j in targets)
+        if zeros[i] == 0:
+            assert p[i, i] == 1.0
+        else:  # 2^zeros reachable corners, each a fair share (100 runs: loose bounds)
+            assert len(targets) == 2 ** zeros[i]
+            assert p[i, targets].min() > 0.5 / 2 ** zeros[i]
+
+
+def test_analysis_is_deterministic_and_shaped_for_every_task():
+    for name in ("flipflop", "sine", "cdi"):
+        task = make_task(name, T=20, **({"n_probe": 4} if name == "sine" else {}))
+        model = Model("gru", "tanh", 5, task.n_in, task.n_out)
+        params = model.init(jax.random.key(3))
+        run = jax.jit(
+            partial(analyze_one, model, task, FixedPointOptions(steps=100, n_initial=16), TopologyOptions())
+        )
+        a = jax.tree.map(np.asarray, run(params, jax.random.key(4)))
+        b = jax.tree.map(np.asarray, run(params, jax.random.key(4)))
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+        c = task.x_star.shape[0]
+        assert a["fp_states"].shape == (c, 32, 5) and a["n_fixed_points"].shape == (c,)
+        if name == "sine":
+            assert a["sine_frequency"].shape == (4,) and a["sine_graph"].shape == (4, 4)
+        if name == "cdi":
+            assert a["cdi_graph"].shape == (2, 16, 16) and a["cdi_response"].shape == (2, 5)
+
+
+@pytest.mark.slow
+def test_trained_flipflop_network_has_stable_points_at_the_memory_corners():
+    """A vanilla network trained on 3-bit flip-flop: its stable fixed points read out near the 2^3 corners."""
+    task = make_task("flipflop", T=50)
+    model = Model("vanilla", "tanh", 24, task.n_in, task.n_out)
+    settings = TrainSettings(steps=1500, batch=64, chunk=500)
+    hp = HParams(lr=jnp.float32(0.05), decay=jnp.float32(0.3), momentum=jnp.float32(0.9),
+                 clip=jnp.float32(1.0), l2=jnp.float32(1e-5))  # fmt: skip
+    state, losses = train_one(model, task, settings, hp, jax.random.key(0))
+    baseline = zero_baseline(task, jax.random.key(2))
+    assert float(jnp.nanmean(losses[-100:])) < 0.15 * baseline
+    run = jax.jit(partial(analyze_one, model, task, FixedPointOptions(), TopologyOptions()))
+    out = jax.tree.map(np.asarray, run(state.params, jax.random.key(1)))
+    ok = out["fp_valid"][0] & (out["fp_n_unstable"][0] == 0)
+    y = out["fp_readout"][0][ok]
+    corners = {tuple(np.sign(r).astype(int)) for r in y if np.all(np.abs(r) > 0.5)}
+    assert len(corners) == 8, y
