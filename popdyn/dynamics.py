@@ -207,17 +207,12 @@ def decompose(jacobians: Float[Array, "K D D"]):
     return w, vr, vl
 
 
-def linearise(step: StepFn, params: dict, states, valid, x_star, eig: bool = True) -> FixedPoints:
+def linearise(step: StepFn, params: dict, states, valid, x_star) -> FixedPoints:
     """Jacobians, eigen-decomposition, stability and time constants at given points (``q`` left NaN)."""
     jac = jax.vmap(jax.jacobian(step, argnums=1), (None, 0, None))(params, states, x_star)
     jac_x = jax.vmap(jax.jacobian(step, argnums=2), (None, 0, None))(params, states, x_star)
-    k, d = states.shape
-    if eig:
-        w, right, left = decompose(jac)
-    else:
-        w = jnp.full((k, d), jnp.nan, jnp.complex64)
-        right = left = jnp.full((k, d, d), jnp.nan, jnp.complex64)
-    return _assemble(states, jnp.full((k,), jnp.nan), valid, jac, jac_x, w, right, left)
+    w, right, left = decompose(jac)
+    return _assemble(states, jnp.full(states.shape[:1], jnp.nan), valid, jac, jac_x, w, right, left)
 
 
 def _assemble(states, q, valid, jac, jac_x, w, right, left) -> FixedPoints:
@@ -247,12 +242,10 @@ def find_fixed_points(
     x_star: Float[Array, " M"],
     initial_states: Float[Array, "n D"],
     options: FixedPointOptions = FixedPointOptions(),
-    eig: bool = True,
 ) -> FixedPoints:
     """Fixed points of ``h ↦ step(params, h, x_star)`` from ``initial_states`` (module docstring).
 
     Pure and fixed-shape: ``jax.vmap`` it over networks (``params``) or conditions (``x_star``).
-    ``eig=False`` skips the eigen-decomposition (eigen arrays NaN; :func:`decompose` does it later).
     """
     opt = options
     h0 = initial_states
@@ -284,7 +277,7 @@ def find_fixed_points(
         idx = jnp.concatenate([idx, jnp.zeros(pad, idx.dtype)])
         valid = jnp.concatenate([valid, jnp.zeros(pad, bool)])
     states = jnp.where(valid[:, None], h[idx], 0.0)
-    fp = linearise(step, params, states, valid, x_star, eig=eig)
+    fp = linearise(step, params, states, valid, x_star)
     return fp._replace(q=jnp.where(valid, q[idx], jnp.nan))
 
 
