@@ -6,8 +6,9 @@ probe inputs plus noise), ``--steps`` Adam steps on ``q(h) = ½‖F(h, x*) − h
 every engine does exactly ``steps`` steps, no Newton steps (FixedPointFinder has none).
 
 Engines
-  popdyn     ``population_program(find_fixed_points …)`` over the P networks (as ``popdyn.analysis`` runs
-             a group): one compiled program, ``vmap`` over members, on one device.
+  popdyn     ``population_program(find_fixed_points …)`` over the P networks on one device, as
+             ``popdyn.analysis`` runs a group on a CPU: one compiled program, ``vmap`` or ``lax.map`` (one
+             member at a time) over the members.
   jit loop   ``jax.jit(find_fixed_points)`` for ONE network, called for each network in a Python loop.
   torch      FixedPointFinder's method in plain PyTorch: ``torch.nn.GRUCell``-equivalent step, Adam on the
              batch of states of one network, then the same q, one network after another.
@@ -79,9 +80,9 @@ def main(argv=None):
         return one(p["cell"], x, h)
 
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("member",))
-    pop = population_program(program, mesh, None)
-    t, first = timed(pop, params, h0)
-    rows.append(("popdyn (one program, vmap)", args.P, t, first))
+    for mb in (None, 1):
+        t, first = timed(population_program(program, mesh, mb), params, h0)
+        rows.append((f"popdyn ({'vmap' if mb is None else 'lax.map'}, 1 dev)", args.P, t, first))
 
     single = jax.jit(program)
     n = min(args.loop_nets, args.P)
@@ -101,19 +102,19 @@ def main(argv=None):
     flops = 3 * 2 * args.initial * UNITS * 3 * UNITS * args.steps  # per network
     print(f"# fixed points: gru-{UNITS}, {args.initial} initial states, {args.steps} Adam steps; "
           f"jax {jax.__version__} on {jax.devices()[0].device_kind}\n")  # fmt: skip
-    print("| engine | networks timed | seconds | s per network | networks/s | GFLOP/s | compile s |")
-    print("|---|---|---|---|---|---|---|")
-    base = None
+    loop = next(t / k for name, k, t, _ in rows if name.startswith("jit loop"))
+    print(
+        "| engine | networks timed | seconds | s per network | networks/s | GFLOP/s | ÷ jit loop | compile s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, k, t, first in rows:
         if t is None:
-            print(f"| {name} | {k} | — | — | — | — | — |")
+            print(f"| {name} | {k} | — | — | — | — | — | — |")
             continue
         per = t / k
-        base = base or per
         comp = "—" if first is None else f"{first - t:.1f}"
-        print(f"| {name} | {k} | {t:.2f} | {per:.3f} | {1 / per:.2f} | {flops / per / 1e9:.1f} | {comp} |")
-    print("\nratios (s per network ÷ popdyn's): " + ", ".join(
-        f"{name}: {(t / k) / base:.2f}×" for name, k, t, _ in rows[1:] if t is not None))  # fmt: skip
+        print(f"| {name} | {k} | {t:.2f} | {per:.3f} | {1 / per:.2f} | {flops / per / 1e9:.1f} | "
+              f"{loop / per:.2f}× | {comp} |")  # fmt: skip
 
 
 def torch_loop(params, h0, n, args) -> float:
