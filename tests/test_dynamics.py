@@ -205,3 +205,25 @@ def test_trained_flipflop_network_has_stable_points_at_the_memory_corners():
     y = out["fp_readout"][0][ok]
     corners = {tuple(np.sign(r).astype(int)) for r in y if np.all(np.abs(r) > 0.5)}
     assert len(corners) == 8, y
+
+
+@pytest.mark.slow
+def test_trained_sine_network_linear_frequency_tracks_omega():
+    """[U] Fig. 2f: a GRU trained on sine generation has, per command frequency ω, a fixed point whose
+    oscillatory eigenvalue pair turns at θ/2π ≈ ω (small systematic deviations allowed), |λ| near 1."""
+    task = make_task("sine", T=100, n_probe=8)
+    model = Model("gru", "tanh", 32, task.n_in, task.n_out)
+    hp = HParams(lr=jnp.float32(0.1), decay=jnp.float32(0.3), momentum=jnp.float32(0.9),
+                 clip=jnp.float32(1.0), l2=jnp.float32(1e-6))  # fmt: skip
+    settings = TrainSettings(steps=3000, batch=32, chunk=500)
+    state, losses = train_one(model, task, settings, hp, jax.random.key(0))
+    assert float(jnp.nanmean(losses[-100:])) < 0.01 * zero_baseline(task, jax.random.key(2))
+    run = jax.jit(partial(analyze_one, model, task, FixedPointOptions(), TopologyOptions()))
+    out = jax.tree.map(np.asarray, run(state.params, jax.random.key(1)))
+    omega = 0.04 * np.asarray(task.x_star)[:, 0] + 0.01
+    # the slowest command (one cycle per trial) is left out: its orbit barely turns within T = 100
+    freq, mod, w = out["sine_frequency"][1:], out["sine_modulus"][1:], omega[1:]
+    assert np.all(np.isfinite(freq))
+    assert np.all(np.diff(freq) > 0) and np.corrcoef(freq, w)[0, 1] > 0.99
+    np.testing.assert_allclose(freq, w, rtol=0.35)
+    assert np.all((mod > 0.9) & (mod < 1.3))
