@@ -21,15 +21,18 @@ For each kept point: ``J = ∂F/∂h`` and ``∂F/∂x`` by ``jax.jacobian``; ei
 J with right and left eigenvectors (``J = R Λ Lᴴ``, ``Lᴴ R = I``), sorted by |λ| (largest first);
 ``n_unstable = #{|λ| > 1}``; time constants ``τ = 1/|log|λ||`` steps.
 
-Eigen-decomposition (and the Newton solves): ``jax.lax.linalg.eig`` inside the compiled program on GPUs
-(checked on an H200 with jax 0.11.2); on CPUs and TPUs :func:`eig_in_program` is false and the same call
-goes through ``jax.pure_callback`` to SciPy/NumPy LAPACK on the host (XLA's CPU LAPACK kernels, batched
-and on 2 host devices at once, deadlocked here; TPUs have no eig), so the one program runs everywhere.
+Eigen-decomposition: through ``jax.pure_callback`` to SciPy's geev on the host, one matrix per thread of a
+host pool, on every backend (XLA's GPU geev was no faster per matrix than one CPU thread on an H200;
+XLA's CPU LAPACK kernels, batched and on 2 host devices at once, deadlocked here; TPUs have none), so the
+one program runs everywhere. Newton solves: XLA's on GPUs, the host's elsewhere.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from functools import partial, wraps
 from typing import NamedTuple
@@ -40,6 +43,7 @@ import numpy as np
 import optax
 import scipy.linalg
 from jaxtyping import Array, Bool, Complex, Float, Int
+from threadpoolctl import threadpool_limits
 
 StepFn = Callable[[dict, Array, Array], Array]  # F(params, h, x) -> h'
 
@@ -92,12 +96,12 @@ class FixedPoints(NamedTuple):
         return jnp.sum(self.valid)
 
 
-def eig_in_program() -> bool:
-    """Whether eig and solve run as XLA's own kernels (GPU) rather than through a host callback.
+def _xla_solve() -> bool:
+    """Whether the Newton solves run as XLA's own kernels (GPU) rather than through a host callback.
 
     XLA's CPU LAPACK kernels are not used: batched over points and run on 2 host devices at once they
     deadlocked XLA's thread pool on a 2-core machine (jaxlib 0.10.2), as the batched QR of the
-    orthogonal init did (popdyn.train); TPUs have no eig at all."""
+    orthogonal init did (popdyn.train)."""
     return jax.default_backend() in ("gpu", "cuda", "rocm")
 
 
@@ -165,19 +169,27 @@ def _unique(states, q, keep, tol):
     return order, kept
 
 
+@functools.cache
+def _host_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="popdyn-eig")
+
+
 def _host_eig(a: np.ndarray):
-    """LAPACK geev through SciPy on the host, over any leading axes."""
+    """LAPACK geev through SciPy on the host, over any leading axes, one matrix per pool thread (LAPACK
+    releases the GIL)."""
     lead, d = a.shape[:-2], a.shape[-1]
-    w = np.empty((*lead, d), np.complex64)
-    vl, vr = np.empty(a.shape, np.complex64), np.empty(a.shape, np.complex64)
-    for i in np.ndindex(*lead):
-        w[i], vl[i], vr[i] = scipy.linalg.eig(a[i], left=True, right=True)
+    flat = np.asarray(a).reshape(-1, d, d)
+    with threadpool_limits(1):  # one BLAS thread per matrix: the pool is the parallelism
+        parts = list(_host_pool().map(lambda m: scipy.linalg.eig(m, left=True, right=True), flat))
+    w = np.stack([p[0] for p in parts]).astype(np.complex64).reshape(*lead, d)
+    vl = np.stack([p[1] for p in parts]).astype(np.complex64).reshape(a.shape)
+    vr = np.stack([p[2] for p in parts]).astype(np.complex64).reshape(a.shape)
     return w, vl, vr
 
 
 def _solve(a, b):
     """``a⁻¹ b`` for one square system (vmapped by the caller)."""
-    if eig_in_program():
+    if _xla_solve():
         return jnp.linalg.solve(a, b)
 
     def host(a, b):
@@ -188,8 +200,9 @@ def _solve(a, b):
 
 
 def _eig(a):
-    if eig_in_program():
-        return jax.lax.linalg.eig(a, compute_left_eigenvectors=True, compute_right_eigenvectors=True)
+    """Eigen-decomposition on the host on every backend: on an H200, XLA's GPU geev took 5.9 s for 4,096
+    64 × 64 Jacobians (1.5 ms each, no faster than one CPU thread), so a pool of host threads wins;
+    TPUs have no eig at all; XLA's CPU kernel deadlocked (see :func:`_xla_solve`)."""
     c = jax.ShapeDtypeStruct(a.shape[:-1], jnp.complex64), jax.ShapeDtypeStruct(a.shape, jnp.complex64)
     return jax.pure_callback(_host_eig, (c[0], c[1], c[1]), a, vmap_method="expand_dims")
 
