@@ -144,9 +144,7 @@ def _newton(step, params, x_star, h, opt: FixedPointOptions):
             g = step(params, h, x_star) - h
             j = jax.jacobian(step, argnums=1)(params, h, x_star) - jnp.eye(d, dtype=h.dtype)
             new = h - _solve(j, g)
-            better = jnp.all(jnp.isfinite(new)) & (
-                speed(step, params, new, x_star) < speed(step, params, h, x_star)
-            )
+            better = jnp.all(jnp.isfinite(new)) & (speed(step, params, new, x_star) < 0.5 * jnp.sum(g**2))
             return jnp.where(better, new, h)
 
         return jax.lax.fori_loop(0, opt.newton_steps, body, h)
