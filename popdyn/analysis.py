@@ -1,7 +1,7 @@
 """Analyse the dynamics of a trained run, group by group, into its run directory (SPEC §4).
 
-Each group is one compiled program over its members (``dynamics.analyze_one`` mapped over the member
-axis, members split over the devices as in training); its results go to ``groups/<g>/dynamics.npz``
+Each group is two compiled programs over its members (``dynamics.analyze_one`` in two parts, mapped
+over the member axis, members split over the devices as in training); its results go to ``groups/<g>/dynamics.npz``
 (written atomically, so an interrupted analysis resumes with the next group), and the settings to
 ``dynamics.yaml``.  ``popdyn.store.load`` then exposes them per member.
 """
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from popdyn import store
 from popdyn.config import Sweep
-from popdyn.dynamics import analyze_one
+from popdyn.dynamics import analyze_descend, analyze_finish
 from popdyn.population import member_key, padded_size
 from popdyn.train import population_program
 
@@ -54,28 +54,35 @@ def member_keys(seed: int, members: np.ndarray) -> np.ndarray:
 
 
 def analyze_group(sweep: Sweep, gp: store.GroupParams, devices=None) -> dict[str, np.ndarray]:
-    """Every member of one group, as one compiled program: ``{name: [members, ...]}``.
+    """Every member of one group, as two compiled programs: ``{name: [members, ...]}``.
 
-    On a CPU the program runs on one host device: its LAPACK work (eig, solve) goes through host
-    callbacks, and a callback in a program sharded over 2 host devices on 2 cores waits forever for an
-    XLA pool thread (jaxlib 0.10.2; the same deadlock as XLA's own batched LAPACK kernels)."""
+    The Adam descent (``dynamics.analyze_descend``, most of the time, pure XLA) is sharded over every
+    device; the rest (``dynamics.analyze_finish``) as well on accelerators, but on one host device on a
+    CPU: its LAPACK work (eig, solve) goes through host callbacks, and a callback in a program sharded
+    over 2 host devices on 2 cores waits forever for an XLA pool thread (jaxlib 0.10.2; the same deadlock
+    as XLA's own batched LAPACK kernels)."""
     devices = tuple(devices or jax.devices())
-    if devices[0].platform == "cpu":
-        devices = devices[:1]
-    mesh = Mesh(np.array(devices), ("member",))
+    finish_devices = devices[:1] if devices[0].platform == "cpu" else devices
     n = len(gp.member)
-    size = padded_size(n, len(devices))
-    idx = np.concatenate([np.arange(n), np.zeros(size - n, int)])
-    one = partial(analyze_one, gp.model, sweep.task, sweep.fixed_points, sweep.topology)
+    keys = member_keys(sweep.seed, gp.member)
+    descend = partial(analyze_descend, gp.model, sweep.task, sweep.fixed_points)
+    finish = partial(analyze_finish, gp.model, sweep.task, sweep.fixed_points, sweep.topology)
 
-    def member(params, raw_key):
-        return one(params, jax.random.wrap_key_data(raw_key))
+    def run(f, devs, *args):
+        size = padded_size(n, len(devs))
+        idx = np.concatenate([np.arange(n), np.zeros(size - n, int)])
+        program = population_program(f, Mesh(np.array(devs), ("member",)), sweep.member_batch)
+        out = program(*(jax.tree.map(lambda a: np.asarray(a)[idx], a) for a in args))
+        return jax.tree.map(lambda v: np.asarray(v)[:n], out)
 
-    program = population_program(member, mesh, sweep.member_batch)
-    params = jax.tree.map(lambda a: np.asarray(a)[idx], gp.params)
-    keys = member_keys(sweep.seed, gp.member)[idx]
-    out = program(params, keys)
-    return {k: np.asarray(v)[:n] for k, v in out.items()}
+    def descend_member(params, raw_key):
+        return descend(params, jax.random.wrap_key_data(raw_key))
+
+    def finish_member(params, raw_key, h0, h):
+        return finish(params, jax.random.wrap_key_data(raw_key), h0, h)
+
+    h0, h = run(descend_member, devices, gp.params, keys)
+    return run(finish_member, finish_devices, gp.params, keys, h0, h)
 
 
 def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:

@@ -172,17 +172,20 @@ def _host_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="popdyn-eig")
 
 
-def _host_eig(a: np.ndarray):
+def _host_eig(a: np.ndarray, wanted: np.ndarray):
     """LAPACK geev through SciPy on the host, over any leading axes, one matrix per pool thread (LAPACK
-    releases the GIL)."""
+    releases the GIL); matrices not ``wanted`` are skipped (λ = 0, R = L = I)."""
     lead, d = a.shape[:-2], a.shape[-1]
     flat = np.asarray(a).reshape(-1, d, d)
+    todo = np.flatnonzero(np.broadcast_to(wanted, lead).reshape(-1))
+    w = np.zeros((flat.shape[0], d), np.complex64)
+    vl = np.broadcast_to(np.eye(d, dtype=np.complex64), flat.shape).copy()
+    vr = vl.copy()
     with threadpool_limits(1):  # one BLAS thread per matrix: the pool is the parallelism
-        parts = list(_host_pool().map(lambda m: scipy.linalg.eig(m, left=True, right=True), flat))
-    w = np.stack([p[0] for p in parts]).astype(np.complex64).reshape(*lead, d)
-    vl = np.stack([p[1] for p in parts]).astype(np.complex64).reshape(a.shape)
-    vr = np.stack([p[2] for p in parts]).astype(np.complex64).reshape(a.shape)
-    return w, vl, vr
+        parts = _host_pool().map(lambda i: scipy.linalg.eig(flat[i], left=True, right=True), todo)
+        for i, (wi, li, ri) in zip(todo, parts):
+            w[i], vl[i], vr[i] = wi, li, ri
+    return w.reshape(*lead, d), vl.reshape(a.shape), vr.reshape(a.shape)
 
 
 def _solve(a, b):
@@ -197,17 +200,22 @@ def _solve(a, b):
     return jax.pure_callback(host, out, a, b, vmap_method="broadcast_all")
 
 
-def _eig(a):
-    """Eigen-decomposition on the host on every backend: on an H200, XLA's GPU geev took 5.9 s for 4,096
-    64 × 64 Jacobians (1.5 ms each, no faster than one CPU thread), so a pool of host threads wins;
-    TPUs have no eig at all; XLA's CPU kernel deadlocked (see :func:`_xla_solve`)."""
+def _eig(a, wanted):
+    """Eigen-decomposition on the host on every backend, of the matrices ``wanted`` only: on an H200,
+    XLA's GPU geev took 5.9 s for 4,096 64 × 64 Jacobians (1.5 ms each, no faster than one CPU thread),
+    so a pool of host threads wins; TPUs have no eig at all; XLA's CPU kernel deadlocked (see
+    :func:`_xla_solve`)."""
     c = jax.ShapeDtypeStruct(a.shape[:-1], jnp.complex64), jax.ShapeDtypeStruct(a.shape, jnp.complex64)
-    return jax.pure_callback(_host_eig, (c[0], c[1], c[1]), a, vmap_method="expand_dims")
+    return jax.pure_callback(_host_eig, (c[0], c[1], c[1]), a, wanted, vmap_method="expand_dims")
 
 
-def decompose(jacobians: Float[Array, "K D D"]):
-    """Eigenvalues (sorted by |λ|, largest first), right and left eigenvectors with ``Lᴴ R = I``."""
-    w, vl, vr = _eig(jacobians)
+def decompose(jacobians: Float[Array, "K D D"], wanted: Bool[Array, " K"] | None = None):
+    """Eigenvalues (sorted by |λ|, largest first), right and left eigenvectors with ``Lᴴ R = I``.
+
+    Matrices not ``wanted`` (default: all are) are not decomposed: λ = 0 and R = L = I there."""
+    if wanted is None:
+        wanted = jnp.ones(jacobians.shape[:-2], bool)
+    w, vl, vr = _eig(jacobians, wanted)
     order = jnp.argsort(-jnp.abs(w), axis=-1)
     w = jnp.take_along_axis(w, order, axis=-1)
     vl = jnp.take_along_axis(vl, order[..., None, :], axis=-1)
@@ -219,10 +227,11 @@ def decompose(jacobians: Float[Array, "K D D"]):
 
 
 def linearise(step: StepFn, params: dict, states, valid, x_star) -> FixedPoints:
-    """Jacobians, eigen-decomposition, stability and time constants at given points (``q`` left NaN)."""
+    """Jacobians, eigen-decomposition, stability and time constants at given points (``q`` left NaN);
+    the Jacobians of points not ``valid`` are not decomposed (λ = 0, R = L = I)."""
     jac = jax.vmap(jax.jacobian(step, argnums=1), (None, 0, None))(params, states, x_star)
     jac_x = jax.vmap(jax.jacobian(step, argnums=2), (None, 0, None))(params, states, x_star)
-    w, right, left = decompose(jac)
+    w, right, left = decompose(jac, valid)
     return _assemble(states, jnp.full(states.shape[:1], jnp.nan), valid, jac, jac_x, w, right, left)
 
 
@@ -257,11 +266,38 @@ def find_fixed_points(
     """Fixed points of ``h ↦ step(params, h, x_star)`` from ``initial_states`` (module docstring).
 
     Pure and fixed-shape: ``jax.vmap`` it over networks (``params``) or conditions (``x_star``).
+    Equal to :func:`refine` of :func:`descend`: callers that can run the two on different devices do.
     """
+    h = descend(step, params, x_star, initial_states, options)
+    return refine(step, params, x_star, initial_states, h, options)
+
+
+@_full_precision
+def descend(
+    step: StepFn,
+    params: dict,
+    x_star: Float[Array, " M"],
+    initial_states: Float[Array, "n D"],
+    options: FixedPointOptions = FixedPointOptions(),
+) -> Float[Array, "n D"]:
+    """Step 1 of the search, Adam from every initial state: the bulk of the work, and pure XLA (no host
+    callback), so that it may run sharded over several host devices."""
+    everyone = jnp.ones(initial_states.shape[0], bool)
+    return _optimise(step, params, x_star, initial_states, everyone, options)
+
+
+@_full_precision
+def refine(
+    step: StepFn,
+    params: dict,
+    x_star: Float[Array, " M"],
+    initial_states: Float[Array, "n D"],
+    h: Float[Array, "n D"],
+    options: FixedPointOptions = FixedPointOptions(),
+) -> FixedPoints:
+    """Steps 2–5 of the search from the points :func:`descend` reached, then the linearisation."""
     opt = options
     h0 = initial_states
-    everyone = jnp.ones(h0.shape[0], bool)
-    h = _optimise(step, params, x_star, h0, everyone, opt)
     if opt.newton_steps:
         h = _newton(step, params, x_star, h, opt)
     q_all = jax.vmap(speed, (None, None, 0, None))
@@ -408,11 +444,29 @@ def linear_response(fp: FixedPoints, readout_kernel, input_index: int, horizon: 
 
 @_full_precision
 def analyze_one(model, task, fp_opts: FixedPointOptions, topo: TopologyOptions, params: dict, key: Array):
-    """Every analysis of one trained network: a dict of fixed-shape arrays (C conditions, K points)."""
-    k_init, k_trans = jax.random.split(key)
-    cell = params["cell"]
+    """Every analysis of one trained network: a dict of fixed-shape arrays (C conditions, K points).
+
+    Equal to :func:`analyze_finish` of :func:`analyze_descend` (the split ``popdyn.analysis`` runs)."""
+    return analyze_finish(
+        model, task, fp_opts, topo, params, key, *analyze_descend(model, task, fp_opts, params, key)
+    )
+
+
+@_full_precision
+def analyze_descend(model, task, fp_opts: FixedPointOptions, params: dict, key: Array):
+    """Initial states and their Adam descent for every condition, ``([C, n, D], [C, n, D])``: pure XLA."""
+    k_init, _ = jax.random.split(key)
     h0 = initial_states(model, task, params, k_init, fp_opts)
-    fps = jax.vmap(lambda x, h: find_fixed_points(model.step, cell, x, h, fp_opts))(task.x_star, h0)
+    h = jax.vmap(lambda x, h: descend(model.step, params["cell"], x, h, fp_opts))(task.x_star, h0)
+    return h0, h
+
+
+@_full_precision
+def analyze_finish(model, task, fp_opts, topo, params: dict, key: Array, h0, h):
+    """The rest of :func:`analyze_one` from :func:`analyze_descend`'s output (host callbacks on a CPU)."""
+    _, k_trans = jax.random.split(key)
+    cell = params["cell"]
+    fps = jax.vmap(lambda x, a, b: refine(model.step, cell, x, a, b, fp_opts))(task.x_star, h0, h)
     y = model.readout(params, fps.states)  # [C, K, n_out]
     order = jax.vmap(partial(_readout_order, decimals=topo.readout_decimals))(y, fps.valid)
     fps = jax.vmap(_reorder)(fps, order)

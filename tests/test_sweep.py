@@ -219,6 +219,25 @@ def test_tiny_sweep_analyses_the_dynamics(tiny_run):
         np.testing.assert_allclose(rows[m][: n[m]], 1.0, atol=1e-5)
 
 
+def test_group_analysis_over_two_devices_equals_each_member_alone(tiny_run):
+    """The sharded descent + one-device finish of ``analyze_group`` is ``analyze_one`` per member."""
+    from functools import partial
+
+    from popdyn.analysis import analyze_group, member_keys
+    from popdyn.dynamics import analyze_one
+
+    s = build_sweep(store.read_config(tiny_run))
+    gp = store.load_params(tiny_run)["gru-tanh-8"]
+    assert len(jax.devices()) == 2
+    group = analyze_group(s, gp, jax.devices())
+    one = jax.jit(partial(analyze_one, gp.model, s.task, s.fixed_points, s.topology))
+    for i, raw in enumerate(member_keys(s.seed, gp.member)):
+        alone = one(jax.tree.map(lambda a, i=i: a[i], gp.params), jax.random.wrap_key_data(raw))
+        assert int(alone["n_fixed_points"][0]) == int(group["n_fixed_points"][i, 0]) >= 1
+        for k in ("fp_states", "fp_valid", "fp_n_unstable", "transition"):
+            np.testing.assert_allclose(group[k][i], np.asarray(alone[k]), rtol=1e-4, atol=1e-5, err_msg=k)
+
+
 def test_analyze_script_resumes_refuses_other_settings_and_missing_dirs(tiny_run, tmp_path):
     before = {p: p.read_bytes() for p in tiny_run.rglob("*.npz")}
     r = run_script(f"run_dir={tiny_run}", "progress=false", "dynamics.n_initial=32", "dynamics.steps=300",
