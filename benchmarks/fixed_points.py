@@ -6,9 +6,10 @@ probe inputs plus noise), ``--steps`` Adam steps on ``q(h) = ½‖F(h, x*) − h
 every engine does exactly ``steps`` steps, no Newton steps (FixedPointFinder has none).
 
 Engines
-  popdyn     ``population_program(find_fixed_points …)`` over the P networks on one device, as
-             ``popdyn.analysis`` runs a group on a CPU: one compiled program, ``vmap`` or ``lax.map`` (one
-             member at a time) over the members.
+  popdyn     ``population_program(find_fixed_points …)`` over the P networks on one device: one compiled
+             program, ``vmap`` or ``lax.map`` (one member at a time) over the members; and, where there
+             are several devices, as ``popdyn.analysis`` runs a group: the Adam descent sharded over
+             every device, the rest (Newton, eig through host callbacks) on one.
   jit loop   ``jax.jit(find_fixed_points)`` for ONE network, called for each network in a Python loop.
   torch      FixedPointFinder's method in plain PyTorch: ``torch.nn.GRUCell``-equivalent step, Adam on the
              batch of states of one network, then the same q, one network after another.
@@ -22,17 +23,22 @@ FLOPs: each Adam step evaluates F and its gradient on n states: ≈ 3 × 2·n·N
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import jax
 import numpy as np
 
 import popdyn  # noqa: F401  (device setup)
-from popdyn.dynamics import FixedPointOptions, find_fixed_points, initial_states
+from popdyn.dynamics import FixedPointOptions, descend, find_fixed_points, initial_states, refine
 from popdyn.model import Model
 from popdyn.tasks import make_task
 from popdyn.train import population_program
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import accelerator_peak, matmul_peak  # noqa: E402  (the same peak as there)
 
 UNITS = 64
 
@@ -79,10 +85,26 @@ def main(argv=None):
     def program(p, h):
         return one(p["cell"], x, h)
 
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("member",))
+    one_dev = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("member",))
     for mb in (None, 1):
-        t, first = timed(population_program(program, mesh, mb), params, h0)
+        t, first = timed(population_program(program, one_dev, mb), params, h0)
         rows.append((f"popdyn ({'vmap' if mb is None else 'lax.map'}, 1 dev)", args.P, t, first))
+    if len(jax.devices()) > 1:  # as popdyn.analysis runs a group: descent sharded, the rest on one device
+        all_dev = jax.sharding.Mesh(np.array(jax.devices()), ("member",))
+        n_dev = len(jax.devices())
+        for mb in (None, 1):
+            down = population_program(lambda p, h: descend(model.step, p["cell"], x, h, opts), all_dev, mb)
+            fin = population_program(
+                lambda p, h0, h: refine(model.step, p["cell"], x, h0, h, opts), one_dev, mb
+            )
+
+            def split(p, h0, down=down, fin=fin):
+                h = np.asarray(down(p, h0))  # gathered to the host, as analyze_group does
+                return fin(p, h0, h)
+
+            t, first = timed(split, params, h0)
+            label = f"popdyn ({'vmap' if mb is None else 'lax.map'}, descent on {n_dev} dev)"
+            rows.append((label, args.P, t, first))
 
     single = jax.jit(program)
     n = min(args.loop_nets, args.P)
@@ -100,21 +122,25 @@ def main(argv=None):
             rows.append(("torch loop (pip install -e .[bench])", n, None, None))
 
     flops = 3 * 2 * args.initial * UNITS * 3 * UNITS * args.steps  # per network
+    peak = matmul_peak() if jax.default_backend() == "cpu" else accelerator_peak()
     print(f"# fixed points: gru-{UNITS}, {args.initial} initial states, {args.steps} Adam steps; "
-          f"jax {jax.__version__} on {jax.devices()[0].device_kind}\n")  # fmt: skip
+          f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({len(jax.devices())} devices); "
+          f"float32 matmul peak {peak:.1f} GFLOP/s\n")  # fmt: skip
     loop = next(t / k for name, k, t, _ in rows if name.startswith("jit loop"))
     print(
-        "| engine | networks timed | seconds | s per network | networks/s | GFLOP/s | ÷ jit loop | compile s |"
+        "| engine | networks timed | seconds | s per network | networks/s | GFLOP/s | % peak | ÷ jit loop "
+        "| compile s |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, k, t, first in rows:
         if t is None:
-            print(f"| {name} | {k} | — | — | — | — | — | — |")
+            print(f"| {name} | {k} | — | — | — | — | — | — | — |")
             continue
         per = t / k
         comp = "—" if first is None else f"{first - t:.1f}"
-        print(f"| {name} | {k} | {t:.2f} | {per:.3f} | {1 / per:.2f} | {flops / per / 1e9:.1f} | "
-              f"{loop / per:.2f}× | {comp} |")  # fmt: skip
+        gflops = flops / per / 1e9
+        print(f"| {name} | {k} | {t:.2f} | {per:.3f} | {1 / per:.2f} | {gflops:.1f} | "
+              f"{100 * gflops / peak:.0f} | {loop / per:.2f}× | {comp} |")  # fmt: skip
 
 
 def torch_loop(params, h0, n, args) -> float:
