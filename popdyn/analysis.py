@@ -4,6 +4,11 @@ Each group is two compiled programs over its members (``dynamics.analyze_one`` i
 over the member axis, members split over the devices as in training); its results go to ``groups/<g>/dynamics.npz``
 (written atomically, so an interrupted analysis resumes with the next group), and the settings to
 ``dynamics.yaml``.  ``popdyn.store.load`` then exposes them per member.
+
+Then :func:`compare_run` compares every pair of networks (``popdyn.similarity``) on the same probe
+states — trained members, plus an untrained twin of each member of the archs in
+``similarity.untrained`` — and embeds each distance matrix in 2-D (``popdyn.embed``), into
+``similarity.npz`` (settings in ``similarity.yaml``).
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ from functools import partial
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import yaml
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from popdyn import store
+from popdyn import embed, store
 from popdyn.config import Sweep
 from popdyn.dynamics import analyze_descend, analyze_finish
 from popdyn.population import member_key, padded_size
+from popdyn.similarity import METRICS, Prepared, all_pairs, prepare, topology_distances
 from popdyn.train import population_program
 
 log = logging.getLogger("popdyn")
@@ -32,17 +39,22 @@ def settings_dict(sweep: Sweep) -> dict:
     return {**asdict(sweep.fixed_points), **asdict(sweep.topology)}
 
 
-def _check_settings(run_dir: Path, settings: dict) -> None:
+def _check_settings(run_dir: Path, settings: dict, name: str = store.DYNAMICS_CONFIG) -> None:
     """Refuse to mix analyses made with different settings in one run directory."""
-    path = run_dir / store.DYNAMICS_CONFIG
+    path = run_dir / name
+    section, results = (
+        ("dynamics", f"groups/*/{store.DYNAMICS}")
+        if name == store.DYNAMICS_CONFIG
+        else ("similarity", store.SIMILARITY)
+    )
     if path.exists():
         old = yaml.safe_load(path.read_text()) or {}
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if diff:
             k = diff[0]
             raise store.RunDirError(
-                f"{run_dir} was analysed with dynamics.{k}={old.get(k)!r}, not {settings.get(k)!r}; "
-                f"remove {path.name} and groups/*/{store.DYNAMICS} to analyse it again with new settings"
+                f"{run_dir} was analysed with {section}.{k}={old.get(k)!r}, not {settings.get(k)!r}; "
+                f"remove {path.name} and {results} to analyse it again with new settings"
             )
     else:
         store.write_text(path, yaml.safe_dump(settings, sort_keys=False))
@@ -106,4 +118,93 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
             g, np.median(counts, axis=0).tolist(), np.median(out["n_stable"], axis=0).tolist(),
         )  # fmt: skip
     bar.close()
+    return run_dir
+
+
+# ------------------------------------------------------------------------------------------ similarity
+def sample_rows(sweep: Sweep) -> np.ndarray:
+    """The probe-state rows (trial-major over ``task.probe_inputs``) every network is compared on."""
+    n_probe, t = sweep.task.probe_inputs.shape[:2]
+    total, want = n_probe * t, sweep.similarity.samples
+    if not want or want >= total:
+        return np.arange(total)
+    key = member_key(sweep.seed, "similarity/samples")
+    return np.sort(np.asarray(jax.random.choice(key, total, (want,), replace=False)))
+
+
+def _prepare_group(sweep: Sweep, model, params: dict, rows: np.ndarray, block: int):
+    """States on the probe rows → :class:`Prepared` per network, and whether the network is comparable
+    (finite states with some variance; diverged networks are not)."""
+    kv = sweep.similarity.keep_variance
+    inputs = sweep.task.probe_inputs
+
+    @jax.jit
+    def one(p):
+        states = model.states(p, inputs)
+        x = states.reshape(-1, states.shape[-1])[rows]
+        ok = jnp.all(jnp.isfinite(x)) & (jnp.sum(jnp.var(x, axis=0)) > 0)
+        return prepare(jnp.where(ok, x, jnp.eye(*x.shape)), kv), ok
+
+    many = jax.jit(jax.vmap(one))
+    n = jax.tree.leaves(params)[0].shape[0]
+    parts = [many(jax.tree.map(lambda a, i=i: a[i : i + block], params)) for i in range(0, n, block)]
+    prep = Prepared(
+        *(np.concatenate([np.asarray(getattr(p[0], f)) for p in parts]) for f in Prepared._fields)
+    )
+    ok = np.concatenate([np.asarray(p[1]) for p in parts])
+    width = int(prep.k.max())
+    return prep._replace(basis=prep.basis[:, :, :width]), ok
+
+
+def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
+    """SVCCA and CKA between every pair of networks (trained members and untrained twins), topology
+    distances between trained members, 2-D MDS of each, into ``similarity.npz``; return ``run_dir``."""
+    run_dir = Path(run_dir)
+    opts = sweep.similarity
+    _check_settings(run_dir, asdict(opts) | {"untrained": list(opts.untrained)}, store.SIMILARITY_CONFIG)
+    groups = store.load_params(run_dir)
+    path = run_dir / store.SIMILARITY
+    if path.exists():
+        log.info("similarity: already computed")
+        return run_dir
+    rows = sample_rows(sweep)
+    parts = []  # (member ids, trained, Prepared, comparable) per group and twin set
+    for gp in tqdm(groups.values(), desc="states", unit="group", disable=not progress):
+        sets = [(gp.params, True)]
+        if gp.model.arch in opts.untrained:  # the same architecture, randomly initialised ([U] Fig. 4)
+            keys = jnp.stack([member_key(sweep.seed, f"untrained/{m}") for m in gp.member])
+            sets.append((jax.vmap(gp.model.init)(keys), False))
+        for params, is_trained in sets:
+            prep, ok = _prepare_group(sweep, gp.model, params, rows, opts.block)
+            parts.append((gp.member, np.full(len(gp.member), is_trained), prep, ok))
+    nets, trained, preps, oks = zip(*parts)
+    width = max(p.basis.shape[-1] for p in preps)
+    basis = [np.pad(p.basis, ((0, 0), (0, 0), (0, width - p.basis.shape[-1]))) for p in preps]
+    network, trained, ok = np.concatenate(nets), np.concatenate(trained), np.concatenate(oks)
+    order = np.lexsort((network, ~trained))  # trained members by id, then the untrained twins by id
+    prep = Prepared(np.concatenate(basis), np.concatenate([p.k for p in preps]),
+                    np.concatenate([p.gram for p in preps]))  # fmt: skip
+    prep = Prepared(*(a[order] for a in prep))
+    network, trained, ok = network[order], trained[order], ok[order]
+    n = len(network)
+    with tqdm(total=n * (n + 1) // 2, desc="similarity", unit="pair", disable=not progress) as bar:
+        dist = all_pairs(prep, METRICS, opts.block, progress=bar.update)
+    for d in dist.values():
+        d[~ok], d[:, ~ok] = np.nan, np.nan
+    out = {"network": network, "trained": trained, "k": prep.k, "rows": rows}
+    n_trained = int(trained.sum())
+    for m, d in dist.items():
+        out[m] = d
+        out[f"mds_{m}"] = embed.mds(d[:n_trained, :n_trained], sweep.seed, opts.mds_iter)
+        if n_trained < n:
+            out[f"mds_all_{m}"] = embed.mds(d, sweep.seed, opts.mds_iter)
+    ds = store.load(run_dir)
+    if "n_fixed_points" in ds:
+        out["topology"], out["topology_compared"] = topology_distances(ds)
+        out["mds_topology"] = embed.mds(out["topology"], sweep.seed, opts.mds_iter)
+    store.write_npz(path, out)
+    log.info(
+        "similarity: %d networks (%d untrained twins) on %d probe states; median SVCCA distance %.3f, CKA %.3f",
+        n, n - n_trained, len(rows), float(np.nanmedian(dist["svcca"])), float(np.nanmedian(dist["cka"])),
+    )  # fmt: skip
     return run_dir

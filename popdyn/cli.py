@@ -51,16 +51,20 @@ def sweep(cfg: DictConfig, run_dir: Path | None = None) -> Path:
 
 
 def analyze(cfg: DictConfig) -> Path:
-    """``scripts/analyze.py``: analyse the dynamics of the trained run in ``cfg.run_dir``.
+    """``scripts/analyze.py``: analyse the dynamics of the trained run in ``cfg.run_dir``, then compare
+    its networks (similarity, MDS).
 
-    The run's own ``config.yaml`` gives task, grid and training; ``cfg`` gives ``dynamics.*`` and
-    ``progress``."""
+    The run's own ``config.yaml`` gives task, grid and training; ``cfg`` gives ``dynamics.*``,
+    ``similarity.*`` and ``progress``."""
     run_dir = Path(str(cfg.run_dir))
     try:
         config = store.read_config(run_dir)
         config["dynamics"] = OmegaConf.to_container(cfg.dynamics, resolve=True)
+        config["similarity"] = OmegaConf.to_container(cfg.similarity, resolve=True)
         spec = build_sweep(config)
-        analysis.analyze_run(spec, run_dir, progress=bool(cfg.get("progress", True)))
+        progress = bool(cfg.get("progress", True))
+        analysis.analyze_run(spec, run_dir, progress)
+        analysis.compare_run(spec, run_dir, progress)
     except (ConfigError, store.RunDirError) as e:
         fail(str(e), run_dir)
     log.info("dynamics in %s — popdyn.store.load(%r)", run_dir, str(run_dir))

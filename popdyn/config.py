@@ -16,6 +16,7 @@ from typing import Any
 from popdyn.cells import ACTIVATIONS, ARCHS
 from popdyn.dynamics import FixedPointOptions, TopologyOptions
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid
+from popdyn.similarity import SimilarityOptions
 from popdyn.tasks import Task, TaskError, make_task
 from popdyn.train import TrainSettings
 
@@ -55,6 +56,7 @@ class Sweep:
     analyze: bool = True  # analyse the dynamics after training
     fixed_points: FixedPointOptions = FixedPointOptions()
     topology: TopologyOptions = TopologyOptions()
+    similarity: SimilarityOptions = SimilarityOptions()
 
 
 def _plain(cfg: Any) -> dict:
@@ -209,6 +211,7 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         analyze=analyze,
         fixed_points=fixed_points,
         topology=topology,
+        similarity=_similarity(cfg.get("similarity") or {}),
     )
 
 
@@ -231,5 +234,29 @@ def _dynamics(value: Any) -> tuple[FixedPointOptions, TopologyOptions]:
         parts[names[k]][k] = want(v)
     try:
         return FixedPointOptions(**parts[FixedPointOptions]), TopologyOptions(**parts[TopologyOptions])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _similarity(value: Any) -> SimilarityOptions:
+    """The ``similarity`` section: :class:`SimilarityOptions` fields, by name."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"similarity must be a mapping of settings, got {value!r}")
+    allowed = SimilarityOptions.__dataclass_fields__
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown similarity key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        if k == "untrained":
+            out[k] = _names("similarity.untrained", v, ARCHS) if _as_list(v) else ()
+            continue
+        kind = allowed[k].type
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool)
+        if not ok or (kind == "int" and int(v) != v):
+            raise ConfigError(f"similarity.{k} must be {kind}, got {v!r}")
+        out[k] = int(v) if kind == "int" else float(v)
+    try:
+        return SimilarityOptions(**out)
     except ValueError as e:
         raise ConfigError(str(e)) from None

@@ -40,9 +40,19 @@ TRIALS = "trials.csv"
 GROUPS = "groups"
 DYNAMICS = "dynamics.npz"
 DYNAMICS_CONFIG = "dynamics.yaml"
+SIMILARITY = "similarity.npz"
+SIMILARITY_CONFIG = "similarity.yaml"
+SIMILARITY_METRICS = ("svcca", "cka")
 # config entries that do not change any number a run produces, so they may differ when resuming
 # (dynamics settings are checked against dynamics.yaml by popdyn.analysis instead)
-_NOT_RESULTS = {("progress",), ("train", "devices"), ("train", "chunk"), ("analyze",), ("dynamics",)}
+_NOT_RESULTS = {
+    ("progress",),
+    ("train", "devices"),
+    ("train", "chunk"),
+    ("analyze",),
+    ("dynamics",),
+    ("similarity",),
+}
 
 MEMBER_COLUMNS = [
     "member", "group", "arch", "activation", "units", "l2", "seed",
@@ -272,6 +282,65 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
 
             x = np.asarray(build_sweep(config).task.x_star)[:, 0]
             ds = ds.assign_coords(omega=("condition", 0.04 * x + 0.01))
+    if (run_dir / SIMILARITY).exists():
+        ds = ds.assign(_similarity_of_members(run_dir, frame["member"].to_numpy()))
+        ds = ds.assign_coords(member_to=ds.member.values)
+    return ds
+
+
+def _read_similarity(run_dir: Path) -> dict[str, np.ndarray]:
+    path = run_dir / SIMILARITY
+    try:
+        with np.load(path) as z:
+            out = {k: z[k] for k in z.files}
+        for k in ("network", "trained", *SIMILARITY_METRICS):
+            out[k]  # noqa: B018  (a KeyError names what is missing)
+    except (OSError, KeyError, ValueError) as e:
+        raise RunDirError(f"{path} is unreadable ({e}); remove it and run scripts/analyze.py again") from None
+    return out
+
+
+def _similarity_of_members(run_dir: Path, members: np.ndarray) -> dict:
+    """Distances and embeddings between trained members, in ``members`` order (both axes)."""
+    z = _read_similarity(run_dir)
+    trained = z["trained"]
+    if not np.array_equal(np.sort(z["network"][trained]), members):
+        raise RunDirError(f"{run_dir / SIMILARITY} does not hold the members of members.csv")
+    out = {}
+    for m in (*SIMILARITY_METRICS, "topology"):
+        if m not in z:
+            continue
+        d = z[m][np.ix_(trained, trained)] if m != "topology" else z[m]
+        out[f"{m}_distance"] = (("member", "member_to"), d)
+        out[f"mds_{m}"] = (("member", "mds"), z[f"mds_{m}"])
+    if "topology_compared" in z:
+        out["topology_compared"] = ("member", z["topology_compared"])
+    return out
+
+
+def load_similarity(run_dir: str | Path) -> xr.Dataset:
+    """Every compared network of a run — trained members and their untrained twins — as a Dataset over
+    ``network`` (and ``network_to``): coordinates ``member`` (the trained member it belongs to),
+    ``trained``, ``arch``, ``activation``, ``units``, ``l2``, ``seed``; data ``svcca_distance``,
+    ``cka_distance`` (network × network_to), ``mds_all_svcca``, ``mds_all_cka`` (network × mds, one
+    embedding of trained and untrained networks together; [U] Fig. 4) and ``k`` (SVCCA components)."""
+    run_dir = Path(run_dir)
+    members = load(run_dir)
+    z = _read_similarity(run_dir)
+    net = z["network"]
+    meta = members.sel(member=net)
+    n = len(net)
+    coords = {"member": ("network", net), "trained": ("network", z["trained"])}
+    coords |= {c: ("network", meta[c].values) for c in ("arch", "activation", "units", "l2", "seed")}
+    data = {f"{m}_distance": (("network", "network_to"), z[m]) for m in SIMILARITY_METRICS}
+    for m in SIMILARITY_METRICS:
+        emb = z.get(f"mds_all_{m}")
+        if emb is None:  # no untrained twins: the trained-only embedding is the embedding of all
+            emb = z[f"mds_{m}"]
+        data[f"mds_all_{m}"] = (("network", "mds"), emb)
+    data["k"] = ("network", z["k"])
+    ds = xr.Dataset(data, coords={"network": np.arange(n), "network_to": np.arange(n), **coords})
+    ds.attrs.update(members.attrs)
     return ds
 
 

@@ -173,4 +173,5 @@ def run_sweep(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
     figures.loss_curves(store.load(run_dir), run_dir / "loss_curves.png")
     if sweep.analyze:
         analysis.analyze_run(sweep, run_dir, progress)
+        analysis.compare_run(sweep, run_dir, progress)
     return run_dir

@@ -1,0 +1,217 @@
+"""Who resembles whom: SVCCA, CKA and topology distances between networks ([U] §2.3, SPEC §4).
+
+For two state matrices over the same probe samples, ``X`` (S × N1) and ``Y`` (S × N2), columns centred:
+
+- **SVCCA** (Raghu et al. 2017): keep each matrix's top principal components reaching ``keep_variance`` of
+  its variance (``X ≈ U_x Σ_x V_xᵀ``, k_x columns); the canonical correlations of the two reduced sets are
+  the singular values of ``U_xᵀ U_y``; similarity = their mean over min(k_x, k_y).
+- **CKA** (linear, Kornblith et al. 2019): ``‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F)``; with ``K = XXᵀ``,
+  ``‖YᵀX‖²_F = ⟨K_x, K_y⟩`` and ``‖XᵀX‖_F = ‖K_x‖_F``, so CKA is the dot product of the two normalised
+  Gram matrices.
+
+Distance = 1 − similarity.  A population is *prepared* once per network (:func:`prepare`: the basis
+``U_x`` padded with zero columns to a common width, and the normalised Gram matrix packed to its upper
+triangle), after which every pair costs one small matmul and singular values (SVCCA) and a dot product
+(CKA): :func:`all_pairs` runs them in blocks of networks, one compiled program per block shape, with
+memory bounded by the block size.  Networks of every width share one prepared shape.
+
+Topology distances (:func:`topology_distances`) are Euclidean distances between each network's
+fixed-point graph from ``popdyn.dynamics``: flip-flop transition matrices (networks with a non-modal
+fixed-point count set aside), sine condition graphs, CDI nearest-neighbour graphs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from functools import partial, wraps
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+from sklearn.metrics import pairwise_distances
+
+METRICS = ("svcca", "cka")
+
+
+@dataclass(frozen=True)
+class SimilarityOptions:
+    """Settings of the similarity analysis; config section ``similarity`` uses the same names."""
+
+    samples: int = 512  # probe states compared: a seeded subset of rows shared by every network (0: all)
+    keep_variance: float = 0.95  # SVCCA: principal components kept per network reach this variance fraction
+    block: int = 64  # networks per block of the all-pairs passes (memory ∝ block² · components²)
+    untrained: tuple[str, ...] = ("vanilla",)  # archs whose members get an untrained twin ([U] Fig. 4)
+    mds_iter: int = 300  # SMACOF iterations of the MDS embeddings
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "untrained":
+                continue
+            bad = v < 0 if f.name == "samples" else v <= 0
+            if bad or (f.name == "keep_variance" and v > 1):
+                raise ValueError(f"similarity.{f.name} = {v!r} is impossible")
+
+
+class Prepared(NamedTuple):
+    """One network's states, reduced for the pairwise passes (stack them for a population)."""
+
+    basis: Float[Array, "S R"]  # U_x: orthonormal principal directions over samples, zero beyond k
+    k: Int[Array, ""]  # components kept by SVCCA
+    gram: Float[Array, " G"]  # K_x / ‖K_x‖_F, upper triangle, off-diagonal entries × √2
+
+
+def _highest(f):
+    """Float32 matmuls on every backend (GPUs default to TF32, ~1e-3 relative error)."""
+
+    @wraps(f)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return f(*args, **kwargs)
+
+    return wrapped
+
+
+@partial(jax.jit, static_argnames=("keep_variance", "width"))
+@_highest
+def prepare(states: Float[Array, "S N"], keep_variance: float = 0.95, width: int | None = None) -> Prepared:
+    """Centre, reduce and normalise one network's states; ``width`` pads the basis to that many columns
+    (default min(S, N)).  The eigen-decomposition is of the smaller of XᵀX (N × N) and XXᵀ (S × S)."""
+    x = states - jnp.mean(states, axis=0)
+    s, n = x.shape
+    if n <= s:
+        lam, v = jnp.linalg.eigh(x.T @ x)
+        lam, v = lam[::-1], v[:, ::-1]
+        scale = jnp.where(lam > lam[0] * 1e-10, 1.0 / jnp.sqrt(jnp.maximum(lam, 1e-30)), 0.0)
+        u = (x @ v) * scale
+    else:
+        lam, u = jnp.linalg.eigh(x @ x.T)
+        lam, u = lam[::-1][:n], u[:, ::-1][:, :n]
+    lam = jnp.maximum(lam, 0.0)
+    frac = jnp.cumsum(lam) / jnp.sum(lam)
+    k = jnp.minimum(jnp.sum(frac < keep_variance - 1e-6) + 1, lam.shape[0])
+    u = jnp.where(jnp.arange(u.shape[1]) < k, u, 0.0)
+    width = width or u.shape[1]
+    if width > u.shape[1]:
+        u = jnp.pad(u, ((0, 0), (0, width - u.shape[1])))
+    gram = x @ x.T
+    gram /= jnp.linalg.norm(gram)
+    i, j = np.triu_indices(s)
+    packed = gram[i, j] * jnp.where(i == j, 1.0, math.sqrt(2.0))
+    return Prepared(u[:, :width], k.astype(jnp.int32), packed)
+
+
+def _svcca(a: Prepared, b: Prepared) -> Float[Array, ""]:
+    rho = jnp.linalg.svd(a.basis.T @ b.basis, compute_uv=False)
+    return jnp.sum(rho) / jnp.minimum(a.k, b.k)
+
+
+def _cka(a: Prepared, b: Prepared) -> Float[Array, ""]:
+    return jnp.dot(a.gram, b.gram)
+
+
+@_highest
+def svcca(x: Float[Array, "S N1"], y: Float[Array, "S N2"], keep_variance: float = 0.95) -> Float[Array, ""]:
+    """Mean canonical correlation of the top-``keep_variance`` principal components of x and y."""
+    return _svcca(prepare(x, keep_variance), prepare(y, keep_variance))
+
+
+@_highest
+def cka(x: Float[Array, "S N1"], y: Float[Array, "S N2"]) -> Float[Array, ""]:
+    """Linear CKA ``‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F)`` of the centred states."""
+    return _cka(prepare(x), prepare(y))
+
+
+@partial(jax.jit, static_argnames=("metrics",))
+@_highest
+def _block(a: Prepared, b: Prepared, metrics: tuple[str, ...]) -> dict[str, Float[Array, "A B"]]:
+    """Similarities of every network of block ``a`` with every one of block ``b``."""
+    out = {}
+    if "svcca" in metrics:
+        m = jnp.einsum("isk,jsl->ijkl", a.basis, b.basis)
+        rho = jnp.linalg.svd(m, compute_uv=False)
+        out["svcca"] = jnp.sum(rho, axis=-1) / jnp.minimum(a.k[:, None], b.k[None, :])
+    if "cka" in metrics:
+        out["cka"] = a.gram @ b.gram.T
+    return out
+
+
+def _blocks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for i in range(0, n, size):
+        for j in range(i, n, size):
+            yield i, j
+
+
+def all_pairs(
+    prepared: Prepared, metrics: tuple[str, ...] = METRICS, block: int = 64, progress=None
+) -> dict[str, np.ndarray]:
+    """``{metric: [P, P] distance}`` (1 − similarity) for a stacked population of :func:`prepare` results.
+
+    Blocks of ``block`` networks against blocks of ``block`` (upper triangle, mirrored), each one call of
+    the same compiled program (the last block padded); symmetric, zero diagonal.  ``progress``: a
+    callable told the number of pairs done after each block (e.g. a tqdm bar's ``update``)."""
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"unknown similarity metric {unknown[0]!r}; allowed: {', '.join(METRICS)}")
+    p = int(prepared.k.shape[0])
+    size = min(block, p)
+    pad = -p % size
+    host = Prepared(*(np.asarray(a) for a in prepared))
+    if pad:
+        host = Prepared(*(np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in host))
+    out = {m: np.zeros((p, p), np.float32) for m in metrics}
+    for i, j in _blocks(p, size):
+        a = Prepared(*(x[i : i + size] for x in host))
+        b = Prepared(*(x[j : j + size] for x in host))
+        sim = _block(a, b, tuple(metrics))
+        ni, nj = min(size, p - i), min(size, p - j)
+        for m in metrics:
+            d = 1.0 - np.asarray(sim[m])[:ni, :nj]
+            out[m][i : i + ni, j : j + nj] = d
+            out[m][j : j + nj, i : i + ni] = d.T
+        if progress is not None:
+            progress(ni * nj if i != j else ni * (ni + 1) // 2)
+    for d in out.values():
+        np.fill_diagonal(d, 0.0)
+        np.clip(d, 0.0, None, out=d)  # 1 − similarity of float32 near-identical networks: −1e-7 → 0
+    return out
+
+
+# ---------------------------------------------------------------------------------------- topology
+def topology_graphs(ds) -> tuple[np.ndarray, np.ndarray]:
+    """Each trained network's fixed-point graph as a flat vector, and which networks are compared.
+
+    flip-flop: the transition matrix over the modal number of fixed points (networks with another count
+    set aside, [U] §3.1); sine: the per-condition graph of distances between the input-dependent fixed
+    points (set aside where an oscillatory point is missing); cdi: every context's nearest-neighbour
+    graph along the line attractor (set aside with fewer than 2 points in a context)."""
+    task = ds.attrs["task"]
+    ok = ~ds.diverged.values
+    if task == "flipflop":
+        ok &= ds.topology_ok.values
+        counts = ds.n_fixed_points.values[:, 0]
+        n = int(np.median(counts[ok])) if ok.any() else 0
+        graphs = ds.transition.values[:, :n, :n]
+    elif task == "sine":
+        graphs = ds.sine_graph.values
+    elif task == "cdi":
+        graphs = ds.cdi_graph.values
+        ok &= (ds.n_fixed_points.values >= 2).all(axis=1)
+    else:
+        raise ValueError(f"no topology distance for task {task!r}")
+    flat = graphs.reshape(graphs.shape[0], -1).astype(np.float64)
+    ok &= np.isfinite(flat).all(axis=1)
+    return flat, ok
+
+
+def topology_distances(ds) -> tuple[np.ndarray, np.ndarray]:
+    """``([P, P] Euclidean distances between the networks' graphs, [P] compared)``; NaN where set aside."""
+    flat, ok = topology_graphs(ds)
+    d = np.full((len(ok), len(ok)), np.nan, np.float32)
+    if ok.any():
+        d[np.ix_(ok, ok)] = pairwise_distances(flat[ok])
+    return d, ok
