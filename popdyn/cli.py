@@ -69,3 +69,19 @@ def analyze(cfg: DictConfig) -> Path:
         fail(str(e), run_dir)
     log.info("dynamics in %s — popdyn.store.load(%r)", run_dir, str(run_dir))
     return run_dir
+
+
+def figures(cfg: DictConfig) -> list[Path]:
+    """``scripts/figures.py``: draw every figure of the run in ``cfg.run_dir`` into its ``figures/``."""
+    from popdyn.figures import draw_all  # by its own name: this function's name is the module's
+
+    run_dir = Path(str(cfg.run_dir))
+    try:
+        paths = draw_all(run_dir, progress=bool(cfg.get("progress", True)))
+    except (ConfigError, store.RunDirError) as e:
+        fail(str(e), run_dir)
+    for p in paths:
+        log.info("figure %s", p)
+    if not paths:
+        log.info("no figures: %s has no analysis yet (scripts/analyze.py run_dir=%s)", run_dir, run_dir)
+    return paths

@@ -17,8 +17,11 @@ def mds(distances: Float[np.ndarray, "n n"], seed: int = 0, max_iter: int = 300)
     d = np.asarray(distances, np.float64)
     if d.ndim != 2 or d.shape[0] != d.shape[1]:
         raise ValueError(f"distances must be a square matrix, got shape {d.shape}")
-    keep = np.isfinite(d).all(axis=1)
-    keep &= np.isfinite(d).all(axis=0)
+    bad = ~np.isfinite(d)
+    keep = np.ones(d.shape[0], bool)
+    while (bad[np.ix_(keep, keep)]).any():  # leave out the network with the most NaNs, until none is left
+        counts = np.where(keep, (bad & keep[None]).sum(axis=1) + (bad & keep[:, None]).sum(axis=0), -1)
+        keep[np.argmax(counts)] = False
     out = np.full((d.shape[0], 2), np.nan, np.float32)
     sub = d[np.ix_(keep, keep)]
     if sub.shape[0] < 3:  # nothing to lay out

@@ -175,9 +175,9 @@ def all_pairs(
             out[m][j : j + nj, i : i + ni] = d.T
         if progress is not None:
             progress(ni * nj if i != j else ni * (ni + 1) // 2)
-    for d in out.values():
-        np.fill_diagonal(d, 0.0)
-        np.clip(d, 0.0, None, out=d)  # 1 − similarity of float32 near-identical networks: −1e-7 → 0
+    for m, d in out.items():
+        d = np.triu(d, 1)  # a diagonal block computes (i, j) and (j, i): keep one, exactly symmetric
+        out[m] = np.clip(d + d.T, 0.0, None)  # 1 − similarity of near-identical networks: −1e-7 → 0
     return out
 
 

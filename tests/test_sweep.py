@@ -58,6 +58,9 @@ BAD = [
     ("dynamics.q_tol=-1", "dynamics.q_tol"),
     ("+dynamics.tolerance=1", "tolerance"),
     ("analyze=maybe", "analyze"),
+    ("similarity.keep_variance=1.5", "similarity.keep_variance"),
+    ("similarity.untrained=[transformer]", "transformer"),
+    ("+similarity.metric=dsa", "metric"),
 ]
 
 
@@ -217,6 +220,37 @@ def test_tiny_sweep_analyses_the_dynamics(tiny_run):
     rows = ds.transition.sum("fixed_point_to").values
     for m in range(ds.sizes["member"]):  # each valid point's runs end somewhere: rows sum to 1
         np.testing.assert_allclose(rows[m][: n[m]], 1.0, atol=1e-5)
+
+
+def test_tiny_sweep_compares_every_network(tiny_run):
+    """SVCCA / CKA between trained members and untrained vanilla twins, topology, MDS: in the store."""
+    ds = store.load(tiny_run)
+    for m in ("svcca", "cka"):
+        d = ds[f"{m}_distance"]
+        assert d.dims == ("member", "member_to") and d.shape == (4, 4)
+        np.testing.assert_array_equal(d.values, d.values.T)
+        assert (np.diag(d.values) == 0).all() and ((d.values >= 0) & (d.values <= 1)).all()
+        assert np.isfinite(ds[f"mds_{m}"].values).all() and ds[f"mds_{m}"].dims == ("member", "mds")
+    assert ds.topology_distance.dims == ("member", "member_to")
+    assert (ds.topology_compared.values == ds.topology_ok.values).all()
+    full = store.load_similarity(tiny_run)
+    assert full.sizes["network"] == 6 and int((~full.trained).sum()) == 2
+    assert set(full.arch.values[~full.trained.values]) == {"vanilla"}
+    # the trained block of the full matrix is the members' matrix, labelled the same way
+    t = full.where(full.trained, drop=True).svcca_distance.values[:, :4]
+    np.testing.assert_array_equal(t, ds.svcca_distance.values)
+    assert np.isfinite(full.svcca_distance.values).all() and np.isfinite(full.mds_all_svcca.values).all()
+
+
+def test_corrupt_similarity_file_is_a_named_error(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    path = run / store.SIMILARITY
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(store.RunDirError, match="similarity.npz"):
+        store.load(run)
 
 
 def test_group_analysis_over_two_devices_equals_each_member_alone(tiny_run):
