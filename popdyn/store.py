@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,6 +63,10 @@ MEMBER_COLUMNS = [
 
 class RunDirError(RuntimeError):
     """A run directory that is missing, half-written, or made with a different config."""
+
+
+# what reading a missing, truncated or foreign file raises (np.load of a cut .npz: BadZipFile)
+UNREADABLE = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -167,7 +172,7 @@ def load_checkpoint(path: Path, phase: str, template: Any) -> tuple[Any, np.ndar
                 return None
             leaves = [z[f"state/{k}"] for k in flatten(template)]
             losses = z["losses"]
-    except (OSError, KeyError, ValueError) as e:
+    except UNREADABLE as e:
         raise RunDirError(f"checkpoint {path} is unreadable ({e}); delete it to restart that group") from None
     treedef = jax.tree_util.tree_structure(template)
     return jax.tree_util.tree_unflatten(treedef, leaves), losses
@@ -255,7 +260,7 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
             frame = pd.read_csv(d / MEMBERS)
             with np.load(d / "losses.npz") as z:
                 loss, step, member = z["loss"], z["step"], z["member"]
-        except (OSError, KeyError, ValueError, pd.errors.ParserError) as e:
+        except (*UNREADABLE, pd.errors.ParserError) as e:
             raise RunDirError(f"group {g} in {run_dir} is unreadable ({e})") from None
         if not np.array_equal(member, frame["member"].to_numpy()):
             raise RunDirError(f"group {g} in {run_dir}: losses.npz and members.csv disagree")
@@ -295,7 +300,7 @@ def _read_similarity(run_dir: Path) -> dict[str, np.ndarray]:
             out = {k: z[k] for k in z.files}
         for k in ("network", "trained", *SIMILARITY_METRICS):
             out[k]  # noqa: B018  (a KeyError names what is missing)
-    except (OSError, KeyError, ValueError) as e:
+    except UNREADABLE as e:
         raise RunDirError(f"{path} is unreadable ({e}); remove it and run scripts/analyze.py again") from None
     return out
 
@@ -388,7 +393,7 @@ def _dynamics(run_dir: Path, groups: list[str], members: np.ndarray, diverged: n
                 for k in z.files:
                     if k in DYNAMICS_DIMS:
                         parts.setdefault(k, []).append(z[k])
-        except (OSError, KeyError, ValueError) as e:
+        except UNREADABLE as e:
             raise RunDirError(f"dynamics of group {g} in {run_dir} are unreadable ({path}: {e})") from None
     ids = np.concatenate(ids)
     if sorted(ids.tolist()) != sorted(members.tolist()):
@@ -429,7 +434,7 @@ def load_params(run_dir: str | Path, partial: bool = False) -> dict[str, GroupPa
         try:
             with np.load(group_dir(run_dir, g.name) / "params.npz") as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
+        except UNREADABLE as e:
             raise RunDirError(f"parameters of group {g.name} in {run_dir} are unreadable ({e})") from None
         member = arrays.pop("member")
         model = Model(g.arch, g.activation, g.units, sweep.task.n_in, sweep.task.n_out, sweep.unroll)
