@@ -53,11 +53,12 @@ def loss_curves(ds: xr.Dataset, path: str | Path) -> Path:
 
 # ------------------------------------------------------------------------------------- the paper's figures
 FIGURES = "figures"  # sub-directory of a run directory that draw_all writes into
-METRICS = ("svcca", "cka", "topology")
-METRIC_NAMES = {"svcca": "SVCCA", "cka": "CKA", "topology": "topology"}
+METRICS = ("svcca", "cka", "dsa", "topology")  # those a run has are drawn
+METRIC_NAMES = {"svcca": "SVCCA", "cka": "CKA", "dsa": "DSA", "topology": "topology"}
 METRIC_LABELS = {
     "svcca": "SVCCA distance (1 − mean canonical correlation)",
     "cka": "CKA distance (1 − linear CKA)",
+    "dsa": "DSA distance (angular, Ostrow et al. 2023)",
     "topology": "fixed-point topology distance (Euclidean)",
 }
 # one colour per architecture and per activation in every figure, the two sets disjoint
@@ -65,7 +66,7 @@ ARCH_COLORS = {"vanilla": "tab:blue", "ugrnn": "tab:orange", "gru": "tab:green",
 ACTIVATION_COLORS = {"tanh": "tab:purple", "relu": "tab:brown"}
 ARCH_MARKERS = {"vanilla": "o", "ugrnn": "s", "gru": "^", "lstm": "D"}
 UNSTABLE_COLORS = ("black", "tab:red", "tab:green", "tab:blue")  # 0, 1, 2, 3 unstable modes ([U] Fig. 1e)
-# [U] §2.4: architectures are compared among tanh networks, activations among vanilla networks
+# [U] §2.3 (MDS): architectures are compared among tanh networks, activations among vanilla networks
 PANELS = {"arch": ("activation", "tanh"), "activation": ("arch", "vanilla")}
 COLORS = {"arch": ARCH_COLORS, "activation": ACTIVATION_COLORS}
 ORDER = {"arch": ARCHS, "activation": ACTIVATIONS}
@@ -93,9 +94,9 @@ def _empty(ax: plt.Axes, text: str) -> None:
     ax.set_yticks([])
 
 
-def _trained(ds: xr.Dataset, dim: str = "member") -> np.ndarray:
+def _trained(ds: xr.Dataset) -> np.ndarray:
     """Members that did not diverge (all of them when the Dataset does not say)."""
-    return ~ds.diverged.values if "diverged" in ds else np.ones(ds.sizes[dim], bool)
+    return ~ds.diverged.values if "diverged" in ds else np.ones(ds.sizes["member"], bool)
 
 
 def _panel(ds: xr.Dataset, by: str) -> tuple[np.ndarray, str]:
@@ -123,15 +124,16 @@ def _mean_se(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _band(ax: plt.Axes, x: np.ndarray, values: np.ndarray, color: str, label: str) -> None:
     """Mean ± standard error over the rows of ``values`` [networks, x] as a line and a shaded patch."""
-    mean, se, n = _mean_se(values)
+    mean, se, _ = _mean_se(values)
     ax.plot(x, mean, color=color, label=f"{label} ({values.shape[0]})")
     ax.fill_between(x, mean - se, mean + se, color=color, alpha=0.25, linewidth=0)
 
 
-def _by_panels(ds: xr.Dataset, by_list, values: np.ndarray, x: np.ndarray, axes) -> None:
-    """Left/right panels of mean ± s.e. curves: one per arch (tanh networks) / activation (vanilla)."""
+def _by_panels(ds: xr.Dataset, bys: tuple[str, ...], values: np.ndarray, x: np.ndarray, axes) -> None:
+    """One panel per entry of ``bys`` of mean ± s.e. curves over ``values`` [member, x]: one curve per
+    arch (tanh networks) or per activation (vanilla networks)."""
     ok = _trained(ds)
-    for ax, by in zip(axes, by_list, strict=True):
+    for ax, by in zip(axes, bys, strict=True):
         mask, title = _panel(ds, by)
         mask &= ok
         ax.set_title(title)
@@ -154,8 +156,8 @@ def mds_embedding(ds: xr.Dataset, metric: str, prefix: str | Path) -> list[Path]
         left_out = int((mask & ~placed).sum())
         ax.set_title(title + (f"\n{left_out} left out (diverged or not compared)" if left_out else ""))
         if not (mask & placed).any():
-            what = "no networks embedded" if mask.any() else "no networks"
-            _empty(ax, f"{what} ({PANELS[by][1]})")
+            value = PANELS[by][1]
+            _empty(ax, f"no {value} networks embedded" if mask.any() else f"no {value} networks in this run")
             continue
         for v in _values(ds, by, mask & placed):
             rows = mask & placed & (ds[by].values == v)
@@ -187,7 +189,7 @@ def distance_matrix(ds: xr.Dataset, metric: str, prefix: str | Path) -> list[Pat
     starts = [i for i in range(len(blocks)) if i == 0 or blocks[i] != blocks[i - 1]]
     ends = [*starts[1:], len(blocks)]
     fig, ax = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
-    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.5")
     top = float(np.nanmax(d)) if np.isfinite(d).any() else 0.0
     im = ax.imshow(np.ma.masked_invalid(d), cmap=cmap, vmin=0.0, vmax=top if top > 0 else 1.0,
                    interpolation="nearest")  # fmt: skip
@@ -364,7 +366,7 @@ def example_states(run_dir: Path, ds: xr.Dataset, member: int) -> tuple[np.ndarr
     try:
         with np.load(path) as z:
             fp_states = z["fp_states"][int(np.flatnonzero(z["member"] == member)[0])]
-    except (OSError, KeyError, ValueError, IndexError) as e:
+    except (*store.UNREADABLE, IndexError) as e:
         raise store.RunDirError(f"fixed points of network {member} are unreadable ({path}: {e})") from None
     return states, fp_states
 

@@ -174,4 +174,6 @@ def run_sweep(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
     if sweep.analyze:
         analysis.analyze_run(sweep, run_dir, progress)
         analysis.compare_run(sweep, run_dir, progress)
+        paths = figures.draw_all(run_dir, progress)
+        log.info("%d figures in %s", len(paths), run_dir / "figures")
     return run_dir
