@@ -29,7 +29,7 @@ from popdyn import embed, store
 from popdyn.config import Sweep
 from popdyn.dynamics import analyze_descend, analyze_finish
 from popdyn.population import member_key, padded_size
-from popdyn.similarity import METRICS, Prepared, all_pairs, prepare, topology_distances
+from popdyn.similarity import METRICS, Prepared, all_pairs, dsa_distances, prepare, topology_distances
 from popdyn.train import population_program
 
 log = logging.getLogger("popdyn")
@@ -169,6 +169,7 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         return run_dir
     rows = sample_rows(sweep)
     parts = []  # (member ids, trained, Prepared, comparable) per group and twin set
+    trajectories = []  # per network [trials, T, D], only for DSA
     for gp in tqdm(groups.values(), desc="states", unit="group", disable=not progress):
         sets = [(gp.params, True)]
         if gp.model.arch in opts.untrained:  # the same architecture, randomly initialised ([U] Fig. 4)
@@ -177,6 +178,9 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         for params, is_trained in sets:
             prep, ok = _prepare_group(sweep, gp.model, params, rows, opts.block)
             parts.append((gp.member, np.full(len(gp.member), is_trained), prep, ok))
+            if opts.dsa:  # whole probe trials, in time order: DSA fits dynamics
+                states = jax.jit(jax.vmap(gp.model.states, (0, None)))(params, sweep.task.probe_inputs)
+                trajectories.extend(np.asarray(states))
     nets, trained, preps, oks = zip(*parts)
     width = max(p.basis.shape[-1] for p in preps)
     basis = [np.pad(p.basis, ((0, 0), (0, 0), (0, width - p.basis.shape[-1]))) for p in preps]
@@ -193,6 +197,11 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         d[~ok], d[:, ~ok] = np.nan, np.nan
     out = {"network": network, "trained": trained, "k": prep.k, "rows": rows}
     n_trained = int(trained.sum())
+    if opts.dsa:
+        log.info("similarity: DSA between %d networks (%d pairs)", n, n * (n - 1) // 2)
+        d = dsa_distances([trajectories[i] for i in order], opts, sweep.seed)
+        d[~ok], d[:, ~ok] = np.nan, np.nan
+        dist["dsa"] = d
     for m, d in dist.items():
         out[m] = d
         out[f"mds_{m}"] = embed.mds(d[:n_trained, :n_trained], sweep.seed, opts.mds_iter)

@@ -16,7 +16,7 @@ from typing import Any
 from popdyn.cells import ACTIVATIONS, ARCHS
 from popdyn.dynamics import FixedPointOptions, TopologyOptions
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid
-from popdyn.similarity import SimilarityOptions
+from popdyn.similarity import DSA_MISSING, SimilarityOptions, dsa_available
 from popdyn.tasks import Task, TaskError, make_task
 from popdyn.train import TrainSettings
 
@@ -252,11 +252,19 @@ def _similarity(value: Any) -> SimilarityOptions:
             out[k] = _names("similarity.untrained", v, ARCHS) if _as_list(v) else ()
             continue
         kind = allowed[k].type
+        if kind == "bool":
+            if not isinstance(v, bool):
+                raise ConfigError(f"similarity.{k} must be true or false, got {v!r}")
+            out[k] = v
+            continue
         ok = isinstance(v, numbers.Real) and not isinstance(v, bool)
         if not ok or (kind == "int" and int(v) != v):
             raise ConfigError(f"similarity.{k} must be {kind}, got {v!r}")
         out[k] = int(v) if kind == "int" else float(v)
     try:
-        return SimilarityOptions(**out)
+        opts = SimilarityOptions(**out)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if opts.dsa and not dsa_available():
+        raise ConfigError(DSA_MISSING)
+    return opts

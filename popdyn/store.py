@@ -312,7 +312,7 @@ def _similarity_of_members(run_dir: Path, members: np.ndarray) -> dict:
     if not np.array_equal(np.sort(z["network"][trained]), members):
         raise RunDirError(f"{run_dir / SIMILARITY} does not hold the members of members.csv")
     out = {}
-    for m in (*SIMILARITY_METRICS, "topology"):
+    for m in (*SIMILARITY_METRICS, "dsa", "topology"):
         if m not in z:
             continue
         d = z[m][np.ix_(trained, trained)] if m != "topology" else z[m]
@@ -337,8 +337,9 @@ def load_similarity(run_dir: str | Path) -> xr.Dataset:
     n = len(net)
     coords = {"member": ("network", net), "trained": ("network", z["trained"])}
     coords |= {c: ("network", meta[c].values) for c in ("arch", "activation", "units", "l2", "seed")}
-    data = {f"{m}_distance": (("network", "network_to"), z[m]) for m in SIMILARITY_METRICS}
-    for m in SIMILARITY_METRICS:
+    metrics = [m for m in (*SIMILARITY_METRICS, "dsa") if m in z]
+    data = {f"{m}_distance": (("network", "network_to"), z[m]) for m in metrics}
+    for m in metrics:
         emb = z.get(f"mds_all_{m}")
         if emb is None:  # no untrained twins: the trained-only embedding is the embedding of all
             emb = z[f"mds_{m}"]
