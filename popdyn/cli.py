@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from popdyn import analysis, store
@@ -54,21 +55,54 @@ def analyze(cfg: DictConfig) -> Path:
     """``scripts/analyze.py``: analyse the dynamics of the trained run in ``cfg.run_dir``, then compare
     its networks (similarity, MDS).
 
-    The run's own ``config.yaml`` gives task, grid and training; ``cfg`` gives ``dynamics.*``,
-    ``similarity.*`` and ``progress``."""
+    The run's own ``config.yaml`` gives task, grid and training, and the ``dynamics.*`` and
+    ``similarity.*`` settings it was made (or last analysed) with; those given on the command line
+    replace them."""
     run_dir = Path(str(cfg.run_dir))
     try:
         config = store.read_config(run_dir)
-        config["dynamics"] = OmegaConf.to_container(cfg.dynamics, resolve=True)
-        config["similarity"] = OmegaConf.to_container(cfg.similarity, resolve=True)
+        for section, recorded in (
+            ("dynamics", store.DYNAMICS_CONFIG),
+            ("similarity", store.SIMILARITY_CONFIG),
+        ):
+            given = OmegaConf.to_container(cfg[section], resolve=True)
+            settings = dict(config.get(section) or given)
+            if (run_dir / recorded).exists():
+                settings |= yaml.safe_load((run_dir / recorded).read_text()) or {}
+            for key in _overridden(section, given):
+                settings[key] = given[key]
+            config[section] = settings
         spec = build_sweep(config)
         progress = bool(cfg.get("progress", True))
         analysis.analyze_run(spec, run_dir, progress)
         analysis.compare_run(spec, run_dir, progress)
     except (ConfigError, store.RunDirError) as e:
         fail(str(e), run_dir)
-    log.info("dynamics in %s — popdyn.store.load(%r)", run_dir, str(run_dir))
+    log.info(
+        "analysis in %s — popdyn.store.load(%r); figures: scripts/figures.py run_dir=%s",
+        run_dir,
+        str(run_dir),
+        run_dir,
+    )
     return run_dir
+
+
+def _overridden(section: str, given: dict) -> list[str]:
+    """The keys of ``section`` set on the command line (all of them if the section itself was chosen)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        overrides = HydraConfig.get().overrides.task
+    except ValueError:  # not under Hydra's runner
+        return []
+    keys = []
+    for o in overrides:
+        path = o.lstrip("+~").split("=", 1)[0]
+        if path == section:
+            return list(given)
+        if path.startswith(section + "."):
+            keys.append(path.split(".")[1])
+    return keys
 
 
 def figures(cfg: DictConfig) -> list[Path]:
