@@ -24,12 +24,19 @@ def _output_dir() -> Path:
 
 
 def _discard_if_new(run_dir: Path) -> None:
-    """Remove what Hydra put in ``run_dir`` (.hydra/, the log) if popdyn never wrote results there."""
+    """Remove what Hydra put in ``run_dir`` (.hydra/, the log) if popdyn never wrote results there; the
+    directory itself too unless another process holds it."""
     if (run_dir / store.CONFIG).exists() or not run_dir.is_dir():
         return
-    hydra_only = all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir())
-    if hydra_only:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    if not all(p.name in (".hydra", store.LOCK) or p.suffix == ".log" for p in run_dir.iterdir()):
+        return
+    try:
+        with store.locked(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+    except store.RunDirError:  # in use: leave its lock file alone
+        for p in run_dir.iterdir():
+            if p.name != store.LOCK:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def fail(message: str, run_dir: Path | None = None) -> None:
@@ -74,8 +81,9 @@ def analyze(cfg: DictConfig) -> Path:
             config[section] = settings
         spec = build_sweep(config)
         progress = bool(cfg.get("progress", True))
-        analysis.analyze_run(spec, run_dir, progress)
-        analysis.compare_run(spec, run_dir, progress)
+        with store.locked(run_dir):
+            analysis.analyze_run(spec, run_dir, progress)
+            analysis.compare_run(spec, run_dir, progress)
     except (ConfigError, store.RunDirError) as e:
         fail(str(e), run_dir)
     log.info(
@@ -111,7 +119,9 @@ def figures(cfg: DictConfig) -> list[Path]:
 
     run_dir = Path(str(cfg.run_dir))
     try:
-        paths = draw_all(run_dir, progress=bool(cfg.get("progress", True)))
+        store.read_config(run_dir)  # a missing directory is an error, not a new one with a lock in it
+        with store.locked(run_dir):
+            paths = draw_all(run_dir, progress=bool(cfg.get("progress", True)))
     except (ConfigError, store.RunDirError) as e:
         fail(str(e), run_dir)
     for p in paths:

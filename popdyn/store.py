@@ -21,9 +21,11 @@ checkpoint continues from it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -127,6 +129,43 @@ def _strip(config: dict, keys=_NOT_RESULTS) -> dict:
         if isinstance(node, dict):
             node.pop(path[-1], None)
     return config
+
+
+LOCK = ".popdyn.lock"
+_held: dict[Path, int] = {}  # run directories this process holds, with nesting depth
+
+
+@contextmanager
+def locked(run_dir: str | Path):
+    """Hold ``run_dir`` for this process: an exclusive ``flock`` on ``run_dir/.popdyn.lock``, which the OS
+    releases when the process ends however it ends (``kill -9`` included).  A second process pointed at
+    the same directory gets a ``RunDirError`` at once, before it computes or writes anything.  Nested
+    use in one process is fine."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _held:
+        _held[run_dir] += 1
+        try:
+            yield
+        finally:
+            _held[run_dir] -= 1
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = open(run_dir / LOCK, "a")  # noqa: SIM115  (held open for the whole block)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise RunDirError(
+            f"{run_dir} is in use by another popdyn process (it holds {run_dir / LOCK}); "
+            "wait for it to finish, or point this one at another directory"
+        ) from None
+    _held[run_dir] = 1
+    try:
+        yield
+    finally:
+        del _held[run_dir]
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
 
 
 def prepare_run(run_dir: Path, config: dict) -> None:

@@ -154,8 +154,15 @@ def train_group(
 
 
 def run_sweep(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
-    """Train (or finish training) every group of ``sweep`` into ``run_dir``; return ``run_dir``."""
+    """Train (or finish training) every group of ``sweep`` into ``run_dir``, then (``sweep.analyze``)
+    analyse, compare and draw it; return ``run_dir``.  The directory is locked meanwhile
+    (``store.locked``): a second process pointed at it is refused."""
     run_dir = Path(run_dir)
+    with store.locked(run_dir):
+        return _run_sweep(sweep, run_dir, progress)
+
+
+def _run_sweep(sweep: Sweep, run_dir: Path, progress: bool) -> Path:
     store.prepare_run(run_dir, sweep.config)
     devices = jax.devices()[: sweep.devices] if sweep.devices else None
     groups = sweep.grid.groups

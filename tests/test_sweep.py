@@ -147,6 +147,19 @@ def test_same_dir_with_other_config_is_refused(tiny_run, capsys):
     assert (tiny_run / "members.csv").read_bytes() == before
 
 
+def test_a_second_process_on_the_same_directory_is_refused(tmp_path):
+    run_dir = tmp_path / "busy"
+    with store.locked(run_dir):  # as a running sweep holds it
+        r = run_script("+grid=tiny", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert r.returncode == 2 and "in use by another popdyn process" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert [p.name for p in run_dir.iterdir()] == [store.LOCK]  # nothing written, our lock kept
+        r = run_script(f"run_dir={run_dir}", cwd=tmp_path, script="analyze.py")
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+    with store.locked(run_dir):  # released when its holder is done: free again
+        pass
+
+
 def test_load_refuses_missing_and_unfinished_dirs(tmp_path):
     with pytest.raises(store.RunDirError, match="no run directory"):
         store.load(tmp_path / "nothing")
