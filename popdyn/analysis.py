@@ -191,7 +191,8 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     prep = Prepared(*(a[order] for a in prep))
     network, trained, ok = network[order], trained[order], ok[order]
     n = len(network)
-    with tqdm(total=n * (n + 1) // 2, desc="similarity", unit="pair", disable=not progress) as bar:
+    total = len(METRICS) * n * (n + 1) // 2  # pairs, counted once per metric
+    with tqdm(total=total, desc="similarity", unit="pair", disable=not progress) as bar:
         dist = all_pairs(prep, METRICS, opts.block, progress=bar.update)
     for d in dist.values():
         d[~ok], d[:, ~ok] = np.nan, np.nan

@@ -135,18 +135,20 @@ def cka(x: Float[Array, "S N1"], y: Float[Array, "S N2"]) -> Float[Array, ""]:
     return _cka(prepare(x), prepare(y))
 
 
-@partial(jax.jit, static_argnames=("metrics",))
+@jax.jit
 @_highest
-def _block(a: Prepared, b: Prepared, metrics: tuple[str, ...]) -> dict[str, Float[Array, "A B"]]:
-    """Similarities of every network of block ``a`` with every one of block ``b``."""
-    out = {}
-    if "svcca" in metrics:
-        m = jnp.einsum("isk,jsl->ijkl", a.basis, b.basis)
-        rho = jnp.linalg.svd(m, compute_uv=False)
-        out["svcca"] = jnp.sum(rho, axis=-1) / jnp.minimum(a.k[:, None], b.k[None, :])
-    if "cka" in metrics:
-        out["cka"] = a.gram @ b.gram.T
-    return out
+def _svcca_block(basis_a, k_a, basis_b, k_b) -> Float[Array, "A B"]:
+    """SVCCA similarity of every network of block a with every one of block b."""
+    m = jnp.einsum("isk,jsl->ijkl", basis_a, basis_b)
+    rho = jnp.linalg.svd(m, compute_uv=False)
+    return jnp.sum(rho, axis=-1) / jnp.minimum(k_a[:, None], k_b[None, :])
+
+
+@partial(jax.jit, static_argnames=("rows",))
+@_highest
+def _cka_rows(grams: Float[Array, "P G"], start: Int[Array, ""], rows: int) -> Float[Array, "R P"]:
+    """CKA of networks ``start … start + rows`` with every network: one matmul of normalised Grams."""
+    return jax.lax.dynamic_slice_in_dim(grams, start, rows) @ grams.T
 
 
 def _blocks(n: int, size: int) -> Iterator[tuple[int, int]]:
@@ -155,37 +157,64 @@ def _blocks(n: int, size: int) -> Iterator[tuple[int, int]]:
             yield i, j
 
 
-def all_pairs(
-    prepared: Prepared, metrics: tuple[str, ...] = METRICS, block: int = 64, progress=None
-) -> dict[str, np.ndarray]:
-    """``{metric: [P, P] distance}`` (1 − similarity) for a stacked population of :func:`prepare` results.
+def _pad_rows(a: np.ndarray, multiple: int) -> np.ndarray:
+    pad = -a.shape[0] % multiple
+    return np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) if pad else a
 
-    Blocks of ``block`` networks against blocks of ``block`` (upper triangle, mirrored), each one call of
-    the same compiled program (the last block padded); symmetric, zero diagonal.  ``progress``: a
-    callable told the number of pairs done after each block (e.g. a tqdm bar's ``update``)."""
+
+def all_pairs(
+    prepared: Prepared,
+    metrics: tuple[str, ...] = METRICS,
+    block: int = 64,
+    progress=None,
+    cka_rows: int = 256,
+) -> dict[str, np.ndarray]:
+    """``{metric: [P, P] distance}`` (1 − similarity) for a stacked population of :func:`prepare` results;
+    symmetric, zero diagonal.
+
+    SVCCA: blocks of ``block`` networks against blocks of ``block`` (upper triangle, mirrored), networks
+    taken in order of their component count k so that each block pair pads its bases only to the larger
+    k of the two blocks, rounded up to a multiple of 8 (one compiled program per such width; the last
+    block padded).  CKA: ``cka_rows`` networks at a time against all, one matmul of normalised Grams
+    each.  ``progress``: a callable told the number of pairs done (counted once per metric) after each
+    pass (e.g. a tqdm bar's ``update``, total ``len(metrics) · P(P+1)/2``)."""
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"unknown similarity metric {unknown[0]!r}; allowed: {', '.join(METRICS)}")
     p = int(prepared.k.shape[0])
-    size = min(block, p)
-    pad = -p % size
     host = Prepared(*(np.asarray(a) for a in prepared))
-    if pad:
-        host = Prepared(*(np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in host))
-    out = {m: np.zeros((p, p), np.float32) for m in metrics}
-    for i, j in _blocks(p, size):
-        a = Prepared(*(x[i : i + size] for x in host))
-        b = Prepared(*(x[j : j + size] for x in host))
-        sim = _block(a, b, tuple(metrics))
-        ni, nj = min(size, p - i), min(size, p - j)
-        for m in metrics:
-            d = 1.0 - np.asarray(sim[m])[:ni, :nj]
-            out[m][i : i + ni, j : j + nj] = d
-            out[m][j : j + nj, i : i + ni] = d.T
-        if progress is not None:
-            progress(ni * nj if i != j else ni * (ni + 1) // 2)
-    for m, d in out.items():
-        d = np.triu(d, 1)  # a diagonal block computes (i, j) and (j, i): keep one, exactly symmetric
+    sims = {}
+    if "svcca" in metrics:
+        size = min(block, p)
+        order = np.argsort(host.k, kind="stable")
+        basis, k = _pad_rows(host.basis[order], size), _pad_rows(host.k[order], size)
+        width = basis.shape[-1]
+        sim = np.zeros((p, p), np.float32)
+        for i, j in _blocks(p, size):
+            w = min(width, -(-max(int(k[i : i + size].max()), int(k[j : j + size].max())) // 8) * 8)
+            s = _svcca_block(
+                basis[i : i + size, :, :w], k[i : i + size], basis[j : j + size, :, :w], k[j : j + size]
+            )
+            ni, nj = min(size, p - i), min(size, p - j)
+            sim[i : i + ni, j : j + nj] = np.asarray(s)[:ni, :nj]
+            if progress is not None:
+                progress(ni * nj if i != j else ni * (ni + 1) // 2)
+        sim = np.triu(sim) + np.triu(sim, 1).T  # only blocks i ≤ j were computed
+        sims["svcca"] = np.empty_like(sim)
+        sims["svcca"][np.ix_(order, order)] = sim  # back from k order to the given order
+    if "cka" in metrics:
+        rows = min(cka_rows, p)
+        grams = jnp.asarray(_pad_rows(host.gram, rows))
+        sim = np.zeros((p, p), np.float32)
+        for i in range(0, p, rows):
+            n = min(rows, p - i)
+            sim[i : i + n] = np.asarray(_cka_rows(grams, i, rows))[:n, :p]
+            if progress is not None:
+                progress(sum(p - a for a in range(i, i + n)))
+        sims["cka"] = sim
+    out = {}
+    for m, s in sims.items():
+        d = np.triu(1.0 - s, 1)  # one of (i, j) and (j, i), mirrored: exactly symmetric, zero diagonal
         out[m] = np.clip(d + d.T, 0.0, None)  # 1 − similarity of near-identical networks: −1e-7 → 0
     return out
 
