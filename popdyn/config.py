@@ -15,7 +15,7 @@ from typing import Any
 
 from popdyn.cells import ACTIVATIONS, ARCHS
 from popdyn.dynamics import FixedPointOptions, TopologyOptions
-from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid
+from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid, Group, shard_of_groups
 from popdyn.similarity import DSA_MISSING, SimilarityOptions, dsa_available
 from popdyn.tasks import Task, TaskError, make_task
 from popdyn.train import TrainSettings
@@ -57,6 +57,16 @@ class Sweep:
     fixed_points: FixedPointOptions = FixedPointOptions()
     topology: TopologyOptions = TopologyOptions()
     similarity: SimilarityOptions = SimilarityOptions()
+    shard: int = 0  # this job's part of the grid: whole groups (population.shard_of_groups)
+    num_shards: int = 1
+
+    @property
+    def groups(self) -> list[Group]:
+        """The groups this job trains: all of them, or its shard's."""
+        groups = self.grid.groups
+        if self.num_shards == 1:
+            return groups
+        return [g for g, s in zip(groups, shard_of_groups(groups, self.num_shards)) if s == self.shard]
 
 
 def _plain(cfg: Any) -> dict:
@@ -194,6 +204,14 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
     )
     devices = t.get("devices")
     fixed_points, topology = _dynamics(cfg.get("dynamics") or {})
+    num_shards = _int("num_shards", cfg.get("num_shards", 1), 1)
+    shard = _int("shard", cfg.get("shard", 0), 0)
+    if shard >= num_shards:
+        raise ConfigError(f"shard must be in 0 … num_shards − 1 = {num_shards - 1}, got {shard}")
+    if num_shards > len(grid.groups):
+        raise ConfigError(
+            f"num_shards = {num_shards} but the grid has only {len(grid.groups)} groups (a shard is whole groups)"
+        )
     analyze = cfg.get("analyze", True)
     if not isinstance(analyze, bool):
         raise ConfigError(f"analyze must be true or false, got {analyze!r}")
@@ -212,6 +230,8 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         fixed_points=fixed_points,
         topology=topology,
         similarity=_similarity(cfg.get("similarity") or {}),
+        shard=shard,
+        num_shards=num_shards,
     )
 
 

@@ -70,6 +70,23 @@ class Grid:
         return len(self.arch) * len(self.activation) * len(self.units) * len(self.l2) * self.seeds
 
 
+GATE_BLOCKS = {"vanilla": 1, "ugrnn": 2, "gru": 3, "lstm": 4}  # recurrent matmul width, in units of N
+
+
+def shard_of_groups(groups: list["Group"], num_shards: int) -> list[int]:
+    """The shard (0 … num_shards − 1) of each group: whole groups, balanced by their cost (gate blocks ×
+    units² × configurations), the costliest first onto the least loaded shard (ties: lowest index).
+    Depends only on the grid, so every job of a multirun computes the same split."""
+    cost = [GATE_BLOCKS[g.arch] * g.units**2 * len(g.l2) for g in groups]
+    load = [0] * num_shards
+    out = [0] * len(groups)
+    for i in sorted(range(len(groups)), key=lambda i: (-cost[i], i)):
+        s = min(range(num_shards), key=lambda s: (load[s], s))
+        out[i] = s
+        load[s] += cost[i]
+    return out
+
+
 @dataclass(frozen=True)
 class Group:
     """Members sharing (arch, activation, units): one compiled program."""

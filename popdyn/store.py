@@ -189,7 +189,21 @@ def prepare_run(run_dir: Path, config: dict) -> None:
 
 
 def group_dir(run_dir: Path, group: str) -> Path:
-    return Path(run_dir) / GROUPS / group
+    """Where a group's files are: ``run_dir/groups/<group>``, or in its shard's run directory when
+    ``run_dir`` is a multirun sweep directory (:func:`shards`)."""
+    run_dir = Path(run_dir)
+    if (run_dir / CONFIG).exists() or (run_dir / GROUPS / group).exists():
+        return run_dir / GROUPS / group
+    found = shards(run_dir)
+    if not found:
+        return run_dir / GROUPS / group
+    from popdyn.config import build_sweep
+    from popdyn.population import shard_of_groups
+
+    config = _config(run_dir)
+    groups = build_sweep(config).grid.groups
+    of = dict(zip([g.name for g in groups], shard_of_groups(groups, len(found))))
+    return found[of[group]] / GROUPS / group if group in of else run_dir / GROUPS / group
 
 
 def group_done(run_dir: Path, group: str) -> bool:
@@ -252,23 +266,68 @@ def read_config(run_dir: Path) -> dict:
     return _config(run_dir)
 
 
-def _config(run_dir: Path) -> dict:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"no run directory at {run_dir}")
-    path = run_dir / CONFIG
-    if not path.exists():
-        raise RunDirError(f"{run_dir} is not a popdyn run directory (no {CONFIG})")
+def _read_yaml(path: Path) -> dict:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise RunDirError(f"{path} is not readable YAML: {e}") from None
 
 
+def _config(run_dir: Path) -> dict:
+    """A run directory's config; for a multirun sweep directory, the config of the whole grid."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"no run directory at {run_dir}")
+    path = run_dir / CONFIG
+    if not path.exists():
+        found = shards(run_dir)
+        if found:
+            return {**_read_yaml(found[0] / CONFIG), "shard": 0, "num_shards": 1}
+        raise RunDirError(f"{run_dir} is not a popdyn run directory (no {CONFIG})")
+    return _read_yaml(path)
+
+
+def shards(sweep_dir: str | Path) -> dict[int, Path] | None:
+    """``{shard: run directory}`` of a multirun sweep directory whose jobs split one grid
+    (``shard=range(n) num_shards=n``); ``None`` if ``sweep_dir`` holds no run directories.
+
+    ``RunDirError`` names the problem when the jobs do not make one grid: runs of different configs, a
+    shard missing, or a shard there twice."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir() or (sweep_dir / CONFIG).exists():
+        return None
+    runs = sorted(p.parent for p in sweep_dir.glob(f"*/{CONFIG}"))
+    if not runs:
+        return None
+    configs = {r: _read_yaml(r / CONFIG) for r in runs}
+    base = {r: _strip({**c, "shard": 0}) for r, c in configs.items()}
+    first = runs[0]
+    for r in runs[1:]:
+        if base[r] != base[first]:
+            raise RunDirError(
+                f"{sweep_dir} holds runs of different configs ({first.name} and {r.name}), not the shards "
+                "of one grid; load each run directory on its own"
+            )
+    n = int(configs[first].get("num_shards", 1))
+    found: dict[int, Path] = {}
+    for r, c in configs.items():
+        k = int(c.get("shard", 0))
+        if k in found:
+            raise RunDirError(f"{sweep_dir}: shard {k} is there twice ({found[k].name} and {r.name})")
+        found[k] = r
+    missing = sorted(set(range(n)) - set(found))
+    if missing:
+        raise RunDirError(
+            f"{sweep_dir}: shard(s) {', '.join(map(str, missing))} of {n} missing (no run directory with "
+            f"shard={missing[0]}); run those jobs, then load again"
+        )
+    return found
+
+
 def _groups(run_dir: Path, config: dict, partial: bool) -> list[str]:
     from popdyn.config import build_sweep
 
-    names = [g.name for g in build_sweep(config).grid.groups]
+    names = [g.name for g in build_sweep(config).groups]
     done = [g for g in names if group_done(run_dir, g)]
     missing = [g for g in names if g not in done]
     if missing and not partial:
@@ -468,7 +527,7 @@ def load_params(run_dir: str | Path, partial: bool = False) -> dict[str, GroupPa
     sweep = build_sweep(config)
     done = set(_groups(run_dir, config, partial))
     out = {}
-    for g in sweep.grid.groups:
+    for g in sweep.groups:
         if g.name not in done:
             continue
         try:

@@ -165,11 +165,12 @@ def run_sweep(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
 def _run_sweep(sweep: Sweep, run_dir: Path, progress: bool) -> Path:
     store.prepare_run(run_dir, sweep.config)
     devices = jax.devices()[: sweep.devices] if sweep.devices else None
-    groups = sweep.grid.groups
+    groups = sweep.groups
+    part = f" (shard {sweep.shard} of {sweep.num_shards})" if sweep.num_shards > 1 else ""
     log.info(
-        "%s: %d networks in %d groups on %s, task %s, into %s",
-        sweep.name, sweep.grid.n_members, len(groups), f"{len(devices or jax.devices())} device(s)",
-        sweep.task.name, run_dir,
+        "%s%s: %d networks in %d groups on %s, task %s, into %s",
+        sweep.name, part, sum(len(g.l2) for g in groups) * sweep.grid.seeds, len(groups),
+        f"{len(devices or jax.devices())} device(s)", sweep.task.name, run_dir,
     )  # fmt: skip
     for group in groups:
         if store.group_done(run_dir, group.name):
@@ -180,6 +181,12 @@ def _run_sweep(sweep: Sweep, run_dir: Path, progress: bool) -> Path:
     figures.loss_curves(store.load(run_dir), run_dir / "loss_curves.png")
     if sweep.analyze:
         analysis.analyze_run(sweep, run_dir, progress)
+        if sweep.num_shards > 1:  # comparisons and figures need every network: on the gathered sweep
+            log.info(
+                "shard %d of %d done; once every shard is: python scripts/analyze.py run_dir=%s",
+                sweep.shard, sweep.num_shards, run_dir.parent,
+            )  # fmt: skip
+            return run_dir
         analysis.compare_run(sweep, run_dir, progress)
         paths = figures.draw_all(run_dir, progress)
         log.info("%d figures in %s", len(paths), run_dir / "figures")

@@ -1,0 +1,95 @@
+"""A grid split into shards of whole groups, run as a Hydra multirun (submitit_local: the SLURM code path
+as local processes), gathered back into one dataset by ``popdyn.store.load``."""
+
+from __future__ import annotations
+
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from popdyn import store
+from popdyn.config import ConfigError, build_sweep
+from popdyn.population import shard_of_groups
+from tests.test_sweep import config, run_script
+
+
+def test_shards_are_whole_groups_balanced_by_cost():
+    s = build_sweep(config(grid="flipflop"))  # 24 groups: 4 archs × 2 activations × 3 widths
+    of = shard_of_groups(s.grid.groups, 8)
+    assert of == shard_of_groups(s.grid.groups, 8)  # deterministic: every job computes the same split
+    cost = np.zeros(8)
+    for g, k in zip(s.grid.groups, of):
+        cost[k] += {"vanilla": 1, "ugrnn": 2, "gru": 3, "lstm": 4}[g.arch] * g.units**2
+    assert cost.max() / cost.mean() < 1.25
+    parts = [build_sweep(config(f"shard={k}", "num_shards=8", grid="flipflop")).groups for k in range(8)]
+    names = [g.name for p in parts for g in p]
+    assert sorted(names) == sorted(g.name for g in s.grid.groups)  # each group in exactly one shard
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [(["shard=2", "num_shards=2"], "shard"), (["num_shards=3"], "num_shards"), (["shard=-1"], "shard")],
+)
+def test_impossible_shards_are_refused(overrides, named):
+    with pytest.raises(ConfigError, match=named):
+        build_sweep(config(*overrides))  # tiny: 2 groups
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The tiny grid run once in one process and once as 2 shards through submitit_local."""
+    root = tmp_path_factory.mktemp("cluster")
+    single, sweep = root / "single", root / "multirun"
+    r = run_script("+grid=tiny", f"hydra.run.dir={single}", "progress=false", cwd=root)
+    assert r.returncode == 0, r.stderr
+    r = run_script("-m", "+grid=tiny", "hydra/launcher=submitit_local", "shard=range(2)", "num_shards=2",
+                   f"hydra.sweep.dir={sweep}", "progress=false", cwd=root)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return single, sweep
+
+
+@pytest.mark.slow
+def test_multirun_shards_gather_to_the_single_process_run(runs):
+    single, sweep = runs
+    found = store.shards(sweep)
+    assert sorted(found) == [0, 1] and all(not (d / store.SIMILARITY).exists() for d in found.values())
+    a, b = store.load(sweep), store.load(single)
+    assert a.sizes["member"] == b.sizes["member"] == 4
+    for k in ("loss", "final_loss", "val_loss", "diverged", "n_fixed_points", "transition", "fp_eigenvalues"):
+        np.testing.assert_array_equal(a[k].values, b[k].values, err_msg=k)
+    pa, pb = store.load_params(sweep), store.load_params(single)
+    assert pa.keys() == pb.keys()
+    for g in pa:
+        jax.tree.map(np.testing.assert_array_equal, pa[g].params, pb[g].params)
+    # comparisons need every network: they run on the gathered sweep, and equal the single run's
+    r = run_script(f"run_dir={sweep}", "progress=false", cwd=sweep, script="analyze.py")
+    assert r.returncode == 0, r.stderr
+    a = store.load(sweep)
+    for k in ("svcca_distance", "cka_distance", "topology_distance"):
+        np.testing.assert_allclose(a[k].values, b[k].values, atol=1e-6, err_msg=k)
+    r = run_script(f"run_dir={sweep}", "progress=false", cwd=sweep, script="figures.py")
+    assert r.returncode == 0, r.stderr
+    assert (sweep / "figures" / "mds_svcca.png").exists()
+
+
+@pytest.mark.slow
+def test_missing_duplicated_or_foreign_shards_are_named(runs, tmp_path):
+    single, sweep = runs
+    found = store.shards(sweep)
+    broken = tmp_path / "missing"
+    shutil.copytree(sweep, broken)
+    shutil.rmtree(broken / found[1].name)
+    with pytest.raises(store.RunDirError, match=r"shard\(s\) 1 of 2 missing"):
+        store.load(broken)
+    twice = tmp_path / "twice"
+    shutil.copytree(sweep, twice)
+    shutil.copytree(found[0], twice / "copy")
+    with pytest.raises(store.RunDirError, match="shard 0 is there twice"):
+        store.load(twice)
+    foreign = tmp_path / "foreign"
+    shutil.copytree(sweep, foreign)
+    shutil.copytree(single, foreign / "other")
+    with pytest.raises(store.RunDirError, match="different configs"):
+        store.load(foreign)
