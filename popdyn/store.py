@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -149,8 +150,11 @@ def locked(run_dir: str | Path):
         finally:
             _held[run_dir] -= 1
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    f = open(run_dir / LOCK, "a")  # noqa: SIM115  (held open for the whole block)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        f = open(run_dir / LOCK, "a")  # noqa: SIM115  (held open for the whole block)
+    except OSError as e:
+        raise RunDirError(f"cannot write to {run_dir}: {e.strerror or e}") from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -166,6 +170,22 @@ def locked(run_dir: str | Path):
         del _held[run_dir]
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()
+
+
+def check_writable(run_dir: Path, needed: int) -> None:
+    """``RunDirError`` before any work if ``run_dir`` cannot be written, or its file system has less than
+    ``needed`` bytes free (checked on its nearest existing ancestor, so nothing is created)."""
+    base = Path(run_dir).absolute()
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot write to {run_dir}: {base} is not a writable directory")
+    free = shutil.disk_usage(base).free
+    if free < needed:
+        raise RunDirError(
+            f"{run_dir} has {free / 2**30:.2f} GiB free, but this run needs about {needed / 2**30:.2f} GiB "
+            "(parameters, checkpoints, losses); free some space or pick another directory"
+        )
 
 
 def prepare_run(run_dir: Path, config: dict) -> None:

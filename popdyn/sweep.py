@@ -14,6 +14,7 @@ Finished groups are skipped on a re-run; an unfinished one resumes from its last
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -158,8 +159,24 @@ def run_sweep(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
     analyse, compare and draw it; return ``run_dir``.  The directory is locked meanwhile
     (``store.locked``): a second process pointed at it is refused."""
     run_dir = Path(run_dir)
+    if not (run_dir / store.CONFIG).exists():  # a new run: can it be written, will it fit?
+        store.check_writable(run_dir, results_bytes(sweep))
     with store.locked(run_dir):
         return _run_sweep(sweep, run_dir, progress)
+
+
+def results_bytes(sweep: Sweep) -> int:
+    """About how many bytes a run writes at most: per member its parameters, its checkpoint (parameters
+    and momentum), its logged losses; twice for the search trials."""
+    total = 0
+    for g in sweep.groups:
+        model = Model(g.arch, g.activation, g.units, sweep.task.n_in, sweep.task.n_out)
+        shapes = jax.eval_shape(model.init, jax.random.key(0))
+        n_params = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
+        members = len(g.l2) * max(sweep.grid.seeds, sweep.grid.trials)
+        logged = sweep.train.steps // sweep.train.log_every
+        total += 2 * members * 4 * (3 * n_params + logged)
+    return total
 
 
 def _run_sweep(sweep: Sweep, run_dir: Path, progress: bool) -> Path:

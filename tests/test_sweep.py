@@ -1,5 +1,7 @@
 """The sweep end to end: Hydra configs, bad input, results on disk, reload, resume."""
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +160,27 @@ def test_a_second_process_on_the_same_directory_is_refused(tmp_path):
         assert r.returncode == 2 and "Traceback" not in r.stderr
     with store.locked(run_dir):  # released when its holder is done: free again
         pass
+
+
+def test_unwritable_or_full_results_dir_is_refused_before_training(tmp_path, monkeypatch):
+    s = build_sweep(config())
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # (root may write anyway)
+            with pytest.raises(store.RunDirError, match="cannot write"):
+                run_sweep(s, locked / "run", progress=False)
+    finally:
+        locked.chmod(0o700)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(store.RunDirError, match="cannot write"):
+        run_sweep(s, tmp_path / "a_file" / "run", progress=False)
+    full = shutil.disk_usage(tmp_path)._replace(free=1000)
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: full)
+    with pytest.raises(store.RunDirError, match="GiB free"):
+        run_sweep(s, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_load_refuses_missing_and_unfinished_dirs(tmp_path):
