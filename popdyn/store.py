@@ -22,6 +22,7 @@ checkpoint continues from it.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -73,15 +74,112 @@ UNREADABLE = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile)
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _atomic(path: Path, write) -> None:
+MANIFEST = "manifest.json"  # per directory: what wrote each of its files (_record)
+
+
+def _atomic(path: Path, write, record: bool = True) -> None:
+    """Write to a temporary name, then rename into place; with ``record``, the directory's manifest
+    accepts both the old and the new content while the rename happens, then only the new, so a process
+    killed at any instant leaves a file its manifest vouches for."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        if record:
+            new = _fingerprint(tmp)
+            _record(path, [*_accepted(path), new])
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+    if record:
+        _record(path, [new])
+
+
+def remove(path: Path) -> None:
+    """Delete a file written by popdyn and its manifest entry."""
+    path.unlink(missing_ok=True)
+    manifest = _read_manifest(path.parent / MANIFEST)
+    if manifest.pop(path.name, None) is not None:
+        _write_manifest(path.parent / MANIFEST, manifest)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fingerprint(path: Path) -> dict:
+    return {"sha256": _sha256(path), "bytes": path.stat().st_size}
+
+
+def _config_hash(path: Path) -> str | None:
+    """sha256 of the ``config.yaml`` of the run a file belongs to (its directory or one above)."""
+    for d in (path.parent, *path.parents[1:3]):
+        if (d / CONFIG).exists():
+            return hashlib.sha256((d / CONFIG).read_bytes()).hexdigest()
+    return None
+
+
+def _accepted(path: Path) -> list[dict]:
+    """The fingerprints the manifest accepts for ``path`` now (its current content, if recorded)."""
+    entry = _read_manifest(path.parent / MANIFEST).get(path.name)
+    return [] if entry is None else entry["content"]
+
+
+def _record(path: Path, content: list[dict]) -> None:
+    """Note in ``manifest.json`` beside ``path`` what produced it: its content's sha256 and size (so a
+    truncated or altered file is caught on reading), the run's config hash, popdyn's and JAX's versions."""
+    from popdyn import __version__
+
+    manifest_path = path.parent / MANIFEST
+    manifest = _read_manifest(manifest_path)
+    manifest[path.name] = {
+        "content": content,
+        "config_sha256": _config_hash(path) if path.name != CONFIG else None,
+        "popdyn": __version__,
+        "jax": jax.__version__,
+    }
+    _write_manifest(manifest_path, manifest)
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    text = json.dumps(manifest, indent=1, sort_keys=True)
+    _atomic(path, lambda tmp: tmp.write_text(text), record=False)
+
+
+def _read_manifest(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"{path} is unreadable ({e}); the files it describes cannot be checked") from None
+
+
+def verify(path: Path) -> Path:
+    """``path``, after checking it against its directory's manifest: ``RunDirError`` naming the file if it
+    is missing, truncated or altered since popdyn wrote it, or was written under another config than its
+    run's ``config.yaml``.  Files without a manifest entry (runs older than manifests) pass unchecked."""
+    path = Path(path)
+    entry = _read_manifest(path.parent / MANIFEST).get(path.name)
+    if entry is None:
+        return path
+    if not path.exists():
+        raise RunDirError(f"{path} is missing (its manifest says popdyn wrote it)")
+    if _fingerprint(path) not in entry["content"]:
+        raise RunDirError(
+            f"{path} is truncated or altered since popdyn wrote it ({path.stat().st_size} bytes, "
+            f"{entry['content'][-1]['bytes']} written); its numbers cannot be trusted — re-run the command "
+            "that made it"
+        )
+    config = _config_hash(path)
+    if entry.get("config_sha256") and config and config != entry["config_sha256"]:
+        raise RunDirError(f"{path} was written under another config than the run's {CONFIG} now holds")
+    return path
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -240,7 +338,7 @@ def load_checkpoint(path: Path, phase: str, template: Any) -> tuple[Any, np.ndar
     if not path.exists():
         return None
     try:
-        with np.load(path) as z:
+        with np.load(verify(path)) as z:
             if str(z["phase"]) != phase:
                 return None
             leaves = [z[f"state/{k}"] for k in flatten(template)]
@@ -267,7 +365,7 @@ def write_group(
     write_npz(d / "params.npz", {**flatten(params), "member": members["member"].to_numpy()})
     write_npz(d / "losses.npz", {"loss": loss, "step": step, "member": members["member"].to_numpy()})
     write_csv(d / MEMBERS, members[MEMBER_COLUMNS])
-    (d / "checkpoint.npz").unlink(missing_ok=True)
+    remove(d / "checkpoint.npz")
 
 
 def write_tables(run_dir: Path, groups: list[str]) -> None:
@@ -375,8 +473,8 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
     for g in _groups(run_dir, config, partial):
         d = group_dir(run_dir, g)
         try:
-            frame = pd.read_csv(d / MEMBERS)
-            with np.load(d / "losses.npz") as z:
+            frame = pd.read_csv(verify(d / MEMBERS))
+            with np.load(verify(d / "losses.npz")) as z:
                 loss, step, member = z["loss"], z["step"], z["member"]
         except (*UNREADABLE, pd.errors.ParserError) as e:
             raise RunDirError(f"group {g} in {run_dir} is unreadable ({e})") from None
@@ -414,7 +512,7 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
 def _read_similarity(run_dir: Path) -> dict[str, np.ndarray]:
     path = run_dir / SIMILARITY
     try:
-        with np.load(path) as z:
+        with np.load(verify(path)) as z:
             out = {k: z[k] for k in z.files}
         for k in ("network", "trained", *SIMILARITY_METRICS):
             out[k]  # noqa: B018  (a KeyError names what is missing)
@@ -507,7 +605,7 @@ def _dynamics(run_dir: Path, groups: list[str], members: np.ndarray, diverged: n
     for g in groups:
         path = group_dir(run_dir, g) / DYNAMICS
         try:
-            with np.load(path) as z:
+            with np.load(verify(path)) as z:
                 ids.append(z["member"])
                 for k in z.files:
                     if k in DYNAMICS_DIMS:
@@ -551,7 +649,7 @@ def load_params(run_dir: str | Path, partial: bool = False) -> dict[str, GroupPa
         if g.name not in done:
             continue
         try:
-            with np.load(group_dir(run_dir, g.name) / "params.npz") as z:
+            with np.load(verify(group_dir(run_dir, g.name) / "params.npz")) as z:
                 arrays = {k: z[k] for k in z.files}
         except UNREADABLE as e:
             raise RunDirError(f"parameters of group {g.name} in {run_dir} are unreadable ({e})") from None

@@ -1,5 +1,6 @@
 """The sweep end to end: Hydra configs, bad input, results on disk, reload, resume."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -287,6 +288,25 @@ def test_corrupt_similarity_file_is_a_named_error(tiny_run, tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(store.RunDirError, match="similarity.npz"):
         store.load(run)
+
+
+def test_altered_files_and_another_config_are_named_never_read(tiny_run, tmp_path):
+    """Every file is checked against its directory's manifest (sha256, config hash) when read."""
+    manifest = json.loads((tiny_run / "groups" / "gru-tanh-8" / store.MANIFEST).read_text())
+    assert {"params.npz", "losses.npz", "members.csv", "dynamics.npz"} <= set(manifest)
+    assert manifest["params.npz"]["jax"] == jax.__version__ and manifest["params.npz"]["config_sha256"]
+    cases = {
+        "members": ("groups/gru-tanh-8/members.csv", lambda b: b.replace(b"0.0001", b"0.0002", 1)),
+        "params": ("groups/vanilla-tanh-8/params.npz", lambda b: b[:-10]),
+        "config": ("config.yaml", lambda b: b.replace(b"seed: 0", b"seed: 1", 1)),
+    }
+    for name, (rel, change) in cases.items():
+        run = tmp_path / name
+        shutil.copytree(tiny_run, run)
+        (run / rel).write_bytes(change((run / rel).read_bytes()))
+        expect = "another config" if name == "config" else f"{Path(rel).name} is truncated or altered"
+        with pytest.raises(store.RunDirError, match=expect):
+            store.load(run) if name != "params" else store.load_params(run)
 
 
 def test_group_analysis_over_two_devices_equals_each_member_alone(tiny_run):
