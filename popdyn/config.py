@@ -31,6 +31,7 @@ TRAIN_KEYS = (
     "unroll",
     "devices",
     "member_batch",
+    "checkpoint_seconds",
 )
 GRID_KEYS = ("name", "arch", "activation", "units", "l2", "seeds", "trials", "search", "hparams")
 
@@ -57,6 +58,7 @@ class Sweep:
     fixed_points: FixedPointOptions = FixedPointOptions()
     topology: TopologyOptions = TopologyOptions()
     similarity: SimilarityOptions = SimilarityOptions()
+    checkpoint_seconds: float = 30.0  # a group's training state is saved between chunks at most this often
     shard: int = 0  # this job's part of the grid: whole groups (population.shard_of_groups)
     num_shards: int = 1
 
@@ -230,6 +232,7 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         fixed_points=fixed_points,
         topology=topology,
         similarity=_similarity(cfg.get("similarity") or {}),
+        checkpoint_seconds=_float("train.checkpoint_seconds", t.get("checkpoint_seconds", 30.0), 0.0),
         shard=shard,
         num_shards=num_shards,
     )

@@ -54,6 +54,7 @@ _NOT_RESULTS = {
     ("progress",),
     ("train", "devices"),
     ("train", "chunk"),
+    ("train", "checkpoint_seconds"),
     ("analyze",),
     ("dynamics",),
     ("similarity",),
@@ -102,6 +103,12 @@ def remove(path: Path) -> None:
     manifest = _read_manifest(path.parent / MANIFEST)
     if manifest.pop(path.name, None) is not None:
         _write_manifest(path.parent / MANIFEST, manifest)
+
+
+def clean(run_dir: Path) -> None:
+    """Delete the temporary files of writes a killed process never finished (call with the lock held)."""
+    for tmp in [*Path(run_dir).glob(".*.tmp-*"), *Path(run_dir).glob(f"{GROUPS}/*/.*.tmp-*")]:
+        tmp.unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:

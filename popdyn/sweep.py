@@ -31,7 +31,6 @@ from popdyn.population import Group, HParams, member_ids, member_key, search_mem
 from popdyn.train import GroupTrainer
 
 log = logging.getLogger("popdyn")
-CHECKPOINT_SECONDS = 30.0  # a group's training state is saved between chunks at most this often
 
 
 def _final_loss(losses: np.ndarray, window: int) -> np.ndarray:
@@ -47,9 +46,11 @@ def _train_phase(
     validation: tuple,
     run_dir: Path,
     progress: bool,
+    checkpoint_seconds: float = 30.0,
 ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """Train ``rows`` (one per member) to the end; return (params, losses [n, steps], diverged [n], val [n])
-    with ``val`` the MSE of the final parameters on the ``validation`` (inputs, targets)."""
+    with ``val`` the MSE of the final parameters on the ``validation`` (inputs, targets).  The training
+    state is saved between chunks at most every ``checkpoint_seconds``."""
     s, n = trainer.settings, len(rows)
     hp, keys = trainer.pad(HParams.stack(rows), jnp.stack([r["key"] for r in rows]))
     state = trainer.init(hp, keys)
@@ -71,7 +72,7 @@ def _train_phase(
             median = float(np.nanmedian(recent)) if np.isfinite(recent).any() else float("nan")
         bar.set_postfix(median_loss=f"{median:.4g}", diverged=diverged)
         bar.update(done - bar.n)
-        if done < s.steps and time.monotonic() - last_save[0] >= CHECKPOINT_SECONDS:
+        if done < s.steps and time.monotonic() - last_save[0] >= checkpoint_seconds:
             store.save_checkpoint(ckpt, phase, state, losses)
             last_save[0] = time.monotonic()
 
@@ -116,7 +117,9 @@ def train_group(
         chosen = {r["l2"]: r for r in trials[trials.chosen].to_dict("records")}
     else:
         rows = search_members(group, grid, sweep.seed)
-        _, losses, diverged, val = _train_phase(trainer, group, "search", rows, validation, run_dir, progress)
+        _, losses, diverged, val = _train_phase(
+            trainer, group, "search", rows, validation, run_dir, progress, sweep.checkpoint_seconds
+        )
         chosen_rows = _choose(group, sweep, rows, val, diverged)
         trials = pd.DataFrame([{k: v for k, v in r.items() if k != "key"} for r in rows])
         trials.insert(0, "group", group.name)
@@ -128,7 +131,9 @@ def train_group(
         chosen = chosen_rows
 
     rows = seed_members(group, grid, sweep.seed, chosen)
-    params, losses, diverged, val = _train_phase(trainer, group, "seeds", rows, validation, run_dir, progress)
+    params, losses, diverged, val = _train_phase(
+        trainer, group, "seeds", rows, validation, run_dir, progress, sweep.checkpoint_seconds
+    )
     ids = member_ids(grid)
     members = pd.DataFrame(
         {
@@ -189,9 +194,11 @@ def _run_sweep(sweep: Sweep, run_dir: Path, progress: bool) -> Path:
         sweep.name, part, sum(len(g.l2) for g in groups) * sweep.grid.seeds, len(groups),
         f"{len(devices or jax.devices())} device(s)", sweep.task.name, run_dir,
     )  # fmt: skip
+    store.clean(run_dir)
     for group in groups:
         if store.group_done(run_dir, group.name):
             log.info("%s: already done, skipped", group.name)
+            store.remove(store.group_dir(run_dir, group.name) / "checkpoint.npz")  # killed right after
             continue
         train_group(sweep, group, run_dir, progress, devices)
     store.write_tables(run_dir, [g.name for g in groups])

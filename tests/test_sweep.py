@@ -204,13 +204,20 @@ def test_same_config_and_seed_give_identical_results(tmp_path):
 
 def test_one_compilation_per_group_and_resume_mid_group(tmp_path, monkeypatch):
     # an unusual width so that no other test has compiled this group's program in this process
-    s = build_sweep(config("grid.arch=[lstm]", "grid.units=[5]", "train.steps=60", "grid.seeds=3"))
+    s = build_sweep(
+        config(
+            "grid.arch=[lstm]",
+            "grid.units=[5]",
+            "train.steps=60",
+            "grid.seeds=3",
+            "train.checkpoint_seconds=0",
+        )
+    )
     group = s.grid.groups[0]
     trainer = train_group(s, group, tmp_path / "full", progress=False)
     assert trainer.traces == 1  # search and seed phases, three chunks each: one program
 
-    # interrupt the seed phase after its first chunk, with a checkpoint written after every chunk
-    monkeypatch.setattr(sweep_mod, "CHECKPOINT_SECONDS", 0.0)
+    # interrupt the seed phase after its first chunk (checkpoint_seconds=0: one after every chunk)
     real_chunk, calls = type(trainer).chunk, {"n": 0}
 
     def dying_chunk(self, hp, state):
@@ -288,6 +295,19 @@ def test_corrupt_similarity_file_is_a_named_error(tiny_run, tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(store.RunDirError, match="similarity.npz"):
         store.load(run)
+
+
+def test_resume_clears_what_a_kill_mid_write_left(tiny_run, tmp_path):
+    """A temp file of a write never renamed, a checkpoint of a group killed just after finishing: gone."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    gdir = run / "groups" / "gru-tanh-8"
+    (gdir / ".params.npz.tmp-99999").write_bytes(b"half")
+    store.write_npz(gdir / "checkpoint.npz", {"phase": np.array("seeds")})
+    r = run_script("+grid=tiny", f"hydra.run.dir={run}", "progress=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not list(run.rglob("*.tmp-*")) and not (gdir / "checkpoint.npz").exists()
+    assert "checkpoint.npz" not in json.loads((gdir / store.MANIFEST).read_text())
 
 
 def test_altered_files_and_another_config_are_named_never_read(tiny_run, tmp_path):
