@@ -17,20 +17,27 @@ popdyn (what ``popdyn.analysis.compare_run`` runs)
              States are generated chunk by chunk (not timed: ``states s`` in the log line), so memory
              stays bounded by the prepared population.  A chunk shape seen for the first time is run twice:
              the second call is timed, first − second counts as compile.
-  all-pairs  ``similarity.all_pairs(prepared, ("svcca", "cka"), block)``, after a warm-up call on the first
-             ``block`` networks (same block shapes: compile = first − second warm-up call).
+  all-pairs  ``similarity.all_pairs(prepared, (metric,), block)`` for SVCCA and for CKA apart (the two passes
+             of ``all_pairs(prepared, ("svcca", "cka"))``, which are independent), each called twice: the
+             compiled programs depend on the population (its size, and for SVCCA the widths that the
+             networks' k give the blocks), so the warm-up is the same call; the second is timed and
+             first − second counts as compile.
 
 NumPy reference: one pair at a time from the raw states, float64 — centre, SVD, keep the top components
 reaching 95 % of the variance, CCA of the reduced data by QR + SVD (mean canonical correlation), linear CKA
 ``‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F)`` — timed on ``--ref-pairs`` random pairs and scaled to P(P−1)/2 pairs.
-Its per-network part (centre, SVD, QR, ‖XᵀX‖) is timed apart, so the table also gives a NumPy loop that
-caches that per network (P × per-network + pairs × per-pair).  ``÷`` = NumPy time ÷ popdyn prepare +
-all-pairs.  The same sampled pairs check popdyn's distances against the reference (max |Δ|; pairs where the
+Its per-network part (centre, SVD, QR, ‖XᵀX‖) is timed apart, once per network (each pair counts both
+networks' times, as the loop recomputes them), so the table also gives a NumPy loop that caches that part
+per network (P × per-network + pairs × per-pair).  The NumPy loop runs first, for every size, in the fresh
+process: multi-threaded BLAS slows down many-fold when anything else wants the cores.  ``÷`` = NumPy time
+÷ popdyn prepare + all-pairs.  The same sampled pairs check popdyn's distances against the reference (max |Δ|; pairs where the
 two disagree on k are counted: a cumulative variance fraction within float32 rounding of 0.95).
 
-Memory: ``peak RSS`` is ``getrusage(RUSAGE_SELF).ru_maxrss``, the process maximum so far (sizes run in
-increasing order, so each row is that size's peak unless an earlier size was larger); ``prepared`` is the
-stacked bases + packed Gram matrices (S(S+1)/2 floats per network) that ``all_pairs`` holds.
+Memory: ``RSS before → peak`` is the resident memory before a size's prepare and its peak during prepare +
+all-pairs: the kernel's VmHWM, restarted for each size through ``/proc/self/clear_refs`` (where that is not
+possible, ``getrusage(RUSAGE_SELF).ru_maxrss``, the process maximum so far; sizes run in increasing order).
+``prepared`` is the stacked bases + packed Gram matrices (S(S+1)/2 floats per network) that ``all_pairs``
+holds.
 
     python benchmarks/similarity.py                 # P = 100, 1,000, 2,880
     python benchmarks/similarity.py --quick         # P = 50, 200; 50 reference pairs
@@ -41,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import resource
 import sys
 import time
@@ -107,8 +115,29 @@ class Population:
         return (x + NOISE * r.standard_normal(x.shape)).astype(np.float32)
 
 
-def rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # ru_maxrss is in KiB on Linux
+def _status_gib(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            line = next(x for x in f if x.startswith(field + ":"))
+        return int(line.split()[1]) * 1024 / GIB  # kB
+    except (OSError, StopIteration):
+        return None
+
+
+def reset_peak() -> bool:
+    """Restart the kernel's peak-RSS count (VmHWM) from the current RSS; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_gib("VmHWM") is not None
+    except OSError:
+        return False
+
+
+def peak_gib(reset: bool) -> float:
+    """Peak resident memory since :func:`reset_peak` (VmHWM), else the process maximum (ru_maxrss, KiB)."""
+    hwm = _status_gib("VmHWM") if reset else None
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
 
 
 _vmapped = {}  # keep_variance → jit(vmap(prepare))
@@ -196,69 +225,75 @@ def _network_ref(pop: Population, i: int, keep: float):
     return _network_refs[i, keep]
 
 
-def numpy_reference(pop: Population, p: int, dist: dict, k: np.ndarray, args) -> dict:
-    """Time the per-pair loop on sampled pairs; compare with popdyn's distances there."""
+def numpy_reference(pop: Population, p: int, args) -> dict:
+    """Time the per-pair loop on ``--ref-pairs`` random pairs of networks 0 … p−1, keeping its distances."""
     rng = np.random.default_rng((SEED, p))
     n_pairs = p * (p - 1) // 2
     flat = rng.choice(n_pairs, min(args.ref_pairs, n_pairs), replace=False)
     i, j = np.triu_indices(p, 1)
+    a, b = i[flat], j[flat]
     t_net = t_pair = 0.0
-    err = {m: 0.0 for m in METRICS}
-    k_differ = 0
-    for a, b in zip(i[flat], j[flat]):
+    values, ks = [], []
+    for ia, ib in zip(a, b):
         (na, ta), (nb, tb) = (
-            _network_ref(pop, a, args.keep_variance),
-            _network_ref(pop, b, args.keep_variance),
+            _network_ref(pop, ia, args.keep_variance),
+            _network_ref(pop, ib, args.keep_variance),
         )
         t0 = time.perf_counter()
-        ref = numpy_pair(na, nb)
+        values.append(numpy_pair(na, nb))
         t_net, t_pair = t_net + ta + tb, t_pair + time.perf_counter() - t0
-        for m, r in zip(METRICS, ref):
-            err[m] = max(err[m], abs(float(dist[m][a, b]) - r))
-        k_differ += (na[2] != k[a]) or (nb[2] != k[b])
+        ks.append((na[2], nb[2]))
     n = len(flat)
     per_net, per_pair = t_net / (2 * n), t_pair / n  # seconds per network part and per pair part
     return {
         "pairs": n,
+        "a": a,
+        "b": b,
+        "values": np.array(values),  # [n, len(METRICS)] distances
+        "k": np.array(ks),
+        "per_net": per_net,
         "per_pair": per_net * 2 + per_pair,
         "loop": n_pairs * (2 * per_net + per_pair),
         "cached": p * per_net + n_pairs * per_pair,
-        "err": err,
-        "k_differ": k_differ,
     }
 
 
+def check(ref: dict, dist: dict, k: np.ndarray) -> tuple[dict, int]:
+    """Max |popdyn − NumPy| per metric over the reference pairs, and how many pairs disagree on a k."""
+    err = {
+        m: float(np.max(np.abs(dist[m][ref["a"], ref["b"]] - ref["values"][:, c])))
+        for c, m in enumerate(METRICS)
+    }
+    k_differ = int(np.sum((ref["k"][:, 0] != k[ref["a"]]) | (ref["k"][:, 1] != k[ref["b"]])))
+    return err, k_differ
+
+
 # ---------------------------------------------------------------------------------- all-pairs
-def block_breakdown(prep: Prepared, size: int) -> dict:
-    """Steady seconds of one block × block call of ``similarity._block`` per metric (compiled first)."""
-    a = Prepared(*(x[:size] for x in prep))
-    out = {}
+def time_all_pairs(prep: Prepared, args) -> tuple[dict, dict, dict]:
+    """``all_pairs`` one metric at a time (its passes are independent): distances, steady seconds and
+    compile seconds (first call − second call) per metric."""
+    dist, steady, compile_s = {}, {}, {}
     for m in METRICS:
-        jax.block_until_ready(similarity._block(a, a, (m,)))
         t0 = time.perf_counter()
-        jax.block_until_ready(similarity._block(a, a, (m,)))
-        out[m] = time.perf_counter() - t0
-    return out
+        all_pairs(prep, (m,), args.block)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dist[m] = all_pairs(prep, (m,), args.block)[m]
+        steady[m] = time.perf_counter() - t0
+        compile_s[m] = max(first - steady[m], 0.0)
+    return dist, steady, compile_s
 
 
-def run_size(pop: Population, p: int, args) -> dict:
+def run_size(pop: Population, p: int, args, ref: dict) -> dict:
+    gc.collect()
+    rss_before = _status_gib("VmRSS") or float("nan")
+    reset = reset_peak()
     prep, t = prepare_population(pop, p, args)
-    rss_prep = rss_gib()
-    size = min(args.block, p)
-    head = Prepared(*(x[:size] for x in prep))
-    t0 = time.perf_counter()
-    all_pairs(head, METRICS, args.block)
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    all_pairs(head, METRICS, args.block)
-    compile_pairs = max(first - (time.perf_counter() - t0), 0.0)
-    breakdown = block_breakdown(prep, size)
-    t0 = time.perf_counter()
-    dist = all_pairs(prep, METRICS, args.block)
-    t_pairs = time.perf_counter() - t0
-    rss_pairs = rss_gib()
+    rss_prep = peak_gib(reset)
+    dist, steady, compile_pairs = time_all_pairs(prep, args)
+    rss_pairs = peak_gib(reset)
     nbytes = sum(a.nbytes for a in prep)
-    ref = numpy_reference(pop, p, dist, prep.k, args)
+    err, k_differ = check(ref, dist, prep.k)
     row = {
         "P": p,
         "pairs": p * (p - 1) // 2,
@@ -266,16 +301,20 @@ def run_size(pop: Population, p: int, args) -> dict:
         "kmed": float(np.median(prep.k)),
         "states": t["states"],
         "prepare": t["prepare"],
-        "all_pairs": t_pairs,
+        "metric_s": steady,
+        "all_pairs": sum(steady.values()),
         "compile_prep": t["compile"],
-        "compile_pairs": compile_pairs,
+        "compile_pairs": sum(compile_pairs.values()),
+        "rss_before": rss_before,
+        "peak_reset": reset,
         "rss_prep": rss_prep,
         "rss": rss_pairs,
         "prepared_gib": nbytes / GIB,
-        "block_s": breakdown,
         "ref": ref,
+        "err": err,
+        "k_differ": k_differ,
     }
-    del prep, dist, head
+    del prep, dist
     gc.collect()
     return row
 
@@ -284,45 +323,56 @@ def main(argv=None):
     args = parse_args(argv)
     pop = Population(max(args.sizes), args.samples)
     peak = matmul_peak()
-    rss0 = rss_gib()
+    rss0 = _status_gib("VmRSS") or float("nan")
+    src = hashlib.sha1(Path(similarity.__file__).read_bytes()).hexdigest()[:10]
     print(
         f"# all-pairs SVCCA + CKA: {args.samples} probe states, keep {args.keep_variance} of the variance, "
         f"block {args.block}; widths {WIDTHS} units, {LSTM_FRACTION:.0%} lstm (×2); jax {jax.__version__}, "
         f"numpy {np.__version__} on {jax.devices()[0].device_kind} ({len(jax.devices())} devices; all-pairs "
-        f"on one); float32 matmul peak {peak:.1f} GFLOP/s; RSS before {rss0:.2f} GiB\n",
+        f"on one); popdyn/similarity.py sha1 {src}; float32 matmul peak {peak:.1f} GFLOP/s; RSS at start {rss0:.2f} GiB\n",
         flush=True,
     )
+    refs = {}  # the NumPy loop first, in a fresh process, on every size's sampled pairs
+    for p in args.sizes:
+        refs[p] = r = numpy_reference(pop, p, args)
+        print(
+            f"NumPy P={p}: {r['pairs']} pairs, {1e3 * r['per_pair']:.1f} ms/pair "
+            f"({1e3 * r['per_net']:.1f} ms per network part)",
+            flush=True,
+        )
+    _network_refs.clear()
     rows = []
     for p in args.sizes:
-        row = run_size(pop, p, args)
+        row = run_size(pop, p, args, refs[p])
         rows.append(row)
-        r, b = row["ref"], row["block_s"]
+        r, ms = row["ref"], row["metric_s"]
         print(
             f"P={p}: k median {row['kmed']:.0f}, max {row['kmax']}; states {row['states']:.1f} s (not timed), "
-            f"prepare {row['prepare']:.2f} s, all-pairs {row['all_pairs']:.2f} s, compile "
-            f"{row['compile_prep']:.1f} + {row['compile_pairs']:.1f} s; one {min(args.block, p)}² block: "
-            f"svcca {1e3 * b['svcca']:.0f} ms, cka {1e3 * b['cka']:.0f} ms; RSS max after prepare "
-            f"{row['rss_prep']:.2f} GiB, after all-pairs {row['rss']:.2f} GiB; NumPy {r['pairs']} pairs, "
-            f"{1e3 * r['per_pair']:.1f} ms/pair; max |Δ| svcca {r['err']['svcca']:.1e}, cka "
-            f"{r['err']['cka']:.1e}; {r['k_differ']} of {r['pairs']} pairs differ in k",
+            f"prepare {row['prepare']:.2f} s, all-pairs {row['all_pairs']:.2f} s (svcca "
+            f"{ms['svcca']:.2f} + cka {ms['cka']:.2f}), compile {row['compile_prep']:.1f} + "
+            f"{row['compile_pairs']:.1f} s; RSS before {row['rss_before']:.2f} "
+            f"GiB, peak ({'VmHWM since then' if row['peak_reset'] else 'process ru_maxrss'}) after prepare "
+            f"{row['rss_prep']:.2f} GiB, after all-pairs {row['rss']:.2f} GiB; vs NumPy on {r['pairs']} pairs: "
+            f"max |Δ| svcca {row['err']['svcca']:.1e}, cka {row['err']['cka']:.1e}; {row['k_differ']} pairs "
+            f"differ in k",
             flush=True,
         )
     print()
     print(
-        "| P | pairs | k median / max | prepare s | all-pairs s | popdyn s | pairs/s | compile s "
-        "| peak RSS GiB | prepared GiB | NumPy ms/pair | NumPy loop s (scaled) | ÷ NumPy loop "
+        "| P | pairs | k median / max | prepare s | SVCCA s | CKA s | popdyn s | pairs/s | compile s "
+        "| RSS before → peak GiB | prepared GiB | NumPy ms/pair | NumPy loop s (scaled) | ÷ NumPy loop "
         "| NumPy cached s | ÷ cached | max abs Δ svcca / cka |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         r = row["ref"]
         total = row["prepare"] + row["all_pairs"]
         print(
             f"| {row['P']:,} | {row['pairs']:,} | {row['kmed']:.0f} / {row['kmax']} | {row['prepare']:.2f} "
-            f"| {row['all_pairs']:.2f} | {total:.2f} | {row['pairs'] / total:,.0f} "
-            f"| {row['compile_prep'] + row['compile_pairs']:.1f} | {row['rss']:.2f} | {row['prepared_gib']:.2f} "
+            f"| {row['metric_s']['svcca']:.2f} | {row['metric_s']['cka']:.2f} | {total:.2f} | {row['pairs'] / total:,.0f} "
+            f"| {row['compile_prep'] + row['compile_pairs']:.1f} | {row['rss_before']:.2f} → {row['rss']:.2f} | {row['prepared_gib']:.2f} "
             f"| {1e3 * r['per_pair']:.1f} | {r['loop']:,.0f} | {r['loop'] / total:,.0f}× | {r['cached']:,.0f} "
-            f"| {r['cached'] / total:,.1f}× | {r['err']['svcca']:.1e} / {r['err']['cka']:.1e} |"
+            f"| {r['cached'] / total:,.1f}× | {row['err']['svcca']:.1e} / {row['err']['cka']:.1e} |"
         )
 
 

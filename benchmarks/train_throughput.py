@@ -82,8 +82,9 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def flops_per_network_step(arch: str, units: int = UNITS, n_in: int = K, n_out: int = K) -> float:
+def flops_per_network_step(arch: str, units: int | None = None, n_in: int = K, n_out: int = K) -> float:
     """Matmul FLOPs of one training step (forward + backward ≈ 3 × forward); see the module docstring."""
+    units = units or UNITS
     bt, g = BATCH * T, BLOCKS[arch]
     forward = 2 * bt * units * g * units + 2 * bt * n_in * g * units + 2 * bt * units * n_out
     return 3.0 * forward
@@ -432,6 +433,7 @@ def use_host_devices(n: int) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short timings, P up to 32 (a few minutes)")
+    p.add_argument("--units", type=int, default=UNITS, help="units per network (default 64)")
     p.add_argument("--cells", nargs="+", choices=ARCHS, default=list(ARCHS), help="cells compared at P=32")
     p.add_argument("--sweep-cell", default="gru", choices=ARCHS, help="cell of the P sweep")
     p.add_argument("--sizes", nargs="+", type=int, help="population sizes of the sweep (default 1 8 32 128)")
@@ -527,7 +529,9 @@ def header(args, peak: float, peak1: float) -> str:
 
 
 def main(argv=None) -> None:
+    global UNITS
     args = parse_args(argv)
+    UNITS = args.units
     use_host_devices(args.host_devices)
     task = make_task("flipflop", T=T, K=K)
     n_dev = len(jax.devices())

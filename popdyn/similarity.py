@@ -204,11 +204,11 @@ def all_pairs(
         sims["svcca"][np.ix_(order, order)] = sim  # back from k order to the given order
     if "cka" in metrics:
         rows = min(cka_rows, p)
-        grams = jnp.asarray(_pad_rows(host.gram, rows))
+        grams = jnp.asarray(host.gram)  # no padded copy: the last block starts early instead
         sim = np.zeros((p, p), np.float32)
         for i in range(0, p, rows):
-            n = min(rows, p - i)
-            sim[i : i + n] = np.asarray(_cka_rows(grams, i, rows))[:n, :p]
+            n, start = min(rows, p - i), min(i, p - rows)
+            sim[i : i + n] = np.asarray(_cka_rows(grams, start, rows))[i - start : i - start + n]
             if progress is not None:
                 progress(sum(p - a for a in range(i, i + n)))
         sims["cka"] = sim

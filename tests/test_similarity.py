@@ -99,6 +99,8 @@ def test_all_pairs_equals_the_pairwise_functions():
         for i in range(7):
             for j in range(i + 1, 7):
                 np.testing.assert_allclose(m[i, j], 1 - float(f(nets[i], nets[j])), atol=2e-5)
+    # CKA in row blocks of 3 (the last one starting early): the same matrix
+    np.testing.assert_allclose(all_pairs(stacked, ("cka",), cka_rows=3)["cka"], d["cka"], atol=1e-6)
     with pytest.raises(ValueError, match="procrustes"):
         all_pairs(stacked, ("procrustes",))
 
