@@ -243,7 +243,7 @@ def _assemble(states, q, valid, jac, jac_x, w, right, left) -> FixedPoints:
     return FixedPoints(states, q, valid, jac, jac_x, w, right, left, n_unstable, tau)
 
 
-def _full_precision(f):
+def full_precision(f):
     """Trace ``f`` with float32 matmuls: on GPUs JAX's default is TF32 (10-bit mantissa), which leaves
     q = ½‖F(h) − h‖² no smaller than ~1e-6 and the fixed points visibly off (seen on an H200)."""
 
@@ -255,7 +255,7 @@ def _full_precision(f):
     return wrapped
 
 
-@_full_precision
+@full_precision
 def find_fixed_points(
     step: StepFn,
     params: dict,
@@ -272,7 +272,7 @@ def find_fixed_points(
     return refine(step, params, x_star, initial_states, h, options)
 
 
-@_full_precision
+@full_precision
 def descend(
     step: StepFn,
     params: dict,
@@ -286,7 +286,7 @@ def descend(
     return _optimise(step, params, x_star, initial_states, everyone, options)
 
 
-@_full_precision
+@full_precision
 def refine(
     step: StepFn,
     params: dict,
@@ -442,7 +442,7 @@ def linear_response(fp: FixedPoints, readout_kernel, input_index: int, horizon: 
     return jnp.where(fp.valid[:, None], jnp.cumsum(terms, axis=-1).real, jnp.nan)
 
 
-@_full_precision
+@full_precision
 def analyze_one(model, task, fp_opts: FixedPointOptions, topo: TopologyOptions, params: dict, key: Array):
     """Every analysis of one trained network: a dict of fixed-shape arrays (C conditions, K points).
 
@@ -452,7 +452,7 @@ def analyze_one(model, task, fp_opts: FixedPointOptions, topo: TopologyOptions, 
     )
 
 
-@_full_precision
+@full_precision
 def analyze_descend(model, task, fp_opts: FixedPointOptions, params: dict, key: Array):
     """Initial states and their Adam descent for every condition, ``([C, n, D], [C, n, D])``: pure XLA."""
     k_init, _ = jax.random.split(key)
@@ -461,7 +461,7 @@ def analyze_descend(model, task, fp_opts: FixedPointOptions, params: dict, key: 
     return h0, h
 
 
-@_full_precision
+@full_precision
 def analyze_finish(model, task, fp_opts, topo, params: dict, key: Array, h0, h):
     """The rest of :func:`analyze_one` from :func:`analyze_descend`'s output (host callbacks on a CPU)."""
     _, k_trans = jax.random.split(key)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from functools import partial, wraps
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 from sklearn.metrics import pairwise_distances
+
+from popdyn.dynamics import full_precision
 
 METRICS = ("svcca", "cka")
 
@@ -74,19 +76,8 @@ class Prepared(NamedTuple):
     gram: Float[Array, " G"]  # K_x / ‖K_x‖_F, upper triangle, off-diagonal entries × √2
 
 
-def _highest(f):
-    """Float32 matmuls on every backend (GPUs default to TF32, ~1e-3 relative error)."""
-
-    @wraps(f)
-    def wrapped(*args, **kwargs):
-        with jax.default_matmul_precision("highest"):
-            return f(*args, **kwargs)
-
-    return wrapped
-
-
 @partial(jax.jit, static_argnames=("keep_variance", "width"))
-@_highest
+@full_precision
 def prepare(states: Float[Array, "S N"], keep_variance: float = 0.95, width: int | None = None) -> Prepared:
     """Centre, reduce and normalise one network's states; ``width`` pads the basis to that many columns
     (default min(S, N)).  The eigen-decomposition is of the smaller of XᵀX (N × N) and XXᵀ (S × S)."""
@@ -123,20 +114,20 @@ def _cka(a: Prepared, b: Prepared) -> Float[Array, ""]:
     return jnp.dot(a.gram, b.gram)
 
 
-@_highest
+@full_precision
 def svcca(x: Float[Array, "S N1"], y: Float[Array, "S N2"], keep_variance: float = 0.95) -> Float[Array, ""]:
     """Mean canonical correlation of the top-``keep_variance`` principal components of x and y."""
     return _svcca(prepare(x, keep_variance), prepare(y, keep_variance))
 
 
-@_highest
+@full_precision
 def cka(x: Float[Array, "S N1"], y: Float[Array, "S N2"]) -> Float[Array, ""]:
     """Linear CKA ``‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F)`` of the centred states."""
     return _cka(prepare(x), prepare(y))
 
 
 @jax.jit
-@_highest
+@full_precision
 def _svcca_block(basis_a, k_a, basis_b, k_b) -> Float[Array, "A B"]:
     """SVCCA similarity of every network of block a with every one of block b."""
     m = jnp.einsum("isk,jsl->ijkl", basis_a, basis_b)
@@ -145,7 +136,7 @@ def _svcca_block(basis_a, k_a, basis_b, k_b) -> Float[Array, "A B"]:
 
 
 @partial(jax.jit, static_argnames=("rows",))
-@_highest
+@full_precision
 def _cka_rows(grams: Float[Array, "P G"], start: Int[Array, ""], rows: int) -> Float[Array, "R P"]:
     """CKA of networks ``start … start + rows`` with every network: one matmul of normalised Grams."""
     return jax.lax.dynamic_slice_in_dim(grams, start, rows) @ grams.T
