@@ -147,11 +147,15 @@ def _prepare_group(sweep: Sweep, model, params: dict, rows: np.ndarray, block: i
 
     many = jax.jit(jax.vmap(one))
     n = jax.tree.leaves(params)[0].shape[0]
-    parts = [many(jax.tree.map(lambda a, i=i: a[i : i + block], params)) for i in range(0, n, block)]
+    size = min(block, n)
+    idx = np.concatenate([np.arange(n), np.full(-n % size, n - 1)])  # whole blocks: one compilation
+    parts = [
+        many(jax.tree.map(lambda a, i=i: np.asarray(a)[idx[i : i + size]], params)) for i in range(0, n, size)
+    ]
     prep = Prepared(
-        *(np.concatenate([np.asarray(getattr(p[0], f)) for p in parts]) for f in Prepared._fields)
+        *(np.concatenate([np.asarray(getattr(p[0], f)) for p in parts])[:n] for f in Prepared._fields)
     )
-    ok = np.concatenate([np.asarray(p[1]) for p in parts])
+    ok = np.concatenate([np.asarray(p[1]) for p in parts])[:n]
     width = int(prep.k.max())
     return prep._replace(basis=prep.basis[:, :, :width]), ok
 

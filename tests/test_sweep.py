@@ -286,6 +286,20 @@ def test_tiny_sweep_compares_every_network(tiny_run):
     assert np.isfinite(full.svcca_distance.values).all() and np.isfinite(full.mds_all_svcca.values).all()
 
 
+def test_similarity_preparation_is_the_same_in_any_blocks(tiny_run):
+    from popdyn.analysis import _prepare_group, sample_rows
+
+    s = build_sweep(store.read_config(tiny_run))
+    model = store.load_params(tiny_run)["gru-tanh-8"].model
+    params = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 5))
+    rows = sample_rows(s)
+    whole, ok = _prepare_group(s, model, params, rows, block=64)
+    blocks, ok2 = _prepare_group(s, model, params, rows, block=2)  # 2 + 2 + 1 (padded)
+    assert ok.all() and ok2.all() and whole.k.shape == (5,)
+    for a, b in zip(whole, blocks):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_corrupt_similarity_file_is_a_named_error(tiny_run, tmp_path):
     import shutil
 
