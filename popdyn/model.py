@@ -8,7 +8,7 @@ same dict with a leading member axis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 
 import flax.linen as nn
 import jax
@@ -71,21 +71,32 @@ class Model:
     ) -> Float[Array, "batch time state"]:
         """Every state visited on ``inputs``, from ``h0 = 0``."""
         cell_params = {"params": params["cell"]}
-        # the input half of every gate does not depend on the state: one matmul for the whole sequence
-        xp = self.cell.apply(cell_params, inputs, method=Cell.project)
-        xp = jnp.swapaxes(xp, 0, 1)
-        h0 = jnp.zeros((inputs.shape[0], self.units), xp.dtype)
+        h0 = jnp.zeros((inputs.shape[0], self.units), params["readout"]["kernel"].dtype)
         state0 = (h0, h0) if self.arch == "lstm" else h0
 
         if self.grad == "hoisted":
-            cell = params["cell"]
-            weights = (cell["recurrent"], cell["candidate"]) if self.arch == "gru" else cell["recurrent"]
-            states = recurrence(self.arch, self.activation, self.unroll, weights, xp, state0)
+            x = inputs.astype(h0.dtype)
+            states = recurrence(self.arch, self.activation, self.unroll, self.kernels(params), x, state0)
         else:
-            states = self._scan(cell_params, xp, state0)
-        if self.arch == "lstm":
-            states = jnp.concatenate(states, axis=-1)
-        return jnp.swapaxes(states, 0, 1)
+            # the input half of every gate does not depend on the state: one matmul for the whole sequence
+            xp = jnp.swapaxes(self.cell.apply(cell_params, inputs, method=Cell.project), 0, 1)
+            states = jax.tree.map(
+                partial(jnp.swapaxes, axis1=0, axis2=1), self._scan(cell_params, xp, state0)
+            )
+        return jnp.concatenate(states, axis=-1) if self.arch == "lstm" else states
+
+    def kernels(self, params: dict):
+        """The stacked kernel ``[W; U; b]`` that ``popdyn.recurrence`` multiplies ``[h, x, 1]`` by
+        (gru: ``(K_rg, K_c)``: gates r, g, then the candidate)."""
+        cell = params["cell"]
+        u, b = cell["input"], cell["bias"][None]
+        if self.arch == "gru":
+            split = 2 * self.units
+            return (
+                jnp.concatenate([cell["recurrent"], u[:, :split], b[:, :split]]),
+                jnp.concatenate([cell["candidate"], u[:, split:], b[:, split:]]),
+            )
+        return jnp.concatenate([cell["recurrent"], u, b])
 
     def _scan(self, cell_params: dict, xp: Array, state0):
         """The time loop as plain JAX (autodiff differentiates it step by step)."""
