@@ -22,12 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import yaml
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from popdyn import embed, store
 from popdyn.config import Sweep
 from popdyn.dynamics import analyze_descend, analyze_finish
+from popdyn.hosts import finish_devices, to_host
 from popdyn.population import member_key, padded_size
 from popdyn.similarity import METRICS, Prepared, all_pairs, dsa_distances, prepare, topology_distances
 from popdyn.train import population_program
@@ -69,12 +70,11 @@ def analyze_group(sweep: Sweep, gp: store.GroupParams, devices=None) -> dict[str
     """Every member of one group, as two compiled programs: ``{name: [members, ...]}``.
 
     The Adam descent (``dynamics.analyze_descend``, most of the time, pure XLA) is sharded over every
-    device; the rest (``dynamics.analyze_finish``) as well on accelerators, but on one host device on a
-    CPU: its LAPACK work (eig, solve) goes through host callbacks, and a callback in a program sharded
-    over 2 host devices on 2 cores waits forever for an XLA pool thread (jaxlib 0.10.2; the same deadlock
-    as XLA's own batched LAPACK kernels)."""
+    device; the rest (``dynamics.analyze_finish``) as well on accelerators, but on one host device per
+    process on a CPU (``hosts.finish_devices``): its LAPACK work (eig, solve) goes through host callbacks,
+    and a callback in a program sharded over 2 host devices on 2 cores waits forever for an XLA pool
+    thread (jaxlib 0.10.2; the same deadlock as XLA's own batched LAPACK kernels)."""
     devices = tuple(devices or jax.devices())
-    finish_devices = devices[:1] if devices[0].platform == "cpu" else devices
     n = len(gp.member)
     keys = member_keys(sweep.seed, gp.member)
     descend = partial(analyze_descend, gp.model, sweep.task, sweep.fixed_points)
@@ -83,9 +83,13 @@ def analyze_group(sweep: Sweep, gp: store.GroupParams, devices=None) -> dict[str
     def run(f, devs, *args):
         size = padded_size(n, len(devs))
         idx = np.concatenate([np.arange(n), np.zeros(size - n, int)])
-        program = population_program(f, Mesh(np.array(devs), ("member",)), sweep.member_batch)
-        out = program(*(jax.tree.map(lambda a: np.asarray(a)[idx], a) for a in args))
-        return jax.tree.map(lambda v: np.asarray(v)[:n], out)
+        mesh = Mesh(np.array(devs), ("member",))
+        program = population_program(f, mesh, sweep.member_batch)
+        sharding = NamedSharding(mesh, PartitionSpec("member"))
+        out = program(
+            *(jax.device_put(jax.tree.map(lambda a: np.asarray(a)[idx], a), sharding) for a in args)
+        )
+        return jax.tree.map(lambda v: v[:n], to_host(out))
 
     def descend_member(params, raw_key):
         return descend(params, jax.random.wrap_key_data(raw_key))
@@ -94,7 +98,7 @@ def analyze_group(sweep: Sweep, gp: store.GroupParams, devices=None) -> dict[str
         return finish(params, jax.random.wrap_key_data(raw_key), h0, h)
 
     h0, h = run(descend_member, devices, gp.params, keys)
-    return run(finish_member, finish_devices, gp.params, keys, h0, h)
+    return run(finish_member, finish_devices(devices), gp.params, keys, h0, h)
 
 
 def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:

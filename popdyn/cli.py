@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from popdyn import analysis, store
+from popdyn import analysis, hosts, store
 from popdyn.config import ConfigError, build_sweep
 from popdyn.sweep import run_sweep
 
@@ -25,8 +25,11 @@ def _output_dir() -> Path:
 
 def _discard_if_new(run_dir: Path) -> None:
     """Remove what Hydra put in ``run_dir`` (.hydra/, the log) if popdyn never wrote results there; the
-    directory itself too unless another process holds it."""
-    if (run_dir / store.CONFIG).exists() or not run_dir.is_dir():
+    directory itself too unless another process holds it.  Not in a multi-process run: the others may
+    still be using it."""
+    import jax
+
+    if jax.distributed.is_initialized() or (run_dir / store.CONFIG).exists() or not run_dir.is_dir():
         return
     if not all(p.name in (".hydra", store.LOCK) or p.suffix == ".log" for p in run_dir.iterdir()):
         return
@@ -50,9 +53,10 @@ def sweep(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     """``scripts/sweep.py``: validate, then train every group into ``run_dir`` (default: Hydra's run dir)."""
     run_dir = Path(run_dir) if run_dir is not None else _output_dir()
     try:
+        hosts.initialize(cfg.get("distributed"))
         spec = build_sweep(OmegaConf.to_container(cfg, resolve=True))
         run_sweep(spec, run_dir, progress=bool(cfg.get("progress", True)))
-    except (ConfigError, store.RunDirError) as e:
+    except (ConfigError, hosts.DistributedError, store.RunDirError) as e:
         fail(str(e), run_dir)
     log.info("results in %s — popdyn.store.load(%r)", run_dir, str(run_dir))
     return run_dir

@@ -37,6 +37,7 @@ import pandas as pd
 import xarray as xr
 import yaml
 
+from popdyn import hosts
 from popdyn.model import Model
 
 CONFIG = "config.yaml"
@@ -58,6 +59,7 @@ _NOT_RESULTS = {
     ("analyze",),
     ("dynamics",),
     ("similarity",),
+    ("distributed",),
 }
 
 MEMBER_COLUMNS = [
@@ -81,7 +83,10 @@ MANIFEST = "manifest.json"  # per directory: what wrote each of its files (_reco
 def _atomic(path: Path, write, record: bool = True) -> None:
     """Write to a temporary name, then rename into place; with ``record``, the directory's manifest
     accepts both the old and the new content while the rename happens, then only the new, so a process
-    killed at any instant leaves a file its manifest vouches for."""
+    killed at any instant leaves a file its manifest vouches for.  In a multi-process run only process 0
+    writes (``popdyn.hosts``); the others return at once."""
+    if not hosts.writer():
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -98,7 +103,9 @@ def _atomic(path: Path, write, record: bool = True) -> None:
 
 
 def remove(path: Path) -> None:
-    """Delete a file written by popdyn and its manifest entry."""
+    """Delete a file written by popdyn and its manifest entry (process 0 only, as every write)."""
+    if not hosts.writer():
+        return
     path.unlink(missing_ok=True)
     manifest = _read_manifest(path.parent / MANIFEST)
     if manifest.pop(path.name, None) is not None:
@@ -107,6 +114,8 @@ def remove(path: Path) -> None:
 
 def clean(run_dir: Path) -> None:
     """Delete the temporary files of writes a killed process never finished (call with the lock held)."""
+    if not hosts.writer():
+        return
     for tmp in [*Path(run_dir).glob(".*.tmp-*"), *Path(run_dir).glob(f"{GROUPS}/*/.*.tmp-*")]:
         tmp.unlink(missing_ok=True)
 
@@ -246,7 +255,8 @@ def locked(run_dir: str | Path):
     """Hold ``run_dir`` for this process: an exclusive ``flock`` on ``run_dir/.popdyn.lock``, which the OS
     releases when the process ends however it ends (``kill -9`` included).  A second process pointed at
     the same directory gets a ``RunDirError`` at once, before it computes or writes anything.  Nested
-    use in one process is fine."""
+    use in one process is fine.  In a multi-process run process 0 holds it for all, and all of them get
+    the ``RunDirError`` if it cannot."""
     run_dir = Path(run_dir).resolve()
     if run_dir in _held:
         _held[run_dir] += 1
@@ -255,26 +265,32 @@ def locked(run_dir: str | Path):
         finally:
             _held[run_dir] -= 1
         return
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        f = open(run_dir / LOCK, "a")  # noqa: SIM115  (held open for the whole block)
-    except OSError as e:
-        raise RunDirError(f"cannot write to {run_dir}: {e.strerror or e}") from None
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise RunDirError(
-            f"{run_dir} is in use by another popdyn process (it holds {run_dir / LOCK}); "
-            "wait for it to finish, or point this one at another directory"
-        ) from None
+    f, error = None, None
+    if hosts.writer():
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            f = open(run_dir / LOCK, "a")  # noqa: SIM115  (held open for the whole block)
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if f is None:
+                error = RunDirError(f"cannot write to {run_dir}: {e.strerror or e}")
+            else:
+                f.close()
+                f = None
+                error = RunDirError(
+                    f"{run_dir} is in use by another popdyn process (it holds {run_dir / LOCK}); "
+                    "wait for it to finish, or point this one at another directory"
+                )
+    if not hosts.agree(error is None):
+        raise error or RunDirError(f"process 0 of this run could not lock {run_dir} (its log says why)")
     _held[run_dir] = 1
     try:
         yield
     finally:
         del _held[run_dir]
-        fcntl.flock(f, fcntl.LOCK_UN)
-        f.close()
+        if f is not None:
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
 
 
 def check_writable(run_dir: Path, needed: int) -> None:

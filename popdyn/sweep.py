@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from popdyn import analysis, figures, store
-from popdyn.config import Sweep
+from popdyn import analysis, figures, hosts, store
+from popdyn.config import ConfigError, Sweep
+from popdyn.hosts import to_host
 from popdyn.model import Model
 from popdyn.population import Group, HParams, member_ids, member_key, search_members, seed_members
 from popdyn.train import GroupTrainer
@@ -59,28 +60,29 @@ def _train_phase(
     restored = store.load_checkpoint(ckpt, phase, state)
     if restored is not None:
         state, losses = trainer.shard(restored[0]), restored[1]
-        log.info("%s %s: resuming from step %d", group.name, phase, int(np.asarray(state.step).max()))
+        log.info("%s %s: resuming from step %d", group.name, phase, int(restored[0].step.max()))
 
     bar = tqdm(total=s.steps, desc=f"{group.name} {phase}", unit="step", disable=not progress, leave=True)
-    bar.update(int(np.asarray(state.step).max()))
+    bar.update(int(to_host(state.step).max()))
     last_save = [time.monotonic()]
 
     def on_chunk(state, losses, done):
         recent = losses[:n, max(0, done - s.log_every) : done]
-        diverged = int(np.asarray(state.diverged)[:n].sum())
+        diverged = int(to_host(state.diverged)[:n].sum())
         with np.errstate(all="ignore"):
             median = float(np.nanmedian(recent)) if np.isfinite(recent).any() else float("nan")
         bar.set_postfix(median_loss=f"{median:.4g}", diverged=diverged)
         bar.update(done - bar.n)
-        if done < s.steps and time.monotonic() - last_save[0] >= checkpoint_seconds:
-            store.save_checkpoint(ckpt, phase, state, losses)
+        due = done < s.steps and time.monotonic() - last_save[0] >= checkpoint_seconds
+        if hosts.agree(due):  # process 0's clock decides: gathering the state takes every process
+            store.save_checkpoint(ckpt, phase, to_host(state), losses)
             last_save[0] = time.monotonic()
 
     state, losses = trainer.run(hp, state, losses, on_chunk)
     bar.close()
-    params = jax.tree.map(lambda a: np.asarray(a)[:n], state.params)
-    val = np.asarray(trainer.val_loss(state.params, *validation))[:n]
-    return params, losses[:n], np.asarray(state.diverged)[:n], val
+    params = jax.tree.map(lambda a: a[:n], to_host(state.params))
+    val = trainer.val_loss(state.params, *validation)[:n]
+    return params, losses[:n], to_host(state.diverged)[:n], val
 
 
 def _choose(group: Group, sweep: Sweep, rows: list[dict], val: np.ndarray, diverged: np.ndarray) -> dict:
@@ -164,10 +166,16 @@ def run_sweep(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
     analyse, compare and draw it; return ``run_dir``.  The directory is locked meanwhile
     (``store.locked``): a second process pointed at it is refused."""
     run_dir = Path(run_dir)
+    if jax.process_count() > 1 and sweep.devices:
+        raise ConfigError(
+            f"train.devices={sweep.devices} in a run of {jax.process_count()} processes: leave it null, "
+            "the members are split over every device of every process"
+        )
+    hosts.same_everywhere(str(run_dir.absolute()), "run directory")
     if not (run_dir / store.CONFIG).exists():  # a new run: can it be written, will it fit?
         store.check_writable(run_dir, results_bytes(sweep))
     with store.locked(run_dir):
-        return _run_sweep(sweep, run_dir, progress)
+        return _run_sweep(sweep, run_dir, progress and hosts.writer())
 
 
 def results_bytes(sweep: Sweep) -> int:
@@ -201,10 +209,13 @@ def _run_sweep(sweep: Sweep, run_dir: Path, progress: bool) -> Path:
             store.remove(store.group_dir(run_dir, group.name) / "checkpoint.npz")  # killed right after
             continue
         train_group(sweep, group, run_dir, progress, devices)
-    store.write_tables(run_dir, [g.name for g in groups])
-    figures.loss_curves(store.load(run_dir), run_dir / "loss_curves.png")
+    hosts.barrier("trained")  # every group written by process 0 before anyone reads them
+    if hosts.writer():
+        store.write_tables(run_dir, [g.name for g in groups])
+        figures.loss_curves(store.load(run_dir), run_dir / "loss_curves.png")
     if sweep.analyze:
         analysis.analyze_run(sweep, run_dir, progress)
+        hosts.barrier("analysed")
         if sweep.num_shards > 1:  # comparisons and figures need every network: on the gathered sweep
             log.info(
                 "shard %d of %d done; once every shard is: python scripts/analyze.py run_dir=%s",
@@ -212,6 +223,7 @@ def _run_sweep(sweep: Sweep, run_dir: Path, progress: bool) -> Path:
             )  # fmt: skip
             return run_dir
         analysis.compare_run(sweep, run_dir, progress)
-        paths = figures.draw_all(run_dir, progress)
-        log.info("%d figures in %s", len(paths), run_dir / "figures")
+        if hosts.writer():
+            paths = figures.draw_all(run_dir, progress)
+            log.info("%d figures in %s", len(paths), run_dir / "figures")
     return run_dir

@@ -26,6 +26,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float
 
+from popdyn.hosts import to_host
 from popdyn.model import Model, weight_matrices
 from popdyn.population import HParams, padded_size
 from popdyn.tasks import Task
@@ -172,9 +173,13 @@ class _Programs:
             return chunk_one(model, task, settings, hp, state)
 
         self.chunk = per_device(chunk, member_batch=member_batch)
+
+        def init(hp, raw_key):
+            return init_one(model, settings, hp, jax.random.wrap_key_data(raw_key))
+
         # One member at a time: vmap would batch the orthogonal init's QR, and XLA CPU's batched LAPACK
         # kernel can deadlock its thread pool on a 2-core machine (jaxlib 0.10.2), one device or several.
-        self.init = per_device(partial(init_one, model, settings), member_batch=1)
+        self.init = per_device(init, member_batch=1)
         self.val = jax.jit(jax.vmap(partial(mse, model), in_axes=(0, None, None)))
 
 
@@ -222,17 +227,18 @@ class GroupTrainer:
         return jax.tree.map(lambda a: a[idx], hp), keys[idx]
 
     def shard(self, tree):
-        return jax.device_put(tree, self.sharding)
+        """Host values (the same in every process of a multi-process run) split over the devices."""
+        return jax.device_put(jax.tree.map(np.asarray, tree), self.sharding)
 
     def init(self, hp: HParams, keys: Array) -> TrainState:
-        return self._programs.init(self.shard(hp), self.shard(keys))
+        return self._programs.init(self.shard(hp), self.shard(jax.random.key_data(keys)))
 
     def chunk(self, hp: HParams, state: TrainState) -> tuple[TrainState, Array]:
         return self._programs.chunk(hp, state)
 
     def val_loss(self, params: dict, inputs: Array, targets: Array) -> Array:
-        rep = jax.device_put((inputs, targets), self.replicated)
-        return self._programs.val(params, *rep)
+        rep = jax.device_put((np.asarray(inputs), np.asarray(targets)), self.replicated)
+        return to_host(self._programs.val(params, *rep))
 
     def run(
         self,
@@ -248,11 +254,11 @@ class GroupTrainer:
         """
         s = self.settings
         hp = self.shard(hp)
-        done = int(np.asarray(state.step).max())
+        done = int(to_host(state.step).max())
         while done < s.steps:
             state, chunk_losses = self.chunk(hp, state)
             stop = min(done + s.chunk, s.steps)
-            losses[:, done:stop] = np.asarray(chunk_losses)[:, : stop - done]
+            losses[:, done:stop] = to_host(chunk_losses)[:, : stop - done]
             done = stop
             if on_chunk is not None:
                 on_chunk(state, losses, done)

@@ -3,16 +3,20 @@ as local processes), gathered back into one dataset by ``popdyn.store.load``."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
-from popdyn import store
+from popdyn import hosts, store
 from popdyn.config import ConfigError, build_sweep
 from popdyn.population import shard_of_groups
-from tests.test_sweep import config, run_script
+from tests.test_sweep import ROOT, config, run_script
 
 
 def test_shards_are_whole_groups_balanced_by_cost():
@@ -93,3 +97,68 @@ def test_missing_duplicated_or_foreign_shards_are_named(runs, tmp_path):
     shutil.copytree(single, foreign / "other")
     with pytest.raises(store.RunDirError, match="different configs"):
         store.load(foreign)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_and_analyse_like_one(runs, tmp_path):
+    """``distributed.enabled=true``: 2 processes (jax.distributed over gloo, one host device each) train and
+    analyse the tiny grid together — each group's members split over both — into one run directory that
+    only process 0 writes; the results equal the one-process run's (2 host devices)."""
+    single, _ = runs
+    multi = tmp_path / "multi"
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "sweep.py"),
+                "+grid=tiny",
+                "progress=false",
+                f"hydra.run.dir={multi}",
+                "distributed.enabled=true",
+                f"distributed.coordinator=127.0.0.1:{port}",
+                "distributed.num_processes=2",
+                f"distributed.process_id={i}",
+            ],
+            cwd=tmp_path,
+            env={**os.environ, "POPDYN_CPU_DEVICES": "1"},
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    assert "process 0 of 2: 1 local and 2 devices in all" in outs[0][0] + outs[0][1]
+    a, b = store.load(multi), store.load(single)  # every file checked against process 0's manifests
+    for k in ("loss", "final_loss", "val_loss", "diverged", "n_fixed_points", "transition", "fp_eigenvalues"):
+        np.testing.assert_array_equal(a[k].values, b[k].values, err_msg=k)
+    for k in ("svcca_distance", "cka_distance", "topology_distance"):
+        np.testing.assert_allclose(a[k].values, b[k].values, atol=1e-6, err_msg=k)
+    pa, pb = store.load_params(multi), store.load_params(single)
+    for g in pa:
+        jax.tree.map(np.testing.assert_array_equal, pa[g].params, pb[g].params)
+    assert not list(multi.rglob(".*.tmp-*")) and (multi / "figures" / "mds_svcca.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "named"),
+    [
+        ({"enabled": "yes"}, "distributed.enabled"),
+        ({"enabled": True, "num_processes": 2, "process_id": 2}, "process_id"),
+        ({"enabled": True, "num_processes": -1}, "num_processes"),
+        ({"enabled": True, "nodes": 2}, "nodes"),
+    ],
+)
+def test_bad_distributed_settings_are_refused_before_joining(section, named):
+    with pytest.raises(hosts.DistributedError, match=named):
+        hosts.initialize(section)
+    assert not jax.distributed.is_initialized()
