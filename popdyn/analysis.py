@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from popdyn import embed, store
 from popdyn.config import Sweep
 from popdyn.dynamics import analyze_descend, analyze_finish
+from popdyn.geometry import network_geometry
 from popdyn.hosts import finish_devices, to_host
 from popdyn.population import member_key, padded_size
 from popdyn.similarity import METRICS, Prepared, all_pairs, dsa_distances, prepare, topology_distances
@@ -101,6 +102,35 @@ def analyze_group(sweep: Sweep, gp: store.GroupParams, devices=None) -> dict[str
     return run(finish_member, finish_devices(devices), gp.params, keys, h0, h)
 
 
+def text_geometry(sweep: Sweep, gp: store.GroupParams, dynamics: dict) -> dict[str, np.ndarray]:
+    """[A]'s measures of each member of a classification group (``popdyn.geometry.network_geometry``),
+    plus ``word_deflection`` [members, V, state] — the mean ``h_t − h_{t−1}`` over the probe phrases'
+    steps reading each word — and ``speed`` [members, probes] — ``‖h − F(h, 0)‖`` at each probe phrase's
+    final state (slow where it is far below the deflections)."""
+    task, model = sweep.task, gp.model
+    x = task.probe_inputs
+    states = jax.jit(jax.vmap(model.states, (0, None)))(gp.params, x)  # [M, P, L, D]
+    zero = jnp.zeros((task.n_in,))
+    step = jax.vmap(jax.vmap(model.step, (None, 0, None)), (0, 0, None))  # members × probes
+    speed = np.asarray(
+        jnp.linalg.norm(step(gp.params["cell"], states[:, :, -1], zero) - states[:, :, -1], axis=-1)
+    )
+    states = np.asarray(states, np.float64)
+    words = np.asarray(x).argmax(-1)  # [P, L]
+    delta = np.diff(states, axis=2, prepend=0.0)  # h_0 = 0
+    onehot = np.eye(task.n_in)[words]  # [P, L, V]
+    uses = np.maximum(onehot.sum(axis=(0, 1)), 1)
+    deflection = np.einsum("plv,mpld->mvd", onehot, delta) / uses[None, :, None]
+    readout = np.asarray(gp.params["readout"]["kernel"])
+    rows = [
+        network_geometry(states[m, :, -1], dynamics["fp_states"][m, 0], dynamics["fp_valid"][m, 0], readout[m],
+                         seed=sweep.seed)
+        for m in range(len(gp.member))
+    ]  # fmt: skip
+    out = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    return out | {"word_deflection": deflection.astype(np.float32), "speed": speed.astype(np.float32)}
+
+
 def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
     """Analyse every finished group of a trained run that has no analysis yet; return ``run_dir``."""
     run_dir = Path(run_dir)
@@ -115,6 +145,8 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     for g in bar:
         bar.set_postfix_str(f"{g} ({len(groups[g].member)} networks)")
         out = analyze_group(sweep, groups[g], devices)
+        if sweep.task.classification:
+            out |= text_geometry(sweep, groups[g], out)
         store.write_npz(store.group_dir(run_dir, g) / store.DYNAMICS, {**out, "member": groups[g].member})
         counts = out["n_fixed_points"]
         log.info(
@@ -217,7 +249,7 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         if n_trained < n:
             out[f"mds_all_{m}"] = embed.mds(d, sweep.seed, opts.mds_iter)
     ds = store.load(run_dir)
-    if "n_fixed_points" in ds:
+    if "n_fixed_points" in ds and not sweep.task.classification:  # [A] defines no topology distance
         out["topology"], out["topology_compared"] = topology_distances(ds)
         out["mds_topology"] = embed.mds(out["topology"], sweep.seed, opts.mds_iter)
     store.write_npz(path, out)

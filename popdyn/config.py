@@ -18,7 +18,7 @@ from popdyn.dynamics import FixedPointOptions, TopologyOptions
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid, Group, shard_of_groups
 from popdyn.similarity import DSA_MISSING, SimilarityOptions, dsa_available
 from popdyn.tasks import Task, TaskError, make_task
-from popdyn.train import TrainSettings
+from popdyn.train import OPTIMIZERS, TrainSettings
 
 TRAIN_KEYS = (
     "steps",
@@ -32,6 +32,7 @@ TRAIN_KEYS = (
     "devices",
     "member_batch",
     "checkpoint_seconds",
+    "optimizer",
 )
 GRID_KEYS = ("name", "arch", "activation", "units", "l2", "seeds", "trials", "search", "hparams")
 
@@ -104,6 +105,12 @@ def _names(where: str, value: Any, allowed: tuple[str, ...]) -> tuple[str, ...]:
     if len(set(items)) != len(items):
         raise ConfigError(f"{where} lists a value twice: {items}")
     return tuple(items)
+
+
+def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"unknown {where} {value!r}; allowed: {', '.join(allowed)}")
+    return value
 
 
 def _float(where: str, value: Any, low: float = -math.inf, strict: bool = False) -> float:
@@ -203,6 +210,7 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         log_every=_int("train.log_every", t.get("log_every", 10), 1),
         val_batch=_int("train.val_batch", t.get("val_batch", 512), 1),
         final_window=_int("train.final_window", t.get("final_window", 100), 1),
+        optimizer=_choice("train.optimizer", t.get("optimizer", "sgd"), OPTIMIZERS),
     )
     devices = t.get("devices")
     fixed_points, topology = _dynamics(cfg.get("dynamics") or {})

@@ -35,6 +35,15 @@ class Model:
     n_out: int
     unroll: int = 1
     grad: str = "hoisted"  # backward pass of the time loop: "hoisted" (popdyn.recurrence) or "autodiff"
+    readout_bias: bool = True  # [A]'s classifiers read out without a bias
+
+    @classmethod
+    def for_task(cls, arch: str, activation: str, units: int, task, unroll: int = 1) -> Model:
+        """The model of one group for ``task``: its input and output sizes, a bias-free readout for
+        classification."""
+        return cls(
+            arch, activation, units, task.n_in, task.n_out, unroll, readout_bias=not task.classification
+        )
 
     def __post_init__(self):
         if self.grad not in GRADS:
@@ -46,7 +55,7 @@ class Model:
 
     @cached_property
     def _readout(self) -> nn.Dense:
-        return nn.Dense(self.n_out)
+        return nn.Dense(self.n_out, use_bias=self.readout_bias)
 
     @property
     def state_size(self) -> int:

@@ -66,6 +66,7 @@ MEMBER_COLUMNS = [
     "member", "group", "arch", "activation", "units", "l2", "seed",
     "lr", "decay", "momentum", "clip", "final_loss", "val_loss", "diverged",
 ]  # fmt: skip
+OPTIONAL_COLUMNS = ["val_accuracy"]  # classification tasks only
 
 
 class RunDirError(RuntimeError):
@@ -387,7 +388,7 @@ def write_group(
     d = group_dir(run_dir, group)
     write_npz(d / "params.npz", {**flatten(params), "member": members["member"].to_numpy()})
     write_npz(d / "losses.npz", {"loss": loss, "step": step, "member": members["member"].to_numpy()})
-    write_csv(d / MEMBERS, members[MEMBER_COLUMNS])
+    write_csv(d / MEMBERS, members[MEMBER_COLUMNS + [c for c in OPTIONAL_COLUMNS if c in members]])
     remove(d / "checkpoint.npz")
 
 
@@ -513,7 +514,7 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
     coords = {
         c: ("member", frame[c].to_numpy()) for c in ("arch", "activation", "units", "l2", "seed", "group")
     }
-    data = {c: ("member", frame[c].to_numpy()) for c in MEMBER_COLUMNS[7:]}
+    data = {c: ("member", frame[c].to_numpy()) for c in MEMBER_COLUMNS[7:] + OPTIONAL_COLUMNS if c in frame}
     data["diverged"] = ("member", frame["diverged"].to_numpy().astype(bool))
     data["loss"] = (("member", "step"), loss)
     ds = xr.Dataset(data, coords={"member": frame["member"].to_numpy(), "step": steps, **coords})
@@ -521,6 +522,10 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
     groups = list(dict.fromkeys(frame["group"]))
     if all((group_dir(run_dir, g) / DYNAMICS).exists() for g in groups):
         ds = ds.assign(_dynamics(run_dir, groups, frame["member"].to_numpy(), ds.diverged.to_numpy()))
+        if "word_deflection" in ds:  # text tasks: name the words
+            from popdyn.config import build_sweep
+
+            ds = ds.assign_coords(word=list(build_sweep(config).task.words))
         if ds.attrs["task"] == "sine":  # the command frequency ω of each condition (cycles per step)
             from popdyn.config import build_sweep
 
@@ -605,6 +610,16 @@ DYNAMICS_DIMS = {
     "cdi_graph": ("condition", "node", "node_to"),
     "cdi_spectrum": ("condition", "mode"),
     "cdi_response": ("condition", "mode"),
+    # text classification ([A], popdyn.analysis.text_geometry)
+    **dict.fromkeys(
+        [f"{s}_{m}" for s in ("hidden", "fp") for m in ("var95", "var_classes", "pr")]
+        + ["hidden_local_pr", "hidden_mle", "hidden_corr_dim", "subspace_fraction"],
+        (),
+    ),
+    "readout_norm": ("output",),
+    "readout_angle": ("output", "output_to"),
+    "word_deflection": ("word", "state"),
+    "speed": ("probe",),
 }
 
 
@@ -677,6 +692,6 @@ def load_params(run_dir: str | Path, partial: bool = False) -> dict[str, GroupPa
         except UNREADABLE as e:
             raise RunDirError(f"parameters of group {g.name} in {run_dir} are unreadable ({e})") from None
         member = arrays.pop("member")
-        model = Model(g.arch, g.activation, g.units, sweep.task.n_in, sweep.task.n_out, sweep.unroll)
+        model = Model.for_task(g.arch, g.activation, g.units, sweep.task, sweep.unroll)
         out[g.name] = GroupParams(model, unflatten(arrays), member)
     return out

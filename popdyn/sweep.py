@@ -49,8 +49,9 @@ def _train_phase(
     progress: bool,
     checkpoint_seconds: float = 30.0,
 ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """Train ``rows`` (one per member) to the end; return (params, losses [n, steps], diverged [n], val [n])
-    with ``val`` the MSE of the final parameters on the ``validation`` (inputs, targets).  The training
+    """Train ``rows`` (one per member) to the end; return (params, losses [n, steps], diverged [n], val)
+    with ``val["val_loss"]`` [n] the task loss of the final parameters on the ``validation`` (inputs,
+    targets), and ``val["val_accuracy"]`` for classification tasks.  The training
     state is saved between chunks at most every ``checkpoint_seconds``."""
     s, n = trainer.settings, len(rows)
     hp, keys = trainer.pad(HParams.stack(rows), jnp.stack([r["key"] for r in rows]))
@@ -82,6 +83,10 @@ def _train_phase(
     bar.close()
     params = jax.tree.map(lambda a: a[:n], to_host(state.params))
     val = trainer.val_loss(state.params, *validation)[:n]
+    if trainer.task.classification:
+        val = {"val_loss": val, "val_accuracy": trainer.val_accuracy(state.params, *validation)[:n]}
+    else:
+        val = {"val_loss": val}
     return params, losses[:n], to_host(state.diverged)[:n], val
 
 
@@ -105,7 +110,7 @@ def train_group(
 ) -> GroupTrainer:
     """Search, choose and train the seeds of one group, then write it to ``run_dir``."""
     task, grid, s = sweep.task, sweep.grid, sweep.train
-    model = Model(group.arch, group.activation, group.units, task.n_in, task.n_out, sweep.unroll)
+    model = Model.for_task(group.arch, group.activation, group.units, task, sweep.unroll)
     n_seed = len(group.l2) * grid.seeds
     n_search = len(group.l2) * grid.trials
     trainer = GroupTrainer(model, task, s, max(n_seed, n_search), devices, sweep.member_batch)
@@ -122,11 +127,12 @@ def train_group(
         _, losses, diverged, val = _train_phase(
             trainer, group, "search", rows, validation, run_dir, progress, sweep.checkpoint_seconds
         )
-        chosen_rows = _choose(group, sweep, rows, val, diverged)
+        chosen_rows = _choose(group, sweep, rows, val["val_loss"], diverged)
         trials = pd.DataFrame([{k: v for k, v in r.items() if k != "key"} for r in rows])
         trials.insert(0, "group", group.name)
         trials["final_loss"] = _final_loss(losses, s.final_window)
-        trials["val_loss"] = val
+        for k, v in val.items():
+            trials[k] = v
         trials["diverged"] = diverged
         trials["chosen"] = [r is chosen_rows[r["l2"]] for r in rows]
         store.write_csv(gdir / store.TRIALS, trials)
@@ -146,7 +152,7 @@ def train_group(
             "units": group.units,
             **{k: [r[k] for r in rows] for k in ("l2", "seed", "lr", "decay", "momentum", "clip")},
             "final_loss": _final_loss(losses, s.final_window),
-            "val_loss": val,
+            **val,
             "diverged": diverged,
         }
     )
@@ -183,7 +189,7 @@ def results_bytes(sweep: Sweep) -> int:
     and momentum), its logged losses; twice for the search trials."""
     total = 0
     for g in sweep.groups:
-        model = Model(g.arch, g.activation, g.units, sweep.task.n_in, sweep.task.n_out)
+        model = Model.for_task(g.arch, g.activation, g.units, sweep.task)
         shapes = jax.eval_shape(model.init, jax.random.key(0))
         n_params = sum(math.prod(a.shape) for a in jax.tree.leaves(shapes))
         members = len(g.l2) * max(sweep.grid.seeds, sweep.grid.trials)

@@ -1,4 +1,5 @@
-"""The three regression tasks of [U] (Maheswaranathan et al. 2019, §3.1–3.3).
+"""The three regression tasks of [U] (Maheswaranathan et al. 2019, §3.1–3.3), and the synthetic text
+classification datasets of [A] (``popdyn.texttasks``).
 
 A :class:`Task` is a frozen, hashable description (name, sizes, every parameter) — it can close over a
 training function or be a static ``jax.jit`` argument. ``task.sample(key, batch)`` draws a batch of
@@ -25,7 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-TASKS = ("flipflop", "sine", "cdi")
+from popdyn import texttasks
+from popdyn.texttasks import SAMPLINGS, SCHEMES, TEXT_TASKS
+
+TASKS = ("flipflop", "sine", "cdi", *TEXT_TASKS)
 
 # Every parameter a task accepts, with its default (SPEC §2). `n_probe` is per condition for cdi
 # (per context) and the number of probe frequencies for sine; `probe_seed` only draws random probes
@@ -34,7 +38,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "flipflop": {"K": 3, "T": 100, "p": 0.05, "n_probe": 64, "probe_seed": 0},
     "sine": {"T": 500, "n_probe": 16, "probe_seed": 0},
     "cdi": {"K": 2, "T": 30, "n_probe": 8, "probe_seed": 0},
+    # [A] App. D; L (phrase length) is not given in [A]: 20; N = 5 is forced by scheme=intensity
+    "categorical": {"N": 3, "L": 20, "sampling": "score", "n_probe": 512, "probe_seed": 0},
+    "ordered": {"N": 3, "L": 20, "scheme": "sentiment", "sampling": "score", "n_probe": 512, "probe_seed": 0},
+    "multilabel": {"N": 2, "L": 20, "sampling": "word", "n_probe": 512, "probe_seed": 0},
 }
+# how a task's network is scored: MSE at every step ([U]), or cross-entropy of a bias-free readout of the
+# final state ([A] App. B): softmax over classes, or a sigmoid per label
+LOSSES = {"flipflop": "mse", "sine": "mse", "cdi": "mse", "categorical": "softmax", "ordered": "softmax"}
+LOSSES["multilabel"] = "sigmoid"
 
 # Sine task of [U] §3.2: ω = SINE_SLOPE · x + SINE_OFFSET cycles per step.
 SINE_SLOPE = 0.04
@@ -73,6 +85,22 @@ class Task:
         """``{"name": ..., **params}``: plain values, ready for YAML or a CSV row."""
         return {"name": self.name, **dict(self.params)}
 
+    @property
+    def loss(self) -> str:
+        """``mse`` (every step, [U]), ``softmax`` or ``sigmoid`` (cross-entropy of the final state, [A])."""
+        return LOSSES[self.name]
+
+    @property
+    def classification(self) -> bool:
+        return self.loss != "mse"
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The vocabulary of a text task, one word per input dimension (empty for the others)."""
+        if not self.classification:
+            return ()
+        return texttasks.vocabulary(self.name, self.param("N"), dict(self.params).get("scheme", ""))
+
     # ----------------------------------------------------------------------------------------------
     # training data
     def sample(
@@ -86,6 +114,10 @@ class Task:
         if not isinstance(batch, numbers.Integral) or isinstance(batch, bool) or batch < 1:
             raise TaskError(f"batch must be a positive integer, got {batch!r}")
         params = dict(self.params)
+        if self.classification:  # targets [batch, n_out]: one label (set) per phrase
+            return texttasks.sample(
+                self.name, params["N"], self.T, params["sampling"], params.get("scheme", ""), key, int(batch)
+            )
         return _sample(self.name, self.T, params.get("K", 1), params.get("p", 0.0), key, int(batch))
 
     # ----------------------------------------------------------------------------------------------
@@ -115,7 +147,7 @@ class Task:
         flipflop: all 0; sine: ``i`` (probe i has frequency x_star[i]); cdi: its context ``i // n_probe``.
         """
         n = self.param("n_probe")
-        if self.name == "flipflop":
+        if self.name == "flipflop" or self.classification:
             cond = np.zeros(n, np.int32)
         elif self.name == "sine":
             cond = np.arange(n, dtype=np.int32)
@@ -131,7 +163,7 @@ class Task:
         per probe frequency, the probe's x → ``[n_probe, 1]``; cdi: one per context, one-hot context and
         zero noise → ``[K, 2K]``.
         """
-        if self.name == "flipflop":
+        if self.name == "flipflop" or self.classification:  # [A]: fixed points at x = 0
             xs = np.zeros((1, self.n_in), np.float32)
         elif self.name == "sine":
             xs = np.linspace(0.0, 1.0, self.param("n_probe"), dtype=np.float32)[:, None]
@@ -141,7 +173,7 @@ class Task:
         return jnp.asarray(xs)
 
     def _probes(self) -> tuple[Array, Array]:
-        if self.name == "flipflop":
+        if self.name == "flipflop" or self.classification:
             return self.sample(jax.random.key(self.param("probe_seed")), self.param("n_probe"))
         return _probe(self)
 
@@ -257,16 +289,38 @@ def make_task(name: str, **params: Any) -> Task:
             f"unknown parameter {unknown[0]!r} for task {name!r}; allowed: {', '.join(sorted(allowed))}"
         )
     values = {**allowed, **params}
-    for key in ("K", "T", "n_probe"):
+    if values.get("scheme") == "intensity" and "N" not in params:
+        values["N"] = 5
+    for key in ("K", "T", "N", "L", "n_probe"):
         if key in values:
             values[key] = _positive_int(name, key, values[key])
     values["probe_seed"] = _seed(name, values["probe_seed"])
     if "p" in values:
         values["p"] = _probability(name, "p", values["p"])
 
+    if name in TEXT_TASKS:
+        return _text_task(name, values)
     K = values.get("K", 1)
     n_in, n_out = {"flipflop": (K, K), "sine": (1, 1), "cdi": (2 * K, 1)}[name]
     return Task(name=name, n_in=n_in, n_out=n_out, T=values["T"], params=tuple(sorted(values.items())))
+
+
+def _text_task(name: str, values: dict[str, Any]) -> Task:
+    scheme = values.get("scheme", "")
+    for key, allowed in (("sampling", SAMPLINGS), ("scheme", SCHEMES)):
+        if key in values and values[key] not in allowed:
+            raise TaskError(f"{name}: unknown {key} {values[key]!r}; allowed: {', '.join(allowed)}")
+    if values["N"] < 2:
+        raise TaskError(f"{name}: N must be at least 2 (classes or labels), got {values['N']}")
+    if scheme == "intensity" and values["N"] != 5:
+        raise TaskError(f"ordered: scheme=intensity has 5 classes (one to five stars), not N={values['N']}")
+    if values["sampling"] == "score" and (name == "multilabel" or scheme == "intensity"):
+        raise TaskError(
+            f"{name}: sampling=score is defined for categorical and ordered sentiment only "
+            f"([A] App. D); use sampling=word"
+        )
+    n_in = len(texttasks.vocabulary(name, values["N"], scheme))
+    return Task(name, n_in, values["N"], values["L"], tuple(sorted(values.items())))
 
 
 def zero_baseline(task: Task, key: PRNGKeyArray, batch: int = 1024) -> float:

@@ -1,7 +1,9 @@
 """Training of SPEC §3, written for ONE network and run as ``jit(vmap(...))`` over a group of members.
 
 Objective ``L = MSE(y, target) + l2 · Σ‖W‖²`` (weight matrices only, biases excluded); SGD with momentum,
-learning rate ``lr · decay^(step / decay_steps)``, global-norm gradient clipping ([U] §2.2).
+learning rate ``lr · decay^(step / decay_steps)``, global-norm gradient clipping ([U] §2.2).  Text
+classification ([A] App. B) swaps the MSE for a cross-entropy of the final state (``Task.loss``) and SGD
+for Adam (``TrainSettings.optimizer``); the rest is the same.
 
 A member whose loss or gradient turns non-finite is *frozen* (parameters and optimiser state stop changing)
 and flagged ``diverged``; under ``vmap`` every member's arithmetic is its own, so its neighbours compute
@@ -43,6 +45,7 @@ class TrainSettings:
     log_every: int = 10
     val_batch: int = 512
     final_window: int = 100
+    optimizer: str = "sgd"  # sgd (with momentum, [U]) or adam ([A])
 
     @property
     def n_chunks(self) -> int:
@@ -63,11 +66,18 @@ class TrainState(NamedTuple):
     diverged: Array  # bool
 
 
-def make_optimizer(hp: HParams, decay_steps: int) -> optax.GradientTransformation:
-    """Global-norm clip → momentum → ``-lr · decay^(count/decay_steps)``; every hyper-parameter may be traced."""
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(hp: HParams, decay_steps: int, optimizer: str = "sgd") -> optax.GradientTransformation:
+    """Global-norm clip → SGD momentum ([U]) or Adam ([A]) → ``-lr · decay^(count/decay_steps)``; every
+    hyper-parameter may be traced (Adam ignores ``momentum``)."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+    direction = optax.trace(decay=hp.momentum) if optimizer == "sgd" else optax.scale_by_adam()
     return optax.chain(
         optax.clip_by_global_norm(hp.clip),
-        optax.trace(decay=hp.momentum),
+        direction,
         optax.scale_by_schedule(lambda count: -hp.lr * hp.decay ** (count / decay_steps)),
     )
 
@@ -77,18 +87,43 @@ def mse(model: Model, params: dict, inputs: Array, targets: Array) -> Float[Arra
     return jnp.mean((model(params, inputs) - targets) ** 2)
 
 
-def objective(model: Model, params: dict, l2: Array, inputs: Array, targets: Array):
-    """``MSE + l2 · Σ‖W‖²``; returns (objective, MSE)."""
-    loss = mse(model, params, inputs, targets)
+def final_logits(model: Model, params: dict, inputs: Array) -> Float[Array, "batch n_out"]:
+    """The readout of the final state only ([A]: classification of a whole phrase)."""
+    return model.readout(params, model.states(params, inputs)[:, -1])
+
+
+def task_loss(model: Model, loss: str, params: dict, inputs: Array, targets: Array) -> Float[Array, ""]:
+    """``mse`` over every step ([U]); ``softmax``: cross-entropy of the final readout against one-hot
+    classes; ``sigmoid``: the mean sigmoid cross-entropy over labels ([A])."""
+    if loss == "mse":
+        return mse(model, params, inputs, targets)
+    logits = final_logits(model, params, inputs)
+    if loss == "softmax":
+        return jnp.mean(optax.softmax_cross_entropy(logits, targets))
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets))
+
+
+def accuracy(model: Model, loss: str, params: dict, inputs: Array, targets: Array) -> Float[Array, ""]:
+    """Fraction classified right: the arg-max class (``softmax``), or every label's sign averaged over
+    labels and phrases (``sigmoid``)."""
+    logits = final_logits(model, params, inputs)
+    if loss == "softmax":
+        return jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1))
+    return jnp.mean((logits > 0) == (targets > 0.5))
+
+
+def objective(model: Model, params: dict, l2: Array, inputs: Array, targets: Array, loss: str = "mse"):
+    """``loss + l2 · Σ‖W‖²`` (weight matrices only); returns (objective, loss)."""
+    value = task_loss(model, loss, params, inputs, targets)
     penalty = sum(jnp.sum(w**2) for w in weight_matrices(params))
-    return loss + l2 * penalty, loss
+    return value + l2 * penalty, value
 
 
 def init_one(model: Model, settings: TrainSettings, hp: HParams, key: Array) -> TrainState:
     """Fresh parameters and optimiser state for one network; ``key`` is a typed PRNG key."""
     k_init, k_data = jax.random.split(key)
     params = model.init(k_init)
-    opt_state = make_optimizer(hp, settings.decay_horizon).init(params)
+    opt_state = make_optimizer(hp, settings.decay_horizon, settings.optimizer).init(params)
     return TrainState(params, opt_state, jnp.int32(0), jax.random.key_data(k_data), jnp.bool_(False))
 
 
@@ -99,8 +134,8 @@ def chunk_one(
 
     Steps past ``settings.steps`` and steps of a diverged member change nothing and record NaN.
     """
-    opt = make_optimizer(hp, settings.decay_horizon)
-    grad_fn = jax.value_and_grad(partial(objective, model), has_aux=True)
+    opt = make_optimizer(hp, settings.decay_horizon, settings.optimizer)
+    grad_fn = jax.value_and_grad(partial(objective, model, loss=task.loss), has_aux=True)
 
     def body(state: TrainState, _):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
@@ -180,7 +215,8 @@ class _Programs:
         # One member at a time: vmap would batch the orthogonal init's QR, and XLA CPU's batched LAPACK
         # kernel can deadlock its thread pool on a 2-core machine (jaxlib 0.10.2), one device or several.
         self.init = per_device(init, member_batch=1)
-        self.val = jax.jit(jax.vmap(partial(mse, model), in_axes=(0, None, None)))
+        self.val = jax.jit(jax.vmap(partial(task_loss, model, task.loss), in_axes=(0, None, None)))
+        self.accuracy = jax.jit(jax.vmap(partial(accuracy, model, task.loss), in_axes=(0, None, None)))
 
 
 @functools.cache
@@ -236,9 +272,15 @@ class GroupTrainer:
     def chunk(self, hp: HParams, state: TrainState) -> tuple[TrainState, Array]:
         return self._programs.chunk(hp, state)
 
-    def val_loss(self, params: dict, inputs: Array, targets: Array) -> Array:
+    def val_loss(self, params: dict, inputs: Array, targets: Array) -> np.ndarray:
+        """Each member's task loss on one batch (the same for all)."""
         rep = jax.device_put((np.asarray(inputs), np.asarray(targets)), self.replicated)
         return to_host(self._programs.val(params, *rep))
+
+    def val_accuracy(self, params: dict, inputs: Array, targets: Array) -> np.ndarray:
+        """Each member's accuracy on one batch (classification tasks)."""
+        rep = jax.device_put((np.asarray(inputs), np.asarray(targets)), self.replicated)
+        return to_host(self._programs.accuracy(params, *rep))
 
     def run(
         self,
