@@ -45,8 +45,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 # how a task's network is scored: MSE at every step ([U]), or cross-entropy of a bias-free readout of the
 # final state ([A] App. B): softmax over classes, or a sigmoid per label
-LOSSES = {"flipflop": "mse", "sine": "mse", "cdi": "mse", "categorical": "softmax", "ordered": "softmax"}
-LOSSES["multilabel"] = "sigmoid"
+LOSSES = {
+    "flipflop": "mse",
+    "sine": "mse",
+    "cdi": "mse",
+    "categorical": "softmax",
+    "ordered": "softmax",
+    "multilabel": "sigmoid",
+}
 
 # Sine task of [U] §3.2: ω = SINE_SLOPE · x + SINE_OFFSET cycles per step.
 SINE_SLOPE = 0.04
