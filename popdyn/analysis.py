@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from popdyn import embed, store
 from popdyn.config import Sweep
 from popdyn.dynamics import analyze_descend, analyze_finish
-from popdyn.geometry import network_geometry
+from popdyn.geometry import class_word_counts, lsa, network_geometry
 from popdyn.hosts import finish_devices, to_host
 from popdyn.population import member_key, padded_size
 from popdyn.similarity import METRICS, Prepared, all_pairs, dsa_distances, prepare, topology_distances
@@ -132,11 +132,14 @@ def text_geometry(sweep: Sweep, gp: store.GroupParams, dynamics: dict) -> dict[s
 
 
 def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
-    """Analyse every finished group of a trained run that has no analysis yet; return ``run_dir``."""
+    """Analyse every finished group of a trained run that has no analysis yet (and, for text
+    classification, the dataset's LSA into ``lsa.npz``); return ``run_dir``."""
     run_dir = Path(run_dir)
     _check_settings(run_dir, settings_dict(sweep))
     groups = store.load_params(run_dir)  # every group must be trained: RunDirError names the missing
     devices = jax.devices()[: sweep.devices] if sweep.devices else None
+    if sweep.task.classification and not (run_dir / store.LSA).exists():
+        store.write_npz(run_dir / store.LSA, text_lsa(sweep))
     todo = [g for g in groups if not (store.group_dir(run_dir, g) / store.DYNAMICS).exists()]
     if not todo:
         log.info("dynamics: every group already analysed")
@@ -155,6 +158,15 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         )  # fmt: skip
     bar.close()
     return run_dir
+
+
+def text_lsa(sweep: Sweep, phrases: int = 8192) -> dict[str, np.ndarray]:
+    """[A] §4: the LSA of the dataset's class × word count matrix (``geometry.class_word_counts`` over
+    ``phrases`` phrases drawn from the config's seed), rank = number of classes."""
+    task = sweep.task
+    inputs, targets = task.sample(member_key(sweep.seed, "lsa"), phrases)
+    counts = class_word_counts(inputs, targets)
+    return {"counts": counts} | lsa(counts, task.n_out)
 
 
 # ------------------------------------------------------------------------------------------ similarity

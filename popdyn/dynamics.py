@@ -442,6 +442,25 @@ def linear_response(fp: FixedPoints, readout_kernel, input_index: int, horizon: 
     return jnp.where(fp.valid[:, None], jnp.cumsum(terms, axis=-1).real, jnp.nan)
 
 
+def mode_overlap(fp: FixedPoints, fraction: float = 0.95) -> Float[Array, "K D"]:
+    """How much of each mode lies in the fixed-point manifold ([A] Fig. 2): ``‖P r_a‖ / ‖r_a‖`` for the
+    right eigenvector ``r_a`` of every mode at every point, ``P`` the projection onto the manifold's
+    principal subspace — the fewest PCA directions of the valid points holding ``fraction`` of their
+    variance ([A] does not say how many; 95 % is its dimension threshold).  NaN at points not valid."""
+    w = fp.valid.astype(fp.states.dtype)
+    n = jnp.maximum(w.sum(), 1.0)
+    centred = (fp.states - (w @ fp.states) / n) * w[:, None]
+    mu, vecs = jnp.linalg.eigh(centred.T @ centred / n)
+    mu, vecs = mu[::-1], vecs[:, ::-1]
+    explained = jnp.cumsum(mu) / jnp.maximum(mu.sum(), 1e-30)
+    dim = jnp.searchsorted(explained, fraction - 1e-6) + 1
+    basis = jnp.where(jnp.arange(mu.shape[0]) < dim, vecs, 0.0)  # [D, D]: the first `dim` columns
+    with jax.numpy_dtype_promotion("standard"):
+        inside = jnp.linalg.norm(jnp.einsum("dj,kda->kja", basis, fp.right), axis=1)
+        ratio = inside / jnp.linalg.norm(fp.right, axis=1)
+    return jnp.where(fp.valid[:, None], ratio, jnp.nan)
+
+
 @full_precision
 def analyze_one(model, task, fp_opts: FixedPointOptions, topo: TopologyOptions, params: dict, key: Array):
     """Every analysis of one trained network: a dict of fixed-shape arrays (C conditions, K points).
@@ -481,6 +500,9 @@ def analyze_finish(model, task, fp_opts, topo, params: dict, key: Array, h0, h):
         "n_fixed_points": jnp.sum(fps.valid, axis=-1),
         "n_stable": jnp.sum(fps.valid & (fps.n_unstable == 0), axis=-1),
     }
+    if task.classification:  # [A] Fig. 2: each mode's time constant and its share in the manifold
+        out["fp_time_constants"] = jnp.where(fps.valid[..., None], fps.time_constants, jnp.nan)
+        out["fp_mode_overlap"] = jax.vmap(mode_overlap)(fps)
     if task.name == "flipflop":
         fp0 = jax.tree.map(lambda a: a[0], fps)
         out["transition"] = transitions(model.step, cell, fp0, task.x_star[0], k_trans, topo)

@@ -514,9 +514,9 @@ def dimension_vs_classes(
     return _save(fig, prefix)
 
 
-def example_states(run_dir: Path, ds: xr.Dataset, member: int) -> tuple[np.ndarray, np.ndarray]:
-    """One member's states on the task's probe inputs ``[probes, time, state]`` and its fixed points
-    ``[conditions, K, state]`` (from ``groups/<g>/dynamics.npz``)."""
+def example_states(run_dir: Path, ds: xr.Dataset, member: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One member's states on the task's probe inputs ``[probes, time, state]``, its fixed points
+    ``[conditions, K, state]`` (from ``groups/<g>/dynamics.npz``) and its parameters."""
     group = str(ds.group.sel(member=member).item())
     gp = store.load_params(run_dir)[group]
     i = int(np.flatnonzero(gp.member == member)[0])
@@ -529,14 +529,44 @@ def example_states(run_dir: Path, ds: xr.Dataset, member: int) -> tuple[np.ndarr
             fp_states = z["fp_states"][int(np.flatnonzero(z["member"] == member)[0])]
     except (*store.UNREADABLE, IndexError) as e:
         raise store.RunDirError(f"fixed points of network {member} are unreadable ({path}: {e})") from None
-    return states, fp_states
+    return states, fp_states, params
+
+
+def eigenmodes(ds: xr.Dataset, member: int, length: int, prefix: str | Path) -> list[Path]:
+    """[A] Fig. 2 for one network: for each mode of the Jacobian at its fixed points (x = 0), largest |λ|
+    first (the slowest, unless |λ| > 1), the time constant ``1/|log|λ||`` in words (left axis, log scale)
+    and the share of the mode's right eigenvector in the fixed-point manifold's principal subspace (right
+    axis); a marker per point, a line through the medians, the phrase ``length`` dotted.  Integration
+    modes are slow *and* inside the manifold."""
+    net = ds.sel(member=member)
+    valid = net.fp_valid.values[0]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
+    if not valid.any():
+        _empty(ax, "no fixed points")
+        return _save(fig, prefix)
+    tau = net.fp_time_constants.values[0][valid]  # [points, modes]
+    overlap = net.fp_mode_overlap.values[0][valid]
+    shown = min(20, tau.shape[1])
+    modes = np.arange(1, shown + 1)
+    right = ax.twinx()
+    for values, axis, color in ((tau, ax, "black"), (overlap, right, "tab:blue")):
+        axis.scatter(np.tile(modes, len(values)), values[:, :shown].ravel(), color=color, s=6, alpha=0.25)
+        axis.plot(modes, np.nanmedian(values[:, :shown], axis=0), color=color, marker="o", markersize=3)
+    ax.axhline(length, color="gray", linestyle=":", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("mode (largest |λ| first)")
+    ax.set_ylabel("time constant (words)")
+    right.set_ylabel("overlap with the fixed-point manifold", color="tab:blue")
+    right.set_ylim(-0.02, 1.02)
+    ax.set_title(f"network {member} ({net.arch.item()}-{net.units.item()}): {int(valid.sum())} fixed points")
+    return _save(fig, prefix)
 
 
 def draw_all(run_dir: str | Path, progress: bool = False) -> list[Path]:
     """Every figure the run's task and results allow, into ``<run_dir>/figures/`` (PNG and PDF each):
     ``mds_<metric>``, ``distance_<metric>`` (each metric computed), ``fixed_points`` (dynamics analysed),
     ``sine_frequency``, ``cdi_linear`` (those tasks), ``trained_untrained`` (untrained twins compared),
-    ``text_manifold``, ``readout_angles``, ``dimensions`` (text classification).
+    ``text_manifold``, ``eigenmodes``, ``readout_angles``, ``dimensions`` (text classification).
     Returns the paths written; ``RunDirError`` for a missing or unfinished run."""
     run_dir = Path(run_dir)
     ds = store.load(run_dir)
@@ -548,18 +578,20 @@ def draw_all(run_dir: str | Path, progress: bool = False) -> list[Path]:
     if "fp_valid" in ds:
         member = example_member(ds)
         jobs["fixed_points"] = lambda prefix: fixed_points(
-            ds, member, *example_states(run_dir, ds, member), prefix
+            ds, member, *example_states(run_dir, ds, member)[:2], prefix
         )
     if "readout_angle" in ds:  # text classification ([A])
-        labels = np.asarray(build_sweep(store.read_config(run_dir)).task.probe_targets).argmax(-1)
+        task = build_sweep(store.read_config(run_dir)).task
+        labels = np.asarray(task.probe_targets).argmax(-1)
 
         def manifold(prefix):
-            states, fps = example_states(run_dir, ds, member)
-            gp = store.load_params(run_dir)[str(ds.group.sel(member=member).item())]
-            kernel = np.asarray(gp.params["readout"]["kernel"][int(np.flatnonzero(gp.member == member)[0])])
+            states, fps, params = example_states(run_dir, ds, member)
+            kernel = np.asarray(params["readout"]["kernel"])
             return text_manifold(ds, member, states, fps[0], labels, kernel, prefix)
 
         jobs["text_manifold"] = manifold
+        if "fp_mode_overlap" in ds:
+            jobs["eigenmodes"] = partial(eigenmodes, ds, member, task.T)
         jobs["readout_angles"] = partial(readout_angles, ds)
         jobs["dimensions"] = partial(dimensions, ds)
     if "sine_frequency" in ds:

@@ -117,6 +117,12 @@ def lsa(counts: np.ndarray, rank: int) -> dict[str, np.ndarray]:
     return {"classes": u[:, :rank] * s[:rank], "words": vt[:rank].T, "singular_values": s}
 
 
+def class_word_counts(inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The class × word count matrix ``[C, V]`` of one-hot phrases ``inputs`` ([P, L, V]) labelled by
+    ``targets`` ([P, C], one-hot or, for multi-label, 0/1 per label): word v's uses in phrases of class c."""
+    return np.asarray(targets, np.float64).T @ np.asarray(inputs, np.float64).sum(axis=1)
+
+
 def network_geometry(
     final_states: np.ndarray,
     fp_states: np.ndarray,

@@ -48,6 +48,7 @@ DYNAMICS = "dynamics.npz"
 DYNAMICS_CONFIG = "dynamics.yaml"
 SIMILARITY = "similarity.npz"
 SIMILARITY_CONFIG = "similarity.yaml"
+LSA = "lsa.npz"  # text classification: the dataset's class × word counts and their LSA
 SIMILARITY_METRICS = ("svcca", "cka")
 # config entries that do not change any number a run produces, so they may differ when resuming
 # (dynamics settings are checked against dynamics.yaml by popdyn.analysis instead)
@@ -526,6 +527,8 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
             from popdyn.config import build_sweep
 
             ds = ds.assign_coords(word=list(build_sweep(config).task.words))
+        if (run_dir / LSA).exists():
+            ds = ds.assign(_lsa(run_dir))
         if ds.attrs["task"] == "sine":  # the command frequency ω of each condition (cycles per step)
             from popdyn.config import build_sweep
 
@@ -535,6 +538,21 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
         ds = ds.assign(_similarity_of_members(run_dir, frame["member"].to_numpy()))
         ds = ds.assign_coords(member_to=ds.member.values)
     return ds
+
+
+def _lsa(run_dir: Path) -> dict:
+    """``lsa.npz`` as variables over ``output`` (the classes), ``word`` and ``lsa_component``."""
+    path = run_dir / LSA
+    try:
+        with np.load(verify(path)) as z:
+            return {
+                "class_word_counts": (("output", "word"), z["counts"]),
+                "lsa_classes": (("output", "lsa_component"), z["classes"]),
+                "lsa_words": (("word", "lsa_component"), z["words"]),
+                "lsa_singular_values": ("lsa_rank", z["singular_values"]),
+            }
+    except UNREADABLE as e:
+        raise RunDirError(f"{path} is unreadable ({e}); remove it and run scripts/analyze.py again") from None
 
 
 def _read_similarity(run_dir: Path) -> dict[str, np.ndarray]:
@@ -618,6 +636,8 @@ DYNAMICS_DIMS = {
     ),
     "readout_norm": ("output",),
     "readout_angle": ("output", "output_to"),
+    "fp_time_constants": ("condition", "fixed_point", "mode"),
+    "fp_mode_overlap": ("condition", "fixed_point", "mode"),
     "word_deflection": ("word", "state"),
     "speed": ("probe",),
 }

@@ -10,7 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from popdyn.dynamics import FixedPointOptions, TopologyOptions, analyze_one, find_fixed_points
+from popdyn.dynamics import (
+    FixedPointOptions,
+    FixedPoints,
+    TopologyOptions,
+    analyze_one,
+    find_fixed_points,
+    mode_overlap,
+)
 from popdyn.model import Model
 from popdyn.population import HParams
 from popdyn.tasks import make_task, zero_baseline
@@ -234,3 +241,22 @@ def test_trained_sine_network_linear_frequency_tracks_omega():
     assert np.all(np.diff(freq) > 0) and np.corrcoef(freq, w)[0, 1] > 0.99
     np.testing.assert_allclose(freq, w, rtol=0.35)
     assert np.all((mod > 0.9) & (mod < 1.3))
+
+
+def test_mode_overlap_measures_each_mode_s_share_in_the_manifold():
+    """Points filling the (e1, e2) plane of R⁴: modes along e1, e2 lie in it (1), e4 does not (0), and
+    (e2 + e3)/√2 half in it by norm (1/√2); points not valid give NaN."""
+    rng = np.random.default_rng(0)
+    k, d = 40, 4
+    states = np.zeros((k, d), np.float32)
+    states[:, :2] = rng.normal(size=(k, 2))
+    right = np.eye(d, dtype=np.complex64)
+    right[:, 2] = np.array([0, 1, 1, 0]) / np.sqrt(2)
+    right = np.broadcast_to(right, (k, d, d))
+    valid = np.arange(k) < k - 1
+    zeros = np.zeros((k, d), np.float32)
+    fp = FixedPoints(states, zeros[:, 0], valid, np.zeros((k, d, d)), np.zeros((k, d, 1)),
+                     zeros.astype(np.complex64), right, right, zeros[:, 0].astype(int), zeros)  # fmt: skip
+    overlap = np.asarray(mode_overlap(fp))
+    np.testing.assert_allclose(overlap[:-1], np.broadcast_to([1, 1, 2**-0.5, 0], (k - 1, d)), atol=1e-5)
+    assert np.isnan(overlap[-1]).all()

@@ -107,3 +107,13 @@ def test_lsa_of_a_constructed_count_matrix():
 def test_too_many_neighbours_is_refused():
     with pytest.raises(ValueError, match="k must be"):
         geometry.mle_dimension(RNG.normal(size=(10, 3)), k=10)
+
+
+def test_class_word_counts_add_each_word_s_uses_per_class():
+    """Two phrases over a 3-word vocabulary: [w0, w0, w2] of class 0, [w1, w2, w2] of class 1; a
+    multi-label phrase counts for every label it carries."""
+    inputs = np.eye(3)[np.array([[0, 0, 2], [1, 2, 2]])]
+    np.testing.assert_array_equal(geometry.class_word_counts(inputs, np.eye(2)), [[2, 0, 1], [0, 1, 2]])
+    np.testing.assert_array_equal(
+        geometry.class_word_counts(inputs, np.array([[1, 1], [0, 1]])), [[2, 0, 1], [2, 1, 3]]
+    )

@@ -13,6 +13,7 @@ import pytest
 
 from popdyn import geometry, store
 from popdyn.config import ConfigError, build_sweep
+from popdyn.dynamics import FixedPointOptions, TopologyOptions, analyze_one
 from popdyn.model import Model
 from popdyn.population import HParams
 from popdyn.tasks import TaskError, make_task
@@ -162,6 +163,23 @@ def test_a_trained_categorical_network_integrates_on_a_simplex(trained_categoric
 
 
 @pytest.mark.slow
+def test_a_trained_categorical_network_integrates_with_two_slow_modes_in_its_manifold(trained_categorical):
+    """[A] Fig. 2a: a 3-class network's approximate fixed points at x = 0 form a plane, and exactly two
+    modes both outlast a phrase (time constant ≳ L) and lie in that plane; the next mode decays in a few
+    words and points mostly out of it.  Fixed-point settings of ``+grid=categorical``."""
+    task, model, params, _ = trained_categorical
+    opts = FixedPointOptions(n_initial=256, max_points=256, steps=300, q_tol=1e-3, unique_tol=1e-2)
+    out = jax.jit(lambda p: analyze_one(model, task, opts, TopologyOptions(), p, jax.random.key(1)))(params)
+    valid = np.asarray(out["fp_valid"][0])
+    assert valid.sum() >= 30, valid.sum()
+    assert geometry.variance_dimension(np.asarray(out["fp_states"][0])[valid]) == 2
+    tau = np.median(np.asarray(out["fp_time_constants"][0])[valid], axis=0)  # per mode, slowest first
+    overlap = np.median(np.asarray(out["fp_mode_overlap"][0])[valid], axis=0)
+    assert (tau[:2] > task.T).all() and (overlap[:2] > 0.9).all(), (tau[:3], overlap[:3])
+    assert tau[2] < task.T / 2 and (overlap[2:] < 0.5).all(), (tau[:3], overlap[:3])
+
+
+@pytest.mark.slow
 def test_the_categorical_grid_trains_analyses_and_reloads(tmp_path):
     """``+grid=categorical`` end to end, shrunk: trained with Adam on the final state, accuracy in the
     members table, [A]'s geometry per network in the dataset, figures drawn."""
@@ -183,9 +201,14 @@ def test_the_categorical_grid_trains_analyses_and_reloads(tmp_path):
     # evidence words move the state more than the neutral word does
     norms = np.linalg.norm(ds.word_deflection.values, axis=-1)  # [member, word]
     assert (norms[:, :3].min(axis=1) > norms[:, 3]).all()
-    assert (run_dir / "figures" / "mds_svcca.png").exists() and (
-        run_dir / "figures" / "fixed_points.png"
-    ).exists()
+    # [A] Fig. 2's per-mode measures, and the dataset's LSA: evidence word i is used most in class i
+    assert ds.fp_mode_overlap.dims == ("member", "condition", "fixed_point", "mode")
+    assert ds.fp_time_constants.shape == ds.fp_mode_overlap.shape
+    counts = ds.class_word_counts.values  # [output, word]
+    assert (counts[:, :3].argmax(axis=0) == np.arange(3)).all()
+    assert ds.lsa_classes.shape == (3, 3) and ds.lsa_words.sizes["word"] == 4
+    for name in ("mds_svcca", "fixed_points", "text_manifold", "eigenmodes", "readout_angles", "dimensions"):
+        assert (run_dir / "figures" / f"{name}.png").exists(), name
 
 
 @pytest.mark.parametrize("grid", ["categorical", "ordered", "multilabel"])
