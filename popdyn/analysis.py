@@ -110,15 +110,17 @@ def text_geometry(sweep: Sweep, gp: store.GroupParams, dynamics: dict) -> dict[s
     task, model = sweep.task, gp.model
     x = task.probe_inputs
     states = jax.jit(jax.vmap(model.states, (0, None)))(gp.params, x)  # [M, P, L, D]
-    zero = jnp.zeros((task.n_in,))
+    zero = jnp.zeros((task.n_in,))  # x = 0: the cell's input (a corpus: the embedded input)
     step = jax.vmap(jax.vmap(model.step, (None, 0, None)), (0, 0, None))  # members × probes
     speed = np.asarray(
         jnp.linalg.norm(step(gp.params["cell"], states[:, :, -1], zero) - states[:, :, -1], axis=-1)
     )
     states = np.asarray(states, np.float64)
-    words = np.asarray(x).argmax(-1)  # [P, L]
+    words = np.asarray(x) if task.vocab else np.asarray(x).argmax(-1)  # [P, L] word ids
     delta = np.diff(states, axis=2, prepend=0.0)  # h_0 = 0
-    onehot = np.eye(task.n_in)[words]  # [P, L, V]
+    n_words = len(reported_words(task))  # a corpus: its most common words (ids 2 …), padding excluded
+    first = 2 if task.vocab else 0
+    onehot = (words[..., None] == np.arange(first, first + n_words)).astype(np.float64)  # [P, L, W]
     uses = np.maximum(onehot.sum(axis=(0, 1)), 1)
     deflection = np.einsum("plv,mpld->mvd", onehot, delta) / uses[None, :, None]
     readout = np.asarray(gp.params["readout"]["kernel"])
@@ -160,13 +162,35 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     return run_dir
 
 
+def reported_words(task) -> tuple[str, ...]:
+    """The words the per-word results are given for: the whole vocabulary of a synthetic task; a
+    corpus's ``n_words`` most common (``<pad>`` and ``<unk>`` left out)."""
+    if not task.vocab:
+        return task.words
+    return task.words[2 : 2 + task.param("n_words")]
+
+
 def text_lsa(sweep: Sweep, phrases: int = 8192) -> dict[str, np.ndarray]:
-    """[A] §4: the LSA of the dataset's class × word count matrix (``geometry.class_word_counts`` over
-    ``phrases`` phrases drawn from the config's seed), rank = number of classes."""
+    """[A] §4: the LSA of the dataset's class × word count matrix, rank = number of classes — over
+    ``phrases`` phrases drawn from the config's seed (synthetic tasks), or a corpus's whole training split
+    (counts and word directions kept for :func:`reported_words`).  Also the reported ``words``."""
     task = sweep.task
-    inputs, targets = task.sample(member_key(sweep.seed, "lsa"), phrases)
-    counts = class_word_counts(inputs, targets)
-    return {"counts": counts} | lsa(counts, task.n_out)
+    words = reported_words(task)
+    if task.vocab:
+        c = task.corpus
+        counts = np.stack(
+            [np.bincount(c.train_ids[t > 0].ravel(), minlength=task.vocab) for t in c.train_targets.T]
+        )
+        counts = counts.astype(np.float64)
+        counts[:, :2] = 0  # <pad>, <unk>
+    else:
+        inputs, targets = task.sample(member_key(sweep.seed, "lsa"), phrases)
+        counts = class_word_counts(inputs, targets)
+    out = lsa(counts, task.n_out)
+    first = 2 if task.vocab else 0
+    keep = slice(first, first + len(words))
+    return {"counts": counts[:, keep], "classes": out["classes"], "words": out["words"][keep],
+            "singular_values": out["singular_values"], "word": np.array(words)}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ similarity

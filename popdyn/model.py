@@ -13,7 +13,7 @@ from functools import cached_property, partial
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from popdyn.cells import Cell, make_cell
 from popdyn.recurrence import recurrence
@@ -36,14 +36,16 @@ class Model:
     unroll: int = 1
     grad: str = "hoisted"  # backward pass of the time loop: "hoisted" (popdyn.recurrence) or "autodiff"
     readout_bias: bool = True  # [A]'s classifiers read out without a bias
+    vocab: int = 0  # > 0: inputs are token ids [batch, time], embedded into n_in dims ([A]'s natural data)
 
     @classmethod
     def for_task(cls, arch: str, activation: str, units: int, task, unroll: int = 1) -> Model:
         """The model of one group for ``task``: its input and output sizes, a bias-free readout for
         classification."""
         return cls(
-            arch, activation, units, task.n_in, task.n_out, unroll, readout_bias=not task.classification
-        )
+            arch, activation, units, task.n_in, task.n_out, unroll,
+            readout_bias=not task.classification, vocab=task.vocab,
+        )  # fmt: skip
 
     def __post_init__(self):
         if self.grad not in GRADS:
@@ -61,13 +63,28 @@ class Model:
     def state_size(self) -> int:
         return self.cell.state_size
 
+    @cached_property
+    def _embed(self) -> nn.Embed:
+        return nn.Embed(self.vocab, self.n_in)
+
     def init(self, key: Array) -> dict:
-        """Fresh parameters for one network."""
-        k_cell, k_out = jax.random.split(key)
+        """Fresh parameters for one network (and its embedding ``[vocab, n_in]`` when ``vocab`` > 0)."""
+        k_cell, k_out, k_embed = jax.random.split(key, 3)
         state = jnp.zeros((self.state_size,))
         cell = self.cell.init(k_cell, state, jnp.zeros((self.n_in,)))["params"]
         readout = self._readout.init(k_out, jnp.zeros((self.units,)))["params"]
-        return {"cell": cell, "readout": readout}
+        params = {"cell": cell, "readout": readout}
+        if self.vocab:
+            params["embedding"] = self._embed.init(k_embed, jnp.zeros((1,), jnp.int32))["params"]
+        return params
+
+    def embed(self, params: dict, inputs: Array) -> tuple[Float[Array, "batch time n_in"], Array | None]:
+        """The cell's inputs and the padding mask (``None`` without an embedding): token ids are looked
+        up in ``params["embedding"]``, and id 0 (``<pad>``) is masked."""
+        if not self.vocab:
+            return inputs, None
+        x = self._embed.apply({"params": params["embedding"]}, inputs)
+        return x, (inputs != 0).astype(x.dtype)
 
     def step(
         self, cell_params: dict, state: Float[Array, " state"], x: Float[Array, " n_in"]
@@ -76,21 +93,26 @@ class Model:
         return self.cell.apply({"params": cell_params}, state, x)
 
     def states(
-        self, params: dict, inputs: Float[Array, "batch time n_in"]
+        self, params: dict, inputs: Float[Array, "batch time n_in"] | Int[Array, "batch time"]
     ) -> Float[Array, "batch time state"]:
-        """Every state visited on ``inputs``, from ``h0 = 0``."""
+        """Every state visited on ``inputs`` (token ids with an embedding; padded steps hold the state at
+        ``h0 = 0``), from ``h0 = 0``."""
         cell_params = {"params": params["cell"]}
         h0 = jnp.zeros((inputs.shape[0], self.units), params["readout"]["kernel"].dtype)
         state0 = (h0, h0) if self.arch == "lstm" else h0
+        x, mask = self.embed(params, inputs)
 
         if self.grad == "hoisted":
-            x = inputs.astype(h0.dtype)
-            states = recurrence(self.arch, self.activation, self.unroll, self.kernels(params), x, state0)
+            x = x.astype(h0.dtype)
+            states = recurrence(
+                self.arch, self.activation, self.unroll, self.kernels(params), x, state0, mask
+            )
         else:
             # the input half of every gate does not depend on the state: one matmul for the whole sequence
-            xp = jnp.swapaxes(self.cell.apply(cell_params, inputs, method=Cell.project), 0, 1)
+            xp = jnp.swapaxes(self.cell.apply(cell_params, x, method=Cell.project), 0, 1)
+            m = None if mask is None else jnp.swapaxes(mask, 0, 1)[..., None]
             states = jax.tree.map(
-                partial(jnp.swapaxes, axis1=0, axis2=1), self._scan(cell_params, xp, state0)
+                partial(jnp.swapaxes, axis1=0, axis2=1), self._scan(cell_params, xp, state0, m)
             )
         return jnp.concatenate(states, axis=-1) if self.arch == "lstm" else states
 
@@ -107,15 +129,18 @@ class Model:
             )
         return jnp.concatenate([cell["recurrent"], u, b])
 
-    def _scan(self, cell_params: dict, xp: Array, state0):
+    def _scan(self, cell_params: dict, xp: Array, state0, mask=None):
         """The time loop as plain JAX (autodiff differentiates it step by step)."""
         method = Cell.recur_lstm if self.arch == "lstm" else Cell.recur
 
-        def body(state, xp_t):
+        def body(state, inputs):
+            xp_t, m_t = inputs
             state = self.cell.apply(cell_params, state, xp_t, method=method)
+            if m_t is not None:
+                state = jax.tree.map(lambda s: s * m_t, state)
             return state, state
 
-        return jax.lax.scan(body, state0, xp, unroll=self.unroll)[1]
+        return jax.lax.scan(body, state0, (xp, mask), unroll=self.unroll)[1]
 
     def readout(self, params: dict, states: Float[Array, "... state"]) -> Float[Array, "... n_out"]:
         """``y = R h + d`` on the hidden part of each state."""

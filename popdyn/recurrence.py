@@ -115,35 +115,55 @@ def _forward_step(arch: str, activation: str, kernels_t, state, x_t):
     return _combine(arch, activation)(state, acts), acts
 
 
-def recurrence(arch: str, activation: str, unroll: int, kernels, x: Float[Array, "batch time n_in"], state0):
+def recurrence(
+    arch: str,
+    activation: str,
+    unroll: int,
+    kernels,
+    x: Float[Array, "batch time n_in"],
+    state0,
+    mask: Float[Array, "batch time"] | None = None,
+):
     """All states ``[batch, time, units]`` (lstm: a pair ``(h, c)``) from ``state0`` ([batch, units]) and
     the inputs ``x``; ``kernels`` is the stacked kernel ``[W; U; b]`` (gru: ``(K_rg, K_c)``, gates r, g
-    and the candidate).  The loops run on transposed arrays (module docstring)."""
+    and the candidate).  With a 0/1 ``mask``, ``state_t = mask_t · F(state_{t−1}, x_t)``: left padding
+    (mask 0 before a document's first token) holds ``h0 = 0`` until the document starts.  The loops run
+    on transposed arrays (module docstring)."""
+    mask_t = None if mask is None else jnp.transpose(mask)[:, None, :].astype(x.dtype)  # [time, 1, batch]
     states = _recurrence_t(
-        arch, activation, unroll, kernels, jnp.transpose(x, (1, 2, 0)), jax.tree.map(jnp.transpose, state0)
+        arch,
+        activation,
+        unroll,
+        kernels,
+        jnp.transpose(x, (1, 2, 0)),
+        jax.tree.map(jnp.transpose, state0),
+        mask_t,
     )
     return jax.tree.map(lambda s: jnp.transpose(s, (2, 0, 1)), states)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _recurrence_t(arch, activation, unroll, kernels, x_t: Float[Array, "time n_in batch"], state0):
+def _recurrence_t(arch, activation, unroll, kernels, x_t: Float[Array, "time n_in batch"], state0, mask):
     """``recurrence`` on transposed arrays: states ``[time, units, batch]``."""
-    return _forward(arch, activation, unroll, kernels, x_t, state0)[0]
+    return _forward(arch, activation, unroll, kernels, x_t, state0, mask)[0]
 
 
-def _forward(arch, activation, unroll, kernels, x, state0):
+def _forward(arch, activation, unroll, kernels, x, state0, mask):
     kernels_t = jax.tree.map(jnp.transpose, kernels)
 
-    def body(state, x_t):
+    def body(state, inputs):
+        x_t, m_t = inputs
         state, acts = _forward_step(arch, activation, kernels_t, state, x_t)
+        if m_t is not None:
+            state = jax.tree.map(lambda s: s * m_t, state)
         return state, (state, acts)
 
-    _, (states, acts) = jax.lax.scan(body, state0, x, unroll=unroll)
-    return states, (kernels, x, states, acts, state0)
+    _, (states, acts) = jax.lax.scan(body, state0, (x, mask), unroll=unroll)
+    return states, (kernels, x, states, acts, state0, mask)
 
 
 def _backward(arch, activation, unroll, residuals, g_states):
-    kernels, x, states, acts, state0 = residuals
+    kernels, x, states, acts, state0, mask = residuals
     # state_{t-1} for every t: state0 then all but the last state
     prev = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s[:-1]]), state0, states)
     n = _hidden(arch, state0).shape[0]
@@ -153,8 +173,10 @@ def _backward(arch, activation, unroll, residuals, g_states):
     w = jax.tree.map(lambda k: jnp.split(k[:n], k.shape[1] // n, axis=1), kernels)
 
     def body(g_next, inputs):
-        g_out, s_prev, acts_t = inputs
+        g_out, s_prev, acts_t, m_t = inputs
         g = jax.tree.map(jnp.add, g_next, g_out)  # total cotangent of state_t
+        if m_t is not None:  # state_t = m_t · C(...)
+            g = jax.tree.map(lambda a: a * m_t, g)
         ds, d_acts = jax.vjp(combine, s_prev, acts_t)[1](g)
         da = [d * _DERIV[name](y) for name, d, y in zip(names, d_acts, acts_t)]
         if arch == "gru":
@@ -167,7 +189,7 @@ def _backward(arch, activation, unroll, residuals, g_states):
         return ((ds[0] + dh, ds[1]) if arch == "lstm" else ds + dh), tuple(da)
 
     g0, da = jax.lax.scan(
-        body, jax.tree.map(jnp.zeros_like, state0), (g_states, prev, acts), reverse=True, unroll=unroll
+        body, jax.tree.map(jnp.zeros_like, state0), (g_states, prev, acts, mask), reverse=True, unroll=unroll
     )
 
     def rows(a):  # [time, rows, batch] -> [rows, time·batch]
@@ -184,9 +206,9 @@ def _backward(arch, activation, unroll, residuals, g_states):
     if arch == "gru":
         dk_rg, dx_rg = grads(h_prev, kernels[0], da[:2])
         dk_c, dx_c = grads(acts[0] * h_prev, kernels[1], da[2:])
-        return (dk_rg, dk_c), dx_rg + dx_c, g0
+        return (dk_rg, dk_c), dx_rg + dx_c, g0, None if mask is None else jnp.zeros_like(mask)
     dk, dx = grads(h_prev, kernels, da)
-    return dk, dx, g0
+    return dk, dx, g0, None if mask is None else jnp.zeros_like(mask)
 
 
 _recurrence_t.defvjp(_forward, _backward)

@@ -523,12 +523,13 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
     groups = list(dict.fromkeys(frame["group"]))
     if all((group_dir(run_dir, g) / DYNAMICS).exists() for g in groups):
         ds = ds.assign(_dynamics(run_dir, groups, frame["member"].to_numpy(), ds.diverged.to_numpy()))
-        if "word_deflection" in ds:  # text tasks: name the words
+        if (run_dir / LSA).exists():  # text tasks: the dataset's LSA, and the words of the per-word results
+            lsa = _lsa(run_dir)
+            ds = ds.assign_coords(word=lsa.pop("word")).assign(lsa)
+        elif "word_deflection" in ds:  # analysed before lsa.npz named the words
             from popdyn.config import build_sweep
 
             ds = ds.assign_coords(word=list(build_sweep(config).task.words))
-        if (run_dir / LSA).exists():
-            ds = ds.assign(_lsa(run_dir))
         if ds.attrs["task"] == "sine":  # the command frequency ω of each condition (cycles per step)
             from popdyn.config import build_sweep
 
@@ -541,7 +542,8 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
 
 
 def _lsa(run_dir: Path) -> dict:
-    """``lsa.npz`` as variables over ``output`` (the classes), ``word`` and ``lsa_component``."""
+    """``lsa.npz`` as variables over ``output`` (the classes), ``word`` and ``lsa_component``, and the
+    words (``word``)."""
     path = run_dir / LSA
     try:
         with np.load(verify(path)) as z:
@@ -550,6 +552,7 @@ def _lsa(run_dir: Path) -> dict:
                 "lsa_classes": (("output", "lsa_component"), z["classes"]),
                 "lsa_words": (("word", "lsa_component"), z["words"]),
                 "lsa_singular_values": ("lsa_rank", z["singular_values"]),
+                "word": z["word"].tolist(),
             }
     except UNREADABLE as e:
         raise RunDirError(f"{path} is unreadable ({e}); remove it and run scripts/analyze.py again") from None

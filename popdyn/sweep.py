@@ -114,7 +114,7 @@ def train_group(
     n_seed = len(group.l2) * grid.seeds
     n_search = len(group.l2) * grid.trials
     trainer = GroupTrainer(model, task, s, max(n_seed, n_search), devices, sweep.member_batch)
-    validation = task.sample(member_key(sweep.seed, "validation"), s.val_batch)
+    validation = task.validation(member_key(sweep.seed, "validation"), s.val_batch)
     gdir = store.group_dir(run_dir, group.name)
 
     if grid.trials == 0:

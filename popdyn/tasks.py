@@ -26,10 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from popdyn import texttasks
+from popdyn import corpora, texttasks
+from popdyn.corpora import DATASETS, CorpusError
 from popdyn.texttasks import SAMPLINGS, SCHEMES, TEXT_TASKS
 
-TASKS = ("flipflop", "sine", "cdi", *TEXT_TASKS)
+TASKS = ("flipflop", "sine", "cdi", *TEXT_TASKS, "corpus")
 
 # Every parameter a task accepts, with its default (SPEC §2). `n_probe` is per condition for cdi
 # (per context) and the number of probe frequencies for sine; `probe_seed` only draws random probes
@@ -42,7 +43,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "categorical": {"N": 3, "L": 20, "sampling": "score", "n_probe": 512, "probe_seed": 0},
     "ordered": {"N": 3, "L": 20, "scheme": "sentiment", "sampling": "score", "n_probe": 512, "probe_seed": 0},
     "multilabel": {"N": 2, "L": 20, "sampling": "word", "n_probe": 512, "probe_seed": 0},
-}
+    # [A] App. B–C's natural datasets (popdyn.corpora): read from `path`; L = tokens kept per document
+    # (not given in [A]), n_words = the most common words the per-word analyses report
+    "corpus": {
+        "dataset": "ag_news", "path": "", "classes": (), "vocab_size": 32768, "L": 100, "embedding": 128,
+        "balance": False, "max_docs": 0, "n_words": 256, "n_probe": 512, "probe_seed": 0,
+    },
+}  # fmt: skip
 # how a task's network is scored: MSE at every step ([U]), or cross-entropy of a bias-free readout of the
 # final state ([A] App. B): softmax over classes, or a sigmoid per label
 LOSSES = {
@@ -52,6 +59,7 @@ LOSSES = {
     "categorical": "softmax",
     "ordered": "softmax",
     "multilabel": "sigmoid",
+    "corpus": "softmax",  # goemotions: sigmoid (Task.loss)
 }
 
 # Sine task of [U] §3.2: ω = SINE_SLOPE · x + SINE_OFFSET cycles per step.
@@ -94,6 +102,8 @@ class Task:
     @property
     def loss(self) -> str:
         """``mse`` (every step, [U]), ``softmax`` or ``sigmoid`` (cross-entropy of the final state, [A])."""
+        if self.name == "corpus" and self.param("dataset") == "goemotions":
+            return "sigmoid"
         return LOSSES[self.name]
 
     @property
@@ -102,24 +112,53 @@ class Task:
 
     @property
     def words(self) -> tuple[str, ...]:
-        """The vocabulary of a text task, one word per input dimension (empty for the others)."""
+        """The vocabulary of a text task, one word per input dimension — per token id for ``corpus`` —
+        (empty for the others)."""
+        if self.name == "corpus":
+            return self.corpus.vocabulary
         if not self.classification:
             return ()
         return texttasks.vocabulary(self.name, self.param("N"), dict(self.params).get("scheme", ""))
 
+    @property
+    def vocab(self) -> int:
+        """Token ids a ``corpus`` task's inputs take (0: inputs are vectors, no embedding)."""
+        return len(self.corpus.vocabulary) if self.name == "corpus" else 0
+
+    @property
+    def corpus(self) -> corpora.Corpus:
+        """The tokenised dataset of a ``corpus`` task (read once per process and kept)."""
+        p = dict(self.params)
+        keys = ("dataset", "path", "classes", "vocab_size", "L", "balance", "max_docs")
+        return corpora.load_corpus(*(p[k] for k in keys), seed=p["probe_seed"])
+
+    @property
+    def data(self) -> dict[str, Array] | None:
+        """Arrays the training program takes as an argument rather than as constants: a ``corpus``
+        task's training split ``{"ids", "targets"}``; ``None`` for the generated tasks."""
+        if self.name != "corpus":
+            return None
+        return {"ids": self.corpus.train_ids, "targets": self.corpus.train_targets}
+
     # ----------------------------------------------------------------------------------------------
     # training data
     def sample(
-        self, key: PRNGKeyArray, batch: int
+        self, key: PRNGKeyArray, batch: int, data: dict[str, Array] | None = None
     ) -> tuple[Float[Array, "batch time n_in"], Float[Array, "batch time n_out"]]:
         """Draw ``batch`` independent trials: inputs ``[batch, T, n_in]``, targets ``[batch, T, n_out]``.
 
         Pure JAX and float32; ``batch`` must be static under ``jit``. Loss in [U] is the MSE over every
-        step and output.
+        step and output.  ``corpus``: ``batch`` documents of the training split drawn uniformly with
+        replacement from ``data`` (default :attr:`data`): token ids ``[batch, L]`` and targets
+        ``[batch, n_out]``.
         """
         if not isinstance(batch, numbers.Integral) or isinstance(batch, bool) or batch < 1:
             raise TaskError(f"batch must be a positive integer, got {batch!r}")
         params = dict(self.params)
+        if self.name == "corpus":
+            data = self.data if data is None else data
+            idx = jax.random.randint(key, (int(batch),), 0, data["ids"].shape[0])
+            return jnp.asarray(data["ids"])[idx], jnp.asarray(data["targets"])[idx]
         if self.classification:  # targets [batch, n_out]: one label (set) per phrase
             return texttasks.sample(
                 self.name, params["N"], self.T, params["sampling"], params.get("scheme", ""), key, int(batch)
@@ -153,6 +192,8 @@ class Task:
         flipflop: all 0; sine: ``i`` (probe i has frequency x_star[i]); cdi: its context ``i // n_probe``.
         """
         n = self.param("n_probe")
+        if self.name == "corpus":
+            n = min(n, len(self.corpus.test_ids))
         if self.name == "flipflop" or self.classification:
             cond = np.zeros(n, np.int32)
         elif self.name == "sine":
@@ -178,7 +219,26 @@ class Task:
             xs = np.concatenate([np.eye(k, dtype=np.float32), np.zeros((k, k), np.float32)], axis=1)
         return jnp.asarray(xs)
 
+    def validation(self, key: PRNGKeyArray, batch: int) -> tuple[Array, Array]:
+        """A held-out batch for choosing hyper-parameters: ``sample`` (a fresh draw) for the generated
+        tasks; ``batch`` documents of the test split for ``corpus`` (all of them if it has fewer)."""
+        if self.name != "corpus":
+            return self.sample(key, batch)
+        return self._test_documents(np.random.default_rng(np.asarray(jax.random.key_data(key))), batch)
+
+    def _test_documents(self, rng: np.random.Generator, batch: int) -> tuple[Array, Array]:
+        """``batch`` documents of a corpus's test split drawn without replacement (all if fewer), in order;
+        host NumPy, so that probes read inside a trace stay constants."""
+        c = self.corpus
+        n = len(c.test_ids)
+        idx = np.sort(rng.choice(n, min(batch, n), replace=False))
+        return jnp.asarray(c.test_ids[idx]), jnp.asarray(c.test_targets[idx])
+
     def _probes(self) -> tuple[Array, Array]:
+        if self.name == "corpus":  # n_probe documents of the test split, drawn from probe_seed
+            return self._test_documents(
+                np.random.default_rng(self.param("probe_seed")), self.param("n_probe")
+            )
         if self.name == "flipflop" or self.classification:
             return self.sample(jax.random.key(self.param("probe_seed")), self.param("n_probe"))
         return _probe(self)
@@ -306,6 +366,8 @@ def make_task(name: str, **params: Any) -> Task:
 
     if name in TEXT_TASKS:
         return _text_task(name, values)
+    if name == "corpus":
+        return _corpus_task(values)
     K = values.get("K", 1)
     n_in, n_out = {"flipflop": (K, K), "sine": (1, 1), "cdi": (2 * K, 1)}[name]
     return Task(name=name, n_in=n_in, n_out=n_out, T=values["T"], params=tuple(sorted(values.items())))
@@ -327,6 +389,37 @@ def _text_task(name: str, values: dict[str, Any]) -> Task:
         )
     n_in = len(texttasks.vocabulary(name, values["N"], scheme))
     return Task(name, n_in, values["N"], values["L"], tuple(sorted(values.items())))
+
+
+def _corpus_task(values: dict[str, Any]) -> Task:
+    if values["dataset"] not in DATASETS:
+        raise TaskError(f"corpus: unknown dataset {values['dataset']!r}; allowed: {', '.join(DATASETS)}")
+    if not isinstance(values["path"], str) or not values["path"]:
+        raise TaskError("corpus: set task.path to the folder holding the dataset's files")
+    classes = values["classes"]
+    if isinstance(classes, (str, int)) or not isinstance(classes, (list, tuple)):
+        raise TaskError(f"corpus: classes must be a list of class names or numbers, got {classes!r}")
+    values["classes"] = tuple(str(c) for c in classes)
+    for key in ("vocab_size", "embedding", "n_words"):
+        values[key] = _positive_int("corpus", key, values[key])
+    if values["vocab_size"] < 3:
+        raise TaskError(
+            f"corpus: vocab_size must be at least 3 (<pad>, <unk> and a word), got {values['vocab_size']}"
+        )
+    if (
+        isinstance(values["max_docs"], bool)
+        or not isinstance(values["max_docs"], numbers.Integral)
+        or values["max_docs"] < 0
+    ):
+        raise TaskError(f"corpus: max_docs must be 0 (all) or a positive integer, got {values['max_docs']!r}")
+    if not isinstance(values["balance"], bool):
+        raise TaskError(f"corpus: balance must be true or false, got {values['balance']!r}")
+    task = Task("corpus", values["embedding"], 0, values["L"], tuple(sorted(values.items())))
+    try:
+        n_out = len(task.corpus.classes)
+    except CorpusError as e:
+        raise TaskError(f"corpus: {e}") from None
+    return Task("corpus", values["embedding"], n_out, values["L"], task.params)
 
 
 def zero_baseline(task: Task, key: PRNGKeyArray, batch: int = 1024) -> float:

@@ -128,18 +128,19 @@ def init_one(model: Model, settings: TrainSettings, hp: HParams, key: Array) -> 
 
 
 def chunk_one(
-    model: Model, task: Task, settings: TrainSettings, hp: HParams, state: TrainState
+    model: Model, task: Task, settings: TrainSettings, hp: HParams, state: TrainState, data=None
 ) -> tuple[TrainState, Float[Array, " chunk"]]:
     """``settings.chunk`` training steps of one network; returns the new state and the MSE of each step.
 
     Steps past ``settings.steps`` and steps of a diverged member change nothing and record NaN.
+    ``data``: the task's :attr:`~popdyn.tasks.Task.data` (a corpus), an argument of the compiled program.
     """
     opt = make_optimizer(hp, settings.decay_horizon, settings.optimizer)
     grad_fn = jax.value_and_grad(partial(objective, model, loss=task.loss), has_aux=True)
 
     def body(state: TrainState, _):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-        inputs, targets = task.sample(key, settings.batch)
+        inputs, targets = task.sample(key, settings.batch, data)
         (_, loss), grads = grad_fn(state.params, hp.l2, inputs, targets)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -165,25 +166,35 @@ def train_one(model: Model, task: Task, settings: TrainSettings, hp: HParams, ke
     state = init_one(model, settings, hp, key)
     losses = []
     for _ in range(settings.n_chunks):
-        state, loss = chunk_one(model, task, settings, hp, state)
+        state, loss = chunk_one(model, task, settings, hp, state, task.data)
         losses.append(loss)
     return state, jnp.concatenate(losses)[: settings.steps]
 
 
-def population_program(f: Callable, mesh: Mesh, member_batch: int | None) -> Callable:
+def population_program(f: Callable, mesh: Mesh, member_batch: int | None, shared: bool = False) -> Callable:
     """``jit`` of ``f`` (written for one member) over a leading member axis split across ``mesh``.
 
     On each device the local members run as ``vmap`` (``member_batch=None``) or as
     ``lax.map(..., batch_size=member_batch)``, a loop over blocks of members, each block vmapped.
+    ``shared``: the last argument has no member axis; every member reads all of it (replicated).
     """
     members = PartitionSpec("member")
 
     def local(*args):
+        own, rest = (args[:-1], args[-1:]) if shared else (args, ())
         if member_batch is None:
-            return jax.vmap(f)(*args)
-        return jax.lax.map(lambda a: f(*a), args, batch_size=member_batch)
+            return jax.vmap(lambda *a: f(*a, *rest))(*own)
+        return jax.lax.map(lambda a: f(*a, *rest), own, batch_size=member_batch)
 
-    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=members, out_specs=members, check_vma=False))
+    def specs(*args):
+        return tuple(PartitionSpec() if shared and i == len(args) - 1 else members for i in range(len(args)))
+
+    def program(*args):
+        return jax.shard_map(local, mesh=mesh, in_specs=specs(*args), out_specs=members, check_vma=False)(
+            *args
+        )
+
+    return jax.jit(program)
 
 
 class _Programs:
@@ -203,11 +214,11 @@ class _Programs:
         self.traces = 0
         per_device = partial(population_program, mesh=mesh)
 
-        def chunk(hp, state):
+        def chunk(hp, state, data=None):
             self.traces += 1  # runs only while tracing
-            return chunk_one(model, task, settings, hp, state)
+            return chunk_one(model, task, settings, hp, state, data)
 
-        self.chunk = per_device(chunk, member_batch=member_batch)
+        self.chunk = per_device(chunk, member_batch=member_batch, shared=task.data is not None)
 
         def init(hp, raw_key):
             return init_one(model, settings, hp, jax.random.wrap_key_data(raw_key))
@@ -248,6 +259,8 @@ class GroupTrainer:
         mesh = Mesh(np.array(self.devices), ("member",))
         self.sharding = NamedSharding(mesh, PartitionSpec("member"))
         self.replicated = NamedSharding(mesh, PartitionSpec())
+        data = task.data  # a corpus: on every device once, an argument of every chunk
+        self.data = () if data is None else (jax.device_put(jax.tree.map(np.asarray, data), self.replicated),)
 
     @property
     def traces(self) -> int:
@@ -270,7 +283,7 @@ class GroupTrainer:
         return self._programs.init(self.shard(hp), self.shard(jax.random.key_data(keys)))
 
     def chunk(self, hp: HParams, state: TrainState) -> tuple[TrainState, Array]:
-        return self._programs.chunk(hp, state)
+        return self._programs.chunk(hp, state, *self.data)
 
     def val_loss(self, params: dict, inputs: Array, targets: Array) -> np.ndarray:
         """Each member's task loss on one batch (the same for all)."""
