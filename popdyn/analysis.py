@@ -285,7 +285,7 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         if n_trained < n:
             out[f"mds_all_{m}"] = embed.mds(d, sweep.seed, opts.mds_iter)
     ds = store.load(run_dir)
-    if "n_fixed_points" in ds and not sweep.task.classification:  # [A] defines no topology distance
+    if "n_fixed_points" in ds and sweep.task.name in ("flipflop", "sine", "cdi"):  # [U]'s topologies only
         out["topology"], out["topology_compared"] = topology_distances(ds)
         out["mds_topology"] = embed.mds(out["topology"], sweep.seed, opts.mds_iter)
     store.write_npz(path, out)

@@ -66,9 +66,12 @@ METRIC_LABELS = {
     "topology": "fixed-point topology distance (Euclidean)",
 }
 # one colour per architecture and per activation in every figure, the two sets disjoint
-ARCH_COLORS = {"vanilla": "tab:blue", "ugrnn": "tab:orange", "gru": "tab:green", "lstm": "tab:red"}
+ARCH_COLORS = {
+    "vanilla": "tab:blue", "ugrnn": "tab:orange", "gru": "tab:green", "lstm": "tab:red",
+    "slstm": "tab:olive", "ornn": "tab:cyan",
+}  # fmt: skip
 ACTIVATION_COLORS = {"tanh": "tab:purple", "relu": "tab:brown"}
-ARCH_MARKERS = {"vanilla": "o", "ugrnn": "s", "gru": "^", "lstm": "D"}
+ARCH_MARKERS = {"vanilla": "o", "ugrnn": "s", "gru": "^", "lstm": "D", "slstm": "v", "ornn": "P"}
 UNSTABLE_COLORS = ("black", "tab:red", "tab:green", "tab:blue")  # 0, 1, 2, 3 unstable modes ([U] Fig. 1e)
 # [U] §2.3 (MDS): architectures are compared among tanh networks, activations among vanilla networks
 PANELS = {"arch": ("activation", "tanh"), "activation": ("arch", "vanilla")}

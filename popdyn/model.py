@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from popdyn.cells import Cell, make_cell
+from popdyn.cells import Cell, base_arch, make_cell, project_contractive, recurrent_kernel
 from popdyn.recurrence import recurrence
 
 GRADS = ("hoisted", "autodiff")
@@ -51,6 +51,11 @@ class Model:
         if self.grad not in GRADS:
             raise ValueError(f"unknown grad {self.grad!r}; allowed: {', '.join(GRADS)}")
 
+    @property
+    def base(self) -> str:
+        """The arch whose equations the cell computes (slstm: lstm, ornn: vanilla)."""
+        return base_arch(self.arch)
+
     @cached_property
     def cell(self) -> Cell:
         return make_cell(self.arch, self.activation, self.units, self.n_in)
@@ -76,7 +81,15 @@ class Model:
         params = {"cell": cell, "readout": readout}
         if self.vocab:
             params["embedding"] = self._embed.init(k_embed, jnp.zeros((1,), jnp.int32))["params"]
-        return params
+        return self.constrain(params)
+
+    def constrain(self, params: dict) -> dict:
+        """The parameters moved into the cell's admissible set, after every update: slstm's projection
+        onto a contractive region ([R] §5, ``cells.project_contractive``); the others are unconstrained
+        (ornn is orthogonal by construction)."""
+        if self.arch != "slstm":
+            return params
+        return {**params, "cell": project_contractive(params["cell"])}
 
     def embed(self, params: dict, inputs: Array) -> tuple[Float[Array, "batch time n_in"], Array | None]:
         """The cell's inputs and the padding mask (``None`` without an embedding): token ids are looked
@@ -99,13 +112,13 @@ class Model:
         ``h0 = 0``), from ``h0 = 0``."""
         cell_params = {"params": params["cell"]}
         h0 = jnp.zeros((inputs.shape[0], self.units), params["readout"]["kernel"].dtype)
-        state0 = (h0, h0) if self.arch == "lstm" else h0
+        state0 = (h0, h0) if self.base == "lstm" else h0
         x, mask = self.embed(params, inputs)
 
         if self.grad == "hoisted":
             x = x.astype(h0.dtype)
             states = recurrence(
-                self.arch, self.activation, self.unroll, self.kernels(params), x, state0, mask
+                self.base, self.activation, self.unroll, self.kernels(params), x, state0, mask
             )
         else:
             # the input half of every gate does not depend on the state: one matmul for the whole sequence
@@ -114,7 +127,7 @@ class Model:
             states = jax.tree.map(
                 partial(jnp.swapaxes, axis1=0, axis2=1), self._scan(cell_params, xp, state0, m)
             )
-        return jnp.concatenate(states, axis=-1) if self.arch == "lstm" else states
+        return jnp.concatenate(states, axis=-1) if self.base == "lstm" else states
 
     def kernels(self, params: dict):
         """The stacked kernel ``[W; U; b]`` that ``popdyn.recurrence`` multiplies ``[h, x, 1]`` by
@@ -124,14 +137,14 @@ class Model:
         if self.arch == "gru":
             split = 2 * self.units
             return (
-                jnp.concatenate([cell["recurrent"], u[:, :split], b[:, :split]]),
+                jnp.concatenate([recurrent_kernel(self.arch, cell), u[:, :split], b[:, :split]]),
                 jnp.concatenate([cell["candidate"], u[:, split:], b[:, split:]]),
             )
-        return jnp.concatenate([cell["recurrent"], u, b])
+        return jnp.concatenate([recurrent_kernel(self.arch, cell), u, b])
 
     def _scan(self, cell_params: dict, xp: Array, state0, mask=None):
         """The time loop as plain JAX (autodiff differentiates it step by step)."""
-        method = Cell.recur_lstm if self.arch == "lstm" else Cell.recur
+        method = Cell.recur_lstm if self.base == "lstm" else Cell.recur
 
         def body(state, inputs):
             xp_t, m_t = inputs

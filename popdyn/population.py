@@ -70,7 +70,14 @@ class Grid:
         return len(self.arch) * len(self.activation) * len(self.units) * len(self.l2) * self.seeds
 
 
-GATE_BLOCKS = {"vanilla": 1, "ugrnn": 2, "gru": 3, "lstm": 4}  # recurrent matmul width, in units of N
+GATE_BLOCKS = {
+    "vanilla": 1,
+    "ugrnn": 2,
+    "gru": 3,
+    "lstm": 4,
+    "slstm": 4,
+    "ornn": 1,
+}  # recurrent matmul width, in units of N
 
 
 def shard_of_groups(groups: list["Group"], num_shards: int) -> list[int]:

@@ -26,11 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from popdyn import corpora, texttasks
+from popdyn import corpora, rtasks, texttasks
 from popdyn.corpora import DATASETS, CorpusError
 from popdyn.texttasks import SAMPLINGS, SCHEMES, TEXT_TASKS
 
-TASKS = ("flipflop", "sine", "cdi", *TEXT_TASKS, "corpus")
+TASKS = ("flipflop", "sine", "cdi", *TEXT_TASKS, "corpus", "sinegen", "symbols")
 
 # Every parameter a task accepts, with its default (SPEC §2). `n_probe` is per condition for cdi
 # (per context) and the number of probe frequencies for sine; `probe_seed` only draws random probes
@@ -45,6 +45,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "multilabel": {"N": 2, "L": 20, "sampling": "word", "n_probe": 512, "probe_seed": 0},
     # [A] App. B–C's natural datasets (popdyn.corpora): read from `path`; L = tokens kept per document
     # (not given in [A]), n_words = the most common words the per-word analyses report
+    # [R] §5.1: the set of n_sequences sine waves of length T, ω evenly spaced in [π/16, π/8] rad/step;
+    # §5.2: relevant-symbol classification, sequences of length T ≥ 50 (p/q at t1 ∈ [10,18], t2 ∈ [40,49])
+    "sinegen": {"T": 400, "n_sequences": 100, "n_probe": 16, "probe_seed": 0},
+    "symbols": {"T": 100, "n_probe": 512, "probe_seed": 0},
     "corpus": {
         "dataset": "ag_news", "path": "", "classes": (), "vocab_size": 32768, "L": 100, "embedding": 128,
         "balance": False, "max_docs": 0, "n_words": 256, "n_probe": 512, "probe_seed": 0,
@@ -60,6 +64,8 @@ LOSSES = {
     "ordered": "softmax",
     "multilabel": "sigmoid",
     "corpus": "softmax",  # goemotions: sigmoid (Task.loss)
+    "sinegen": "mse",
+    "symbols": "softmax",
 }
 
 # Sine task of [U] §3.2: ω = SINE_SLOPE · x + SINE_OFFSET cycles per step.
@@ -116,6 +122,8 @@ class Task:
         (empty for the others)."""
         if self.name == "corpus":
             return self.corpus.vocabulary
+        if self.name == "symbols":
+            return rtasks.SYMBOLS
         if not self.classification:
             return ()
         return texttasks.vocabulary(self.name, self.param("N"), dict(self.params).get("scheme", ""))
@@ -159,6 +167,12 @@ class Task:
             data = self.data if data is None else data
             idx = jax.random.randint(key, (int(batch),), 0, data["ids"].shape[0])
             return jnp.asarray(data["ids"])[idx], jnp.asarray(data["targets"])[idx]
+        if self.name == "sinegen":  # a batch of the set's sequences, drawn with replacement
+            pick = jax.random.randint(key, (int(batch),), 0, params["n_sequences"])
+            omega = jnp.asarray(_sinegen_omegas(params["n_sequences"]))[pick]
+            return _sinegen_trials(omega, self.T)
+        if self.name == "symbols":
+            return rtasks.relevant_symbols(key, int(batch), self.T)
         if self.classification:  # targets [batch, n_out]: one label (set) per phrase
             return texttasks.sample(
                 self.name, params["N"], self.T, params["sampling"], params.get("scheme", ""), key, int(batch)
@@ -196,7 +210,7 @@ class Task:
             n = min(n, len(self.corpus.test_ids))
         if self.name == "flipflop" or self.classification:
             cond = np.zeros(n, np.int32)
-        elif self.name == "sine":
+        elif self.name in ("sine", "sinegen"):
             cond = np.arange(n, dtype=np.int32)
         else:
             cond = np.repeat(np.arange(self.param("K"), dtype=np.int32), n)
@@ -214,6 +228,8 @@ class Task:
             xs = np.zeros((1, self.n_in), np.float32)
         elif self.name == "sine":
             xs = np.linspace(0.0, 1.0, self.param("n_probe"), dtype=np.float32)[:, None]
+        elif self.name == "sinegen":
+            xs = _sinegen_omegas(self.param("n_probe"))[:, None]
         else:
             k = self.param("K")
             xs = np.concatenate([np.eye(k, dtype=np.float32), np.zeros((k, k), np.float32)], axis=1)
@@ -272,6 +288,8 @@ def _probe(task: Task) -> tuple[Array, Array]:
     if task.name == "sine":
         x = jnp.linspace(0.0, 1.0, n, dtype=jnp.float32)
         return _sine_inputs(x, T), _sine_target(x, T)
+    if task.name == "sinegen":
+        return _sinegen_trials(jnp.asarray(_sinegen_omegas(n)), T)
     k = task.param("K")
     context = jnp.repeat(jnp.arange(k), n)  # context-major
     mu = jnp.tile(jnp.linspace(-1.0, 1.0, n, dtype=jnp.float32), k)
@@ -280,6 +298,19 @@ def _probe(task: Task) -> tuple[Array, Array]:
     contexts = jnp.broadcast_to(eye[:, None, :], (k * n, T, k))
     inputs = jnp.concatenate([contexts, streams], axis=-1)
     return inputs, _cdi_target(inputs)
+
+
+def _sinegen_omegas(n: int) -> np.ndarray:
+    """[R] §5.1's angular frequencies: ``n`` evenly spaced in [π/16, π/8] rad/step, ends included (host
+    NumPy: constants, also when read inside a trace)."""
+    return np.linspace(np.pi / 16, np.pi / 8, n).astype(np.float32)
+
+
+def _sinegen_trials(omega: Float[Array, " b"], T: int) -> tuple[Array, Array]:
+    """Input ``x_t = ω`` (constant), target ``sin(ω (t+1))`` ([R] §5.1; ``popdyn.rtasks.sine_generation``)."""
+    steps = jnp.arange(1, T + 1, dtype=jnp.float32)
+    inputs = jnp.broadcast_to(omega[:, None, None], (omega.shape[0], T, 1))
+    return inputs, jnp.sin(omega[:, None] * steps)[..., None]
 
 
 def _flipflop_inputs(key: PRNGKeyArray, batch: int, T: int, K: int, p: float) -> Float[Array, "b t k"]:
@@ -368,6 +399,17 @@ def make_task(name: str, **params: Any) -> Task:
         return _text_task(name, values)
     if name == "corpus":
         return _corpus_task(values)
+    if name == "sinegen":
+        values["n_sequences"] = _positive_int(name, "n_sequences", values["n_sequences"])
+        return Task(name, 1, 1, values["T"], tuple(sorted(values.items())))
+    if name == "symbols":
+        if values["T"] < 50:
+            raise TaskError(
+                f"symbols: T must be at least 50 (the second symbol falls in steps 40–49), got {values['T']}"
+            )
+        return Task(
+            name, len(rtasks.SYMBOLS), len(rtasks.CLASSES), values["T"], tuple(sorted(values.items()))
+        )
     K = values.get("K", 1)
     n_in, n_out = {"flipflop": (K, K), "sine": (1, 1), "cdi": (2 * K, 1)}[name]
     return Task(name=name, n_in=n_in, n_out=n_out, T=values["T"], params=tuple(sorted(values.items())))

@@ -143,7 +143,7 @@ def chunk_one(
         inputs, targets = task.sample(key, settings.batch, data)
         (_, loss), grads = grad_fn(state.params, hp.l2, inputs, targets)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = model.constrain(optax.apply_updates(state.params, updates))
         active = (state.step < settings.steps) & ~state.diverged
         finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
         take = active & finite

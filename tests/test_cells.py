@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.linalg
 
-from popdyn.cells import Cell, make_cell
+from popdyn.cells import Cell, make_cell, recurrent_kernel
 from popdyn.model import Model
 from tests.conftest import N_OUT, M, N
 
@@ -29,6 +30,7 @@ INPUT_BLOCKS = {
     "lstm": ("i", "fg", "o", "c"),
 }
 RECURRENT_BLOCKS = {**INPUT_BLOCKS, "gru": ("r", "g")}  # gru's Wc is the separate ``candidate``
+BASE = {"slstm": "lstm", "ornn": "vanilla"}  # [R]'s cells compute these cells' equations (SPEC §1)
 
 
 # ---------------------------------------------------------------------------------------------- reference
@@ -40,8 +42,14 @@ _F = {"relu": lambda z: np.maximum(z, 0.0), "tanh": np.tanh}
 
 
 def named_blocks(arch: str, p: dict) -> tuple[dict, dict, dict]:
-    """W[name] (N×N), U[name] (N×M), b[name] (N) in the equations' convention, as float64."""
-    rec = np.asarray(p["recurrent"], np.float64)
+    """W[name] (N×N), U[name] (N×M), b[name] (N) in the equations' convention, as float64; ornn's W is
+    ``expm(A − Aᵀ)`` of its ``skew`` parameter A (SciPy)."""
+    if arch == "ornn":
+        skew = np.asarray(p["skew"], np.float64)
+        rec = scipy.linalg.expm(skew - skew.T)
+    else:
+        rec = np.asarray(p["recurrent"], np.float64)
+    arch = BASE.get(arch, arch)
     inp = np.asarray(p["input"], np.float64)
     bias = np.asarray(p["bias"], np.float64)
     n = rec.shape[0]
@@ -56,6 +64,7 @@ def named_blocks(arch: str, p: dict) -> tuple[dict, dict, dict]:
 def ref_step(arch: str, activation: str, p: dict, state: np.ndarray, x: np.ndarray):
     """SPEC §1 for one column-vector state (1-D). Returns (state', pre-activations fed to f)."""
     W, U, b = named_blocks(arch, p)
+    arch = BASE.get(arch, arch)
     f = _F[activation]
     state, x = np.asarray(state, np.float64), np.asarray(x, np.float64)
     if arch == "vanilla":
@@ -128,17 +137,20 @@ def jacobians(model: Model):
 
 # ---------------------------------------------------------------------------------------------- one step
 def test_state_size(model, arch):
-    assert model.state_size == (2 * N if arch == "lstm" else N)
+    assert model.state_size == (2 * N if BASE.get(arch, arch) == "lstm" else N)
     assert model.cell.state_size == model.state_size
     assert make_cell(arch, model.activation, N, M).state_size == model.state_size
 
 
 def test_parameter_shapes(init_params, arch):
-    g = len(INPUT_BLOCKS[arch])
+    base = BASE.get(arch, arch)
+    g = len(INPUT_BLOCKS[base])
     cell = init_params["cell"]
-    expected = {"recurrent": (N, len(RECURRENT_BLOCKS[arch]) * N), "input": (M, g * N), "bias": (g * N,)}
+    expected = {"recurrent": (N, len(RECURRENT_BLOCKS[base]) * N), "input": (M, g * N), "bias": (g * N,)}
     if arch == "gru":
         expected["candidate"] = (N, N)
+    if arch == "ornn":  # W = expm(A − Aᵀ) of the free parameter A
+        expected["skew"] = expected.pop("recurrent")
     assert {k: v.shape for k, v in cell.items()} == expected
     assert init_params["readout"]["kernel"].shape == (N, N_OUT)
     assert init_params["readout"]["bias"].shape == (N_OUT,)
@@ -234,12 +246,14 @@ def test_vanilla_tanh_jacobian_closed_form():
 
 # ---------------------------------------------------------------------------------------------- init
 def test_recurrent_blocks_orthogonal(init_params, arch):
+    if arch == "slstm":
+        pytest.skip("slstm's blocks are projected into its contractive region (test_slstm_* below)")
     cell = init_params["cell"]
-    rec = np.asarray(cell["recurrent"], np.float64)
+    rec = np.asarray(recurrent_kernel(arch, cell), np.float64)
     blocks = [rec[:, k * N : (k + 1) * N] for k in range(rec.shape[1] // N)]
     if arch == "gru":
         blocks.append(np.asarray(cell["candidate"], np.float64))
-    assert len(blocks) == len(RECURRENT_BLOCKS[arch]) + (arch == "gru")
+    assert len(blocks) == len(RECURRENT_BLOCKS[BASE.get(arch, arch)]) + (arch == "gru")
     for Q in blocks:
         np.testing.assert_allclose(Q.T @ Q, np.eye(N), atol=1e-5)
     # each block drawn with its own key
@@ -252,7 +266,7 @@ def test_biases(init_params, arch):
     bias = np.asarray(init_params["cell"]["bias"])
     expected = np.zeros_like(bias)
     if arch == "lstm":
-        expected[N : 2 * N] = 1.0  # forget gate, second block
+        expected[N : 2 * N] = 1.0  # forget gate, second block (slstm: +1 is projected down to 0)
     np.testing.assert_array_equal(bias, expected)
     np.testing.assert_array_equal(init_params["readout"]["bias"], 0.0)
 
@@ -261,7 +275,7 @@ def test_init_deterministic_per_key(model, init_params):
     same = model.init(jax.random.key(0))
     jax.tree_util.tree_map(np.testing.assert_array_equal, same, init_params)
     other = model.init(jax.random.key(1))
-    for name in ("recurrent", "input"):
+    for name in ("skew" if model.arch == "ornn" else "recurrent", "input"):
         assert not np.allclose(other["cell"][name], init_params["cell"][name])
     assert not np.allclose(other["readout"]["kernel"], init_params["readout"]["kernel"])
 
@@ -298,3 +312,70 @@ def test_make_cell_rejects(arch_, activation_, units, needle):
 def test_model_rejects_unknown_arch():
     with pytest.raises(ValueError, match="bogus_arch"):
         Model("bogus_arch", "tanh", N, M, N_OUT).init(jax.random.key(0))
+
+
+# ---------------------------------------------------------------------------------------------- [R]'s cells
+def test_ornn_recurrent_matrix_stays_orthogonal_through_training():
+    """ornn's W = expm(A − Aᵀ) is orthogonal for any A — at init (rotations spread over the circle) and
+    after Adam has moved A."""
+    from popdyn.population import HParams
+    from popdyn.tasks import make_task
+    from popdyn.train import TrainSettings, train_one
+
+    task = make_task("flipflop", T=20)
+    model = Model.for_task("ornn", "tanh", 8, task)
+    settings = TrainSettings(steps=30, batch=16, chunk=30, optimizer="adam")
+    hp = HParams(*(jnp.float32(v) for v in (0.05, 1.0, 0.0, 10.0, 0.0)))
+    state, losses = train_one(model, task, settings, hp, jax.random.key(0))
+    init = model.init(jax.random.key(0))
+    for cell in (init["cell"], state.params["cell"]):
+        Q = np.asarray(recurrent_kernel("ornn", cell), np.float64)
+        np.testing.assert_allclose(Q.T @ Q, np.eye(8), atol=2e-5)
+        assert np.linalg.det(Q) == pytest.approx(1.0, abs=1e-4)
+    assert not np.allclose(init["cell"]["skew"], state.params["cell"]["skew"])  # it did train
+    angles = np.angle(np.linalg.eigvals(np.asarray(recurrent_kernel("ornn", init["cell"]))))
+    assert np.ptp(angles) > 1.0  # not the identity
+
+
+def test_slstm_stays_contractive_after_every_update():
+    """slstm: the parameters are projected after each Adam step (and at init), so the state map's
+    Jacobian has spectral norm < 1 at states every trajectory can reach (|h| ≤ 1, |c| ≤ 2.5), even with a
+    learning rate that throws an lstm far out of that region."""
+    from popdyn.cells import SLSTM_RECURRENT_CAPS
+    from popdyn.population import HParams
+    from popdyn.tasks import make_task
+    from popdyn.train import TrainSettings, chunk_one, init_one
+
+    task = make_task("flipflop", T=20)
+    model = Model.for_task("slstm", "tanh", 8, task)
+    settings = TrainSettings(steps=20, batch=16, chunk=5, optimizer="adam")
+    hp = HParams(*(jnp.float32(v) for v in (0.5, 1.0, 0.0, 100.0, 0.0)))
+    state = init_one(model, settings, hp, jax.random.key(0))
+    rng = np.random.default_rng(0)
+    h = rng.uniform(-1, 1, (100, 8))
+    c = rng.uniform(-2.5, 2.5, (100, 8))
+    states = jnp.asarray(np.concatenate([h, c], axis=1), jnp.float32)
+    x = jnp.asarray(rng.uniform(-1, 1, (100, 3)), jnp.float32)
+    jac = jax.jit(jax.vmap(jax.jacobian(model.step, argnums=1), (None, 0, 0)))
+    for _ in range(4):
+        cell = state.params["cell"]
+        rec = np.asarray(cell["recurrent"])
+        for g, cap in enumerate(SLSTM_RECURRENT_CAPS):
+            block = np.abs(rec[:, g * 8 : (g + 1) * 8])
+            assert block.sum(0).max() <= cap * 1.0001 and block.sum(1).max() <= cap * 1.0001
+        norms = np.linalg.norm(np.asarray(jac(cell, states, x)), ord=2, axis=(1, 2))
+        assert norms.max() < 1.0, norms.max()
+        state, _ = chunk_one(model, task, settings, hp, state)
+    # the same steps leave a plain lstm non-contractive
+    lstm = Model.for_task("lstm", "tanh", 8, task)
+    free = init_one(lstm, settings, hp, jax.random.key(0))
+    for _ in range(4):
+        free, _ = chunk_one(lstm, task, settings, hp, free)
+    norms = np.linalg.norm(
+        np.asarray(
+            jax.vmap(jax.jacobian(lstm.step, argnums=1), (None, 0, 0))(free.params["cell"], states, x)
+        ),
+        ord=2,
+        axis=(1, 2),
+    )
+    assert norms.max() > 1.0

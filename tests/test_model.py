@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.linalg
 
 from popdyn.cells import ARCHS
 from popdyn.model import Model, weight_matrices
@@ -32,6 +33,10 @@ _F = {"relu": lambda z: np.maximum(z, 0.0), "tanh": np.tanh}
 def ref_step(arch: str, activation: str, p: dict, s: np.ndarray, x: np.ndarray) -> np.ndarray:
     """SPEC §1 on row vectors s [B, D], x [B, M]; gate blocks in the column order of the fused kernels."""
     f = _F[activation]
+    if arch == "ornn":  # a vanilla cell with W = expm(A − Aᵀ)
+        skew = np.asarray(p["skew"], np.float64)
+        p, arch = {**p, "recurrent": scipy.linalg.expm(skew - skew.T)}, "vanilla"
+    arch = "lstm" if arch == "slstm" else arch
     K, Ux, b = (np.asarray(p[k], np.float64) for k in ("recurrent", "input", "bias"))
     n = K.shape[0]
     xp = x @ Ux + b  # U x + b for every gate, side by side
@@ -141,7 +146,11 @@ def test_population_vmap_matches_members():
 def test_weight_matrices_are_the_kernels(init_params, arch):
     mats = weight_matrices(init_params)
     cell = init_params["cell"]
-    expected = [cell["recurrent"], cell["input"], init_params["readout"]["kernel"]]
+    expected = [
+        cell["skew" if arch == "ornn" else "recurrent"],
+        cell["input"],
+        init_params["readout"]["kernel"],
+    ]
     if arch == "gru":
         expected.append(cell["candidate"])
     assert len(mats) == len(expected)

@@ -87,7 +87,17 @@ REGRESSION = tuple(REFERENCE)  # [U]'s tasks; the text tasks of [A] are tested i
 
 
 def test_defaults_match_spec():
-    assert TASKS == ("flipflop", "sine", "cdi", "categorical", "ordered", "multilabel")
+    assert TASKS == (
+        "flipflop",
+        "sine",
+        "cdi",
+        "categorical",
+        "ordered",
+        "multilabel",
+        "corpus",
+        "sinegen",
+        "symbols",
+    )
     ff, sine, cdi = (make_task(n) for n in REGRESSION)
     assert dict(ff.params) == {"K": 3, "T": 100, "p": 0.05, "n_probe": 64, "probe_seed": 0}
     assert dict(sine.params) == {"T": 500, "n_probe": 16, "probe_seed": 0}
@@ -408,3 +418,54 @@ def test_probes_read_inside_jit_are_not_kept_as_tracers(name):
     expected = np.sum(task.probe_inputs) + np.sum(task.x_star) + np.sum(task.probe_targets)
     np.testing.assert_allclose(total(0.0), expected, rtol=1e-5)
     assert not isinstance(task.probe_inputs, jax.core.Tracer)
+
+
+# ---------------------------------------------------------------------------------------------- [R] tasks
+def test_sinegen_draws_from_the_set_of_waves():
+    """[R] §5.1: constant input ω from the n_sequences frequencies evenly spaced in [π/16, π/8], target
+    sin(ω (t+1)); probes and fixed-point conditions one per probe frequency."""
+    task = make_task("sinegen", T=50, n_sequences=5)
+    assert (task.n_in, task.n_out, task.loss) == (1, 1, "mse")
+    x, y = task.sample(jax.random.key(0), 64)
+    assert x.shape == (64, 50, 1) and y.shape == (64, 50, 1)
+    omega = np.asarray(x[:, 0, 0], np.float64)
+    grid = np.linspace(np.pi / 16, np.pi / 8, 5)
+    assert np.abs(omega[:, None] - grid[None]).min(axis=1).max() < 1e-6
+    assert len(np.unique(omega.round(6))) == 5  # every wave of the set drawn
+    assert (np.asarray(x) == omega[:, None, None]).all()
+    np.testing.assert_allclose(y[:, :, 0], np.sin(omega[:, None] * np.arange(1, 51)), atol=2e-5)
+    np.testing.assert_allclose(task.x_star[:, 0], np.linspace(np.pi / 16, np.pi / 8, 16), rtol=1e-6)
+    assert (
+        task.probe_inputs.shape == (16, 50, 1) and (np.asarray(task.probe_condition) == np.arange(16)).all()
+    )
+
+
+def test_symbols_task_is_relevant_symbol_classification():
+    """[R] §5.2: one-hot p q a b c d; p/q exactly at one step in [10, 18] and one in [40, 49]; the class is
+    the ordered pair; final-state softmax classification."""
+    task = make_task("symbols", T=60)
+    assert (task.n_in, task.n_out, task.loss, task.T) == (6, 4, "softmax", 60)
+    assert task.words == ("p", "q", "a", "b", "c", "d")
+    x, y = task.sample(jax.random.key(1), 256)
+    sym = np.asarray(x).argmax(-1)  # [batch, T]
+    relevant = sym < 2
+    assert (relevant.sum(1) == 2).all()
+    steps = np.nonzero(relevant)[1].reshape(-1, 2)
+    assert ((steps[:, 0] >= 10) & (steps[:, 0] <= 18) & (steps[:, 1] >= 40) & (steps[:, 1] <= 49)).all()
+    pair = sym[relevant].reshape(-1, 2)
+    np.testing.assert_array_equal(np.asarray(y).argmax(-1), 2 * pair[:, 0] + pair[:, 1])
+    with pytest.raises(TaskError, match="T must be at least 50"):
+        make_task("symbols", T=40)
+    with pytest.raises(TaskError, match="n_sequences"):
+        make_task("sinegen", n_sequences=0)
+
+
+@pytest.mark.parametrize("grid", ["sinegen", "symbols"])
+def test_r_grids_validate_with_the_paper_s_settings(grid):
+    """[R] §5: lstm, slstm and ornn of 200 units, Adam, gradient-norm clip 0.25, batch 100."""
+    from popdyn.config import build_sweep
+    from tests.test_sweep import config
+
+    s = build_sweep(config(grid=grid))
+    assert s.task.name == grid and s.grid.arch == ("lstm", "slstm", "ornn") and s.grid.units == (200,)
+    assert s.train.optimizer == "adam" and s.train.batch == 100 and s.hparams["clip"] == 0.25

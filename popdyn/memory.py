@@ -1,0 +1,399 @@
+"""State gradients of [V] (Verwimp et al., *State gradients for analyzing memory in LSTM language models*):
+how strongly, and along which embedding directions, an RNN's state still depends on an input τ steps back;
+and the synthetic repetition dataset of [V] §4.2.1 that the method is checked on.
+
+Time convention.  One sequence ``e_0 … e_{T−1}`` drives ``s_t = F(s_{t−1}, e_t)`` from ``s_{−1} = state0``
+(``F`` = ``Model.step`` on the full state, lstm ``[h; c]``), so ``s_t`` is the state after reading ``e_t``
+and delay 0 is the current input ([V] §3: "the input for a delay of 0 is *mat* itself").
+
+- state gradient ([V] §3): ``G_{t,τ} = ∂s_t/∂e_{t−τ} = A_t A_{t−1} ⋯ A_{t−τ+1} B_{t−τ}`` with
+  ``A_t = ∂F/∂s`` and ``B_t = ∂F/∂e`` at ``(s_{t−1}, e_t)``; ``Ḡ_τ`` its average over t.
+- normalisation ([V] §4.1, eqs. 6–10): ``Ḡ_τ D`` with ``cov(e) = D Dᵀ`` (lower Cholesky factor), the
+  gradient with respect to whitened embeddings ``g = D⁻¹ e``, so that no embedding direction counts more
+  for having a larger variance.
+- SVD ``Ḡ_τ D = U Σ Vᵀ`` ([V] eq. 1); memory curve ``m(τ) = Σ_i σ_i(τ)`` ([V] Fig. 3), selectivity
+  ``σ_1/Σσ`` ([V] §4.3.2).
+
+Every function is written for one network (and one sequence where it says so) and is pure JAX: ``jit`` it
+and ``vmap`` it over sequences or members at the call site.  :func:`population_memory` does this for a
+group of members (params with a leading member axis) and returns an ``xarray.Dataset``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+if TYPE_CHECKING:
+    from popdyn.model import Model
+
+Step = Callable[[dict, Array, Array], Array]
+
+PARTS = ("state", "hidden", "cell")
+
+
+# ------------------------------------------------------------------------------------------------------
+# state gradients ([V] §3)
+def state_gradient_sums(
+    step: Step,
+    cell_params: dict,
+    embeddings: Float[Array, "time emb"],
+    state0: Float[Array, " state"],
+    max_delay: int,
+    source_mask: Bool[Array, " time"] | None = None,
+) -> tuple[Float[Array, "delay state emb"], Float[Array, " delay"]]:
+    """``Σ_t G_{t,τ}`` and the number of terms, for τ = 0 … ``max_delay``, over one sequence.
+
+    The sum runs over t = τ … T−1 (every t with t−τ ≥ 0), restricted to those whose source ``t−τ`` has
+    ``source_mask[t−τ]`` when a mask is given.  Sums rather than means so that a batch can pool its terms
+    (:func:`mean_state_gradients`).  Cost: ``T·(S + E)`` Jacobian-vector products for the step Jacobians
+    ``A_t, B_t``, then ``max_delay`` batched products ``A_t · P_{t−1}`` ([T, S, S] @ [T, S, E]); memory
+    ``O(T·S·(S + E))``.
+    """
+    T = embeddings.shape[0]
+    _check_delay(max_delay, T)
+
+    def forward(s, e):
+        s_next = step(cell_params, s, e)
+        return s_next, s
+
+    # the state each step starts from: s_{t−1}, with s_{−1} = state0
+    _, previous = jax.lax.scan(forward, state0, embeddings)
+    A, B = jax.vmap(jax.jacfwd(step, argnums=(1, 2)), in_axes=(None, 0, 0))(cell_params, previous, embeddings)
+
+    weights = jnp.ones((T,), B.dtype) if source_mask is None else jnp.asarray(source_mask, B.dtype)
+
+    def shift(x):  # x[t] ← x[t−1], zero at t = 0: the delay grows by one
+        return jnp.concatenate([jnp.zeros_like(x[:1]), x[:-1]])
+
+    def delay(carry, _):
+        # P[t] = ∂s_t/∂e_{t−τ} (zero for t < τ); w[t] = weight of the source t−τ
+        P, w = carry
+        P = jnp.einsum("tij,tjk->tik", A, shift(P))
+        w = shift(w)
+        return (P, w), (jnp.einsum("t,tik->ik", w, P), w.sum())
+
+    total0, count0 = jnp.einsum("t,tik->ik", weights, B), weights.sum()
+    _, (totals, counts) = jax.lax.scan(delay, (B, weights), None, length=max_delay)
+    return (
+        jnp.concatenate([total0[None], totals]),
+        jnp.concatenate([count0[None], counts]),
+    )
+
+
+def state_gradients(
+    step: Step,
+    cell_params: dict,
+    embeddings: Float[Array, "time emb"],
+    state0: Float[Array, " state"],
+    max_delay: int,
+    source_mask: Bool[Array, " time"] | None = None,
+) -> Float[Array, "delay state emb"]:
+    """``Ḡ_τ = mean_t ∂s_t/∂e_{t−τ}`` for τ = 0 … ``max_delay`` over ONE sequence ([V] §3).
+
+    ``step(cell_params, s, e) -> s'`` is the one-step map (``Model.step``); ``s_t = F(s_{t−1}, e_t)``
+    from ``s_{−1} = state0``.  For delay τ the mean is over t = τ, τ+1, …, T−1 — every step whose source
+    ``t−τ`` lies in the sequence, ``T−τ`` terms — or, with ``source_mask``, over those t with
+    ``source_mask[t−τ]`` true (e.g. only the new tokens of the repetition task, [V] Fig. 3).  A delay with
+    no term is NaN.  ``max_delay`` is static and must be in [0, T−1].
+    """
+    total, count = state_gradient_sums(step, cell_params, embeddings, state0, max_delay, source_mask)
+    return total / count[:, None, None]
+
+
+def mean_state_gradients(
+    step: Step,
+    cell_params: dict,
+    embeddings: Float[Array, "batch time emb"],
+    state0: Float[Array, " state"],
+    max_delay: int,
+    source_mask: Bool[Array, "batch time"] | None = None,
+    chunk: int | None = None,
+) -> Float[Array, "delay state emb"]:
+    """``Ḡ_τ`` pooled over a batch of sequences: the mean of ``∂s_t/∂e_{t−τ}`` over every (sequence, t)
+    pair that :func:`state_gradients` would average ([V] §4.1, "average G over the whole dataset").
+
+    Every sequence starts from ``state0``.  ``chunk`` sequences are differentiated at a time (``vmap``
+    inside, a ``lax.scan`` over chunks) to bound memory at ``chunk·T·S·(S + E)`` floats; ``None`` takes
+    the whole batch at once.  ``chunk`` must divide the batch.
+    """
+    batch = embeddings.shape[0]
+    _check_chunk(chunk, batch)
+    chunk = batch if chunk is None else chunk
+    sums = jax.vmap(partial(state_gradient_sums, step, cell_params), in_axes=(0, None, None, 0))
+
+    def add(carry, xs):
+        e, mask = xs
+        total, count = sums(e, state0, max_delay, mask)
+        return (carry[0] + total.sum(0), carry[1] + count.sum(0)), None
+
+    def chunks(x):
+        return None if x is None else x.reshape(batch // chunk, chunk, *x.shape[1:])
+
+    S, E = state0.shape[0], embeddings.shape[-1]
+    dtype = jnp.result_type(state0, embeddings)
+    zero = (jnp.zeros((max_delay + 1, S, E), dtype), jnp.zeros((max_delay + 1,), dtype))
+    mask = None if source_mask is None else jnp.asarray(source_mask, bool)
+    (total, count), _ = jax.lax.scan(add, zero, (chunks(embeddings), chunks(mask)))
+    return total / count[:, None, None]
+
+
+# ------------------------------------------------------------------------------------------------------
+# normalisation, SVD, memory curve ([V] §3, §4.1)
+def embedding_cholesky(
+    embeddings: Float[Array, "samples emb"], ridge: float = 1e-5
+) -> Float[Array, "emb emb"]:
+    """The lower-triangular ``D`` with ``D Dᵀ = cov(e) + ridge·(tr cov/E)·I``, ``cov(e) = (1/n) Σ (e − ē)(e − ē)ᵀ``
+    ([V] eqs. 6–7).
+
+    [V] estimates the covariance over the vocabulary, each word's embedding once (pass the embedding
+    matrix's rows for that); passing every input of a batch instead weights each word by its frequency.
+    The ridge, relative to the mean variance, keeps a singular covariance factorisable: one-hot inputs
+    (the repetition task, [V] §4.2.1, has no embedding layer) have covariance ``diag(p) − p pᵀ``, whose
+    null direction ``1`` no input ever moves along.
+    """
+    if isinstance(ridge, numbers.Real) and not ridge >= 0:
+        raise ValueError(f"ridge must be a non-negative number, got {ridge!r}")
+    e = embeddings - embeddings.mean(axis=0)
+    cov = e.T @ e / e.shape[0]
+    E = cov.shape[0]
+    return jnp.linalg.cholesky(cov + ridge * jnp.trace(cov) / E * jnp.eye(E, dtype=cov.dtype))
+
+
+def normalise(
+    gradients: Float[Array, "delay state emb"], cholesky: Float[Array, "emb emb"]
+) -> Float[Array, "delay state emb"]:
+    """``G_norm = G D`` ([V] eq. 10): the state gradient with respect to whitened embeddings ``D⁻¹ e``."""
+    return gradients @ cholesky
+
+
+def singular_values(gradients: Float[Array, "delay state emb"]) -> Float[Array, "delay rank"]:
+    """``σ_1 ≥ σ_2 ≥ … ≥ σ_r`` of each delay's matrix, r = min(S, E) ([V] eq. 1)."""
+    return jnp.linalg.svd(gradients, compute_uv=False)
+
+
+def memory_curve(gradients: Float[Array, "delay state emb"]) -> Float[Array, " delay"]:
+    """``m(τ) = Σ_i σ_i(Ḡ_τ)``, the memory curve of [V] Fig. 3 (pass normalised gradients for [V]'s)."""
+    return singular_values(gradients).sum(axis=-1)
+
+
+# ------------------------------------------------------------------------------------------------------
+# a population ([V] §4.3.2 compares seeds, cells and sizes by these curves)
+def population_memory(
+    model: Model,
+    params: dict,
+    inputs: Float[Array, "batch time n_in"],
+    max_delay: int,
+    *,
+    cholesky: Float[Array, "n_in n_in"] | None = None,
+    normalised: bool = True,
+    part: str = "state",
+    source_mask: Bool[Array, "batch time"] | None = None,
+    chunk: int | None = None,
+    members: Sequence | None = None,
+) -> xr.Dataset:
+    """Memory of every member of one group (``model``: a ``popdyn.model.Model``; ``params``: its
+    parameter dict with a leading member axis) on the same ``inputs``, in one ``jit(vmap(...))``.
+
+    Per member: ``Ḡ_τ`` pooled over the batch (:func:`mean_state_gradients`, from ``h0 = 0`` as
+    ``Model.states``), rows of ``part`` kept, times ``D`` when ``normalised``, SVD.  ``D`` is ``cholesky``
+    when given, else :func:`embedding_cholesky` of every input in the batch (shared by all members).
+    ``part``: ``state`` (the full state; lstm ``[h; c]``), ``hidden`` (h) or ``cell`` (lstm c only — the
+    state [V] analyses by default).  ``source_mask`` [batch, time] restricts the average to sources where
+    it is true (:func:`state_gradients`); ``chunk`` bounds memory at members·chunk·T·S·(S + E) floats
+    (:func:`mean_state_gradients`).  Returns a Dataset with coords ``member`` (``members`` or 0 … M−1),
+    ``delay`` (0 … max_delay), ``rank`` and variables ``singular_values`` (member, delay, rank),
+    ``memory`` = Σσ and ``selectivity`` = σ_1/Σσ (member, delay).
+    """
+    inputs = jnp.asarray(inputs)
+    if inputs.ndim != 3 or inputs.shape[-1] != model.n_in:
+        raise ValueError(f"inputs must be [batch, time, {model.n_in}], got shape {tuple(inputs.shape)}")
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}; allowed: {', '.join(PARTS)}")
+    if part == "cell" and model.arch != "lstm":
+        raise ValueError(f"part='cell' needs an lstm (state [h; c]); {model.arch} has only h")
+    _check_delay(max_delay, inputs.shape[1])
+    _check_chunk(chunk, inputs.shape[0])
+    if normalised:
+        D = embedding_cholesky(inputs.reshape(-1, model.n_in)) if cholesky is None else jnp.asarray(cholesky)
+    else:
+        D = jnp.eye(model.n_in, dtype=inputs.dtype)
+    sv = np.asarray(_population(model, params["cell"], inputs, source_mask, D, max_delay, part, chunk))
+    n_members, n_delays, rank = sv.shape
+    total = sv.sum(-1)
+    coords = {
+        "member": np.arange(n_members) if members is None else np.asarray(members),
+        "delay": np.arange(n_delays),
+        "rank": np.arange(rank),
+    }
+    with np.errstate(invalid="ignore", divide="ignore"):
+        selectivity = sv[..., 0] / total
+    return xr.Dataset(
+        {
+            "singular_values": (("member", "delay", "rank"), sv),
+            "memory": (("member", "delay"), total),
+            "selectivity": (("member", "delay"), selectivity),
+        },
+        coords=coords,
+        attrs={
+            "arch": model.arch,
+            "activation": model.activation,
+            "units": model.units,
+            "part": part,
+            "normalised": int(bool(normalised)),
+        },
+    )
+
+
+@partial(jax.jit, static_argnames=("model", "max_delay", "part", "chunk"))
+def _population(model, cell_params, inputs, source_mask, cholesky, max_delay, part, chunk):
+    """Singular values ``[member, delay, rank]`` of every member's normalised ``Ḡ_τ``."""
+    n = model.units
+    rows = {"state": slice(None), "hidden": slice(0, n), "cell": slice(n, 2 * n)}[part]
+    state0 = jnp.zeros((model.state_size,), inputs.dtype)
+
+    def one(cell_params):
+        G = mean_state_gradients(model.step, cell_params, inputs, state0, max_delay, source_mask, chunk)
+        return singular_values(normalise(G[:, rows], cholesky))
+
+    return jax.vmap(one)(cell_params)
+
+
+# ------------------------------------------------------------------------------------------------------
+# the synthetic repetition dataset ([V] §4.2.1)
+class Repetition(NamedTuple):
+    """A batch of the repetition language-modelling task: token ids, next-token targets and each input's
+    place in its cycle (0 = a new token, 1 … repeats = the k-th repetition, −1 = end of sentence; the
+    'counting' labels of [V] Fig. 2)."""
+
+    inputs: Int[Array, "batch time"]
+    targets: Int[Array, "batch time"]
+    count: Int[Array, "batch time"]
+
+
+def sample_repetition(
+    key: PRNGKeyArray,
+    batch: int,
+    length: int = 200,
+    vocab: int = 10,
+    repeats: int = 15,
+    min_cycles: int = 5,
+    max_cycles: int = 10,
+) -> Repetition:
+    """``batch`` windows of the repetition stream of [V] §4.2.1: ``inputs[b, t]`` = token t of stream b and
+    ``targets[b, t]`` = token t+1 (language modelling).  Token ids ``0 … vocab−1``, end of sentence ``vocab``
+    (so ``vocab + 1`` one-hot inputs; [V] feeds one-hot vectors without an embedding layer).
+
+    A cycle is a new token followed by ``repeats`` copies of the previous cycle's new token::
+
+        A B B … B  C A A … A  D C C … C  …  <eos>  G F F … F  …
+
+    A line is ``min_cycles … max_cycles`` cycles (uniform) and an end-of-sentence token; the stream runs on
+    across lines, so the first cycle of a line repeats the last new token of the line before ([V]: "the
+    dependencies span across sentence boundaries").  Each new token is uniform over the vocabulary minus
+    the token it is about to be followed by and the token being repeated before it ([V] App. 8: "C cannot be
+    equal to A or to B", P = 1/8 with 10 tokens).  Defaults are [V]'s: 10 tokens, 15 repetitions, 5–10
+    cycles per line.
+
+    Where [V] is silent: each row is an independent stream from its very beginning (the first cycle repeats
+    a uniformly drawn token B ≠ A, and that first repetition cannot be predicted); ``length`` = 200, the
+    unroll length of [V] §4.3.1, so that every window (≥ 81, ≤ 161 tokens a line) crosses an end of
+    sentence and carries a dependency across it.  Pure JAX: ``jit`` and ``vmap`` over keys work; the sizes
+    are static.
+    """
+    _check_int("batch", batch, 1)
+    _check_int("length", length, 1)
+    _check_int("vocab", vocab, 3, "a new token must differ from the two tokens before it")
+    _check_int("repeats", repeats, 1)
+    _check_int("min_cycles", min_cycles, 1)
+    _check_int("max_cycles", max_cycles, int(min_cycles), "min_cycles")
+    return _repetition(
+        key, int(batch), int(length), int(vocab), int(repeats), int(min_cycles), int(max_cycles)
+    )
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+def _repetition(key, batch, length, vocab, repeats, min_cycles, max_cycles) -> Repetition:
+    n = length + 1  # one more token than the window: the last target
+    # One flat draw of random words for everything, the loop below is integer logic only: per position one
+    # word for a new token and one for the length of the line an end of sentence would start (plus one
+    # each for the first cycle).  Flat because XLA:CPU compiles multi-dimensional threefry draws slowly;
+    # a word modulo k is uniform on 0 … k−1 up to a bias below k/2³² (< 3e-9 here).
+    bits = jax.random.bits(key, (2 * batch * (n + 1),)).reshape(batch, 2, n + 1)
+    stream = partial(_stream, vocab=vocab, repeats=repeats, min_cycles=min_cycles, max_cycles=max_cycles)
+    tokens, counts = jax.vmap(stream)(bits[:, 0], bits[:, 1])
+    return Repetition(tokens[:, :-1], tokens[:, 1:], counts[:, :-1])
+
+
+def _stream(
+    token_bits, line_bits, *, vocab, repeats, min_cycles, max_cycles
+) -> tuple[Int[Array, " n"], Int[Array, " n"]]:
+    """The tokens of one stream and their cycle counts, a state machine scanned over the positions.
+
+    Carry: ``single`` (the last new token, repeated in the next cycle), ``rep`` (the token being repeated
+    now; −1 before the first cycle), ``phase`` (0 = new token, 1 … repeats, repeats + 1 = end of
+    sentence) and ``left`` (cycles left in the line).  ``token_bits[0]``/``line_bits[0]`` draw the first
+    cycle's repeated token B and the first line's cycles.
+    """
+    eos, ids = vocab, jnp.arange(vocab)
+    n_lines = max_cycles - min_cycles + 1
+
+    def uniform_below(word, k):
+        return (word % k.astype(jnp.uint32)).astype(jnp.int32)
+
+    def position(carry, words):
+        single, rep, phase, left = carry
+        token_word, line_word = words
+        allowed = (ids != single) & (ids != rep)
+        r = uniform_below(token_word, allowed.sum())
+        new = jnp.argmax(jnp.cumsum(allowed) > r)  # the r-th allowed token
+        is_new, is_eos, ends_cycle = phase == 0, phase == repeats + 1, phase == repeats
+        token = jnp.where(is_eos, eos, jnp.where(is_new, new, rep))
+        count = jnp.where(is_eos, -1, phase)
+
+        rep = jnp.where(is_new, single, rep)
+        single = jnp.where(is_new, new, single)
+        left = jnp.where(ends_cycle, left - 1, left)
+        phase = jnp.where(is_eos, 0, jnp.where(ends_cycle, jnp.where(left == 0, repeats + 1, 0), phase + 1))
+        left = jnp.where(is_eos, min_cycles + uniform_below(line_word, jnp.int32(n_lines)), left)
+        return (single, rep, phase, left), (token.astype(jnp.int32), count.astype(jnp.int32))
+
+    carry = (
+        uniform_below(token_bits[0], jnp.int32(vocab)),
+        jnp.int32(-1),
+        jnp.int32(0),
+        min_cycles + uniform_below(line_bits[0], jnp.int32(n_lines)),
+    )
+    _, (tokens, counts) = jax.lax.scan(position, carry, (token_bits[1:], line_bits[1:]))
+    return tokens, counts
+
+
+# ------------------------------------------------------------------------------------------------------
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _check_int(name: str, value, lo: int, why: str = "") -> None:
+    if not _is_int(value) or value < lo:
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"repetition: {name} must be an integer ≥ {lo}{reason}, got {value!r}")
+
+
+def _check_delay(max_delay, T: int) -> None:
+    if not _is_int(max_delay) or not 0 <= max_delay <= T - 1:
+        raise ValueError(
+            f"max_delay must be an integer in [0, {T - 1}] (sequence length {T}), got {max_delay!r}"
+        )
+
+
+def _check_chunk(chunk, batch: int) -> None:
+    if chunk is not None and (not _is_int(chunk) or chunk < 1 or batch % chunk):
+        raise ValueError(f"chunk must be a positive integer dividing the batch ({batch}), got {chunk!r}")
