@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from popdyn import embed, store
+from popdyn.attractors import record_one
 from popdyn.config import Sweep
 from popdyn.dynamics import analyze_descend, analyze_finish
 from popdyn.geometry import class_word_counts, lsa, network_geometry
@@ -142,6 +143,7 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     devices = jax.devices()[: sweep.devices] if sweep.devices else None
     if sweep.task.classification and not (run_dir / store.LSA).exists():
         store.write_npz(run_dir / store.LSA, text_lsa(sweep))
+    record_run(sweep, run_dir, groups, progress)
     todo = [g for g in groups if not (store.group_dir(run_dir, g) / store.DYNAMICS).exists()]
     if not todo:
         log.info("dynamics: every group already analysed")
@@ -160,6 +162,25 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         )  # fmt: skip
     bar.close()
     return run_dir
+
+
+def record_run(sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True) -> None:
+    """[R] through training: for every group with parameters saved during training
+    (``train.record_every``) and no ``training.npz`` yet, ``attractors.record_one`` of every member at
+    every saved step — one compiled program per group, vmapped over steps and members — into
+    ``groups/<g>/training.npz``."""
+    todo = [g for g in groups if not (store.group_dir(run_dir, g) / store.TRAINING).exists()]
+    todo = [(g, snaps) for g in todo if (snaps := store.load_snapshots(run_dir, g)) is not None]
+    for g, (steps, params, member) in tqdm(todo, desc="through training", unit="group", disable=not progress):
+        one = partial(record_one, groups[g].model, sweep.task, sweep.record)
+        out = jax.jit(jax.vmap(jax.vmap(one)))(params)  # [steps, members, ...]
+        out = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in out.items()}  # [members, steps, ...]
+        store.write_npz(store.group_dir(run_dir, g) / store.TRAINING,
+                        {**out, "member": member, "record_step": steps, "scale": np.array(sweep.record.scales)})  # fmt: skip
+        log.info(
+            "%s through training: %d saved steps; final spectral norm median %.3g, radius %.3g",
+            g, len(steps), float(np.median(out["spectral_norm"][:, -1])), float(np.median(out["spectral_radius"][:, -1])),
+        )  # fmt: skip
 
 
 def reported_words(task) -> tuple[str, ...]:

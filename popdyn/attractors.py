@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -145,3 +146,53 @@ def loss_line(loss_fn: Callable[[Any], Array], params: Any, scales: Float[Array,
         return loss_fn(jax.tree.map(lambda p: jnp.asarray(s, p.dtype) * p, params))
 
     return jax.vmap(at)(jnp.asarray(scales))
+
+
+# --------------------------------------------------------------------------------------------------
+# recording through training ([R] Figs. 4–7): parameters saved every `train.record_every` steps, then
+# measured at every saved step
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """Settings of the measurements at each saved training step (config section ``record``).
+
+    ``x_const``: the bifurcation diagram's constant input (``None``: zeros; [R] Fig. 4 uses 0.218 for
+    sinegen, Fig. 7 a one-hot symbol); ``steps``/``burn_in`` as :func:`bifurcation`; contractivity over
+    the states of the first ``probes`` probe trials; ``V(s·θ)`` at ``scales`` on those trials."""
+
+    x_const: tuple[float, ...] | None = None
+    steps: int = 600
+    burn_in: int = 400
+    probes: int = 8
+    scales: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+
+    def __post_init__(self):
+        for name, value, low in (
+            ("steps", self.steps, 1),
+            ("burn_in", self.burn_in, 0),
+            ("probes", self.probes, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"record.{name} must be an integer ≥ {low}, got {value!r}")
+        if self.burn_in >= self.steps:
+            raise ValueError(f"record.burn_in must be below record.steps = {self.steps}, got {self.burn_in}")
+        if not self.scales:
+            raise ValueError("record.scales must list at least one scale")
+
+
+def record_one(model, task, options: RecordOptions, params: dict) -> dict[str, Array]:
+    """[R]'s measurements of one network at one saved step: the bifurcation column (``bif_y``,
+    ``bif_dy`` [kept, n_out]), the largest ``spectral_radius`` and ``spectral_norm`` of ``∂F/∂s`` over the
+    probe trials' states, and ``loss_line`` = V(s·θ) [scales] (the task's loss on those trials)."""
+    from popdyn.train import task_loss  # the training objective, not a dependency of the analyses above
+
+    x_const = jnp.zeros((task.n_in,)) if options.x_const is None else jnp.asarray(options.x_const)
+    y, dy = bifurcation(model, params, x_const, options.steps, options.burn_in)
+    inputs, targets = task.probe_inputs[: options.probes], task.probe_targets[: options.probes]
+    c = contractivity(model, params, inputs)
+    line = loss_line(
+        lambda p: task_loss(model, task.loss, p, inputs, targets), params, jnp.asarray(options.scales)
+    )
+    return {"bif_y": y, "bif_dy": dy, "spectral_radius": c.spectral_radius, "spectral_norm": c.spectral_norm,
+            "loss_line": line}  # fmt: skip

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from popdyn.attractors import RecordOptions
 from popdyn.cells import ACTIVATIONS, ARCHS
 from popdyn.dynamics import FixedPointOptions, TopologyOptions
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid, Group, shard_of_groups
@@ -33,6 +34,7 @@ TRAIN_KEYS = (
     "member_batch",
     "checkpoint_seconds",
     "optimizer",
+    "record_every",
 )
 GRID_KEYS = ("name", "arch", "activation", "units", "l2", "seeds", "trials", "search", "hparams")
 
@@ -62,6 +64,8 @@ class Sweep:
     checkpoint_seconds: float = 30.0  # a group's training state is saved between chunks at most this often
     shard: int = 0  # this job's part of the grid: whole groups (population.shard_of_groups)
     num_shards: int = 1
+    record_every: int = 0  # [R]: save the parameters every this many steps (0: never)
+    record: RecordOptions = RecordOptions()  # what is measured at each saved step
 
     @property
     def groups(self) -> list[Group]:
@@ -222,6 +226,12 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         raise ConfigError(
             f"num_shards = {num_shards} but the grid has only {len(grid.groups)} groups (a shard is whole groups)"
         )
+    record_every = _int("train.record_every", t.get("record_every", 0), 0)
+    if record_every % settings.chunk:
+        raise ConfigError(
+            f"train.record_every = {record_every} must be a multiple of train.chunk = {settings.chunk} "
+            "(parameters are saved between chunks)"
+        )
     analyze = cfg.get("analyze", True)
     if not isinstance(analyze, bool):
         raise ConfigError(f"analyze must be true or false, got {analyze!r}")
@@ -243,7 +253,37 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         checkpoint_seconds=_float("train.checkpoint_seconds", t.get("checkpoint_seconds", 30.0), 0.0),
         shard=shard,
         num_shards=num_shards,
+        record_every=record_every,
+        record=_record(cfg.get("record") or {}, task),
     )
+
+
+def _record(value: Any, task: Task) -> RecordOptions:
+    """The ``record`` section: :class:`~popdyn.attractors.RecordOptions` fields, by name."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"record must be a mapping of settings, got {value!r}")
+    allowed = RecordOptions.__dataclass_fields__
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown record key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    out = dict(value)
+    x = out.get("x_const")
+    if x is not None:
+        x = _as_list(x)
+        if len(x) != task.n_in or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in x):
+            raise ConfigError(
+                f"record.x_const must be null or {task.n_in} numbers (the task's inputs), got {x!r}"
+            )
+        out["x_const"] = tuple(float(v) for v in x)
+    if "scales" in out:
+        scales = _as_list(out["scales"])
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in scales):
+            raise ConfigError(f"record.scales must be a list of numbers, got {out['scales']!r}")
+        out["scales"] = tuple(float(v) for v in scales)
+    try:
+        return RecordOptions(**out)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
 
 
 def _dynamics(value: Any) -> tuple[FixedPointOptions, TopologyOptions]:

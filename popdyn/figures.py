@@ -565,11 +565,66 @@ def eigenmodes(ds: xr.Dataset, member: int, length: int, prefix: str | Path) -> 
     return _save(fig, prefix)
 
 
+def bifurcation_training(ds: xr.Dataset, member: int, prefix: str | Path) -> list[Path]:
+    """[R] Figs. 4, 7: one network's bifurcation diagram over training — at each saved step, the outputs
+    ``y_t`` (top) and ``y_t − y_{t−1}`` (bottom) visited under the constant input after the burn-in (first
+    output).  A point per step is a fixed point, a few a cycle, a smear a quasi-periodic or chaotic orbit."""
+    net = ds.sel(member=member)
+    steps = ds.record_step.values
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.2), sharex=True, layout="constrained")
+    for ax, name, label in ((axes[0], "bif_y", "y_t"), (axes[1], "bif_dy", "y_t − y_{t−1}")):
+        values = net[name].values[..., 0]  # [record_step, bif_t]
+        ax.scatter(np.repeat(steps, values.shape[1]), values.ravel(), s=0.5, color="black", alpha=0.4,
+                   rasterized=True)  # fmt: skip
+        ax.set_ylabel(f"${label}$")
+    axes[1].set_xlabel("training step")
+    axes[0].set_title(f"network {member} ({net.arch.item()}-{net.units.item()}): attractors through training")
+    return _save(fig, prefix)
+
+
+def contractivity_training(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
+    """[R] §3.2, §4.2: the largest spectral norm ‖J‖₂ and |eigenvalue| of the state Jacobian over the
+    probe trials' states at each saved step, mean ± s.e. per arch; above 1 the map is not contractive."""
+    ok = _trained(ds)
+    steps = ds.record_step.values
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6), layout="constrained", sharex=True)
+    for ax, name, label in (
+        (axes[0], "spectral_norm", "max ‖∂F/∂s‖₂"),
+        (axes[1], "spectral_radius", "max |λ(∂F/∂s)|"),
+    ):
+        for arch in _values(ds, "arch", ok):
+            rows = ok & (ds.arch.values == arch)
+            _band(ax, steps, ds[name].values[rows], ARCH_COLORS.get(arch, "tab:gray"), arch)
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize="small")
+    return _save(fig, prefix)
+
+
+def loss_line(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
+    """[R] Fig. 1b: the cost V(s·θ) along the ray through the final parameters θ (s = 1), mean ± s.e.
+    per arch (log scale)."""
+    ok = _trained(ds)
+    fig, ax = plt.subplots(figsize=(5.6, 4.0), layout="constrained")
+    for arch in _values(ds, "arch", ok):
+        rows = ok & (ds.arch.values == arch)
+        _band(ax, ds.scale.values, ds.loss_line.values[rows, -1], ARCH_COLORS.get(arch, "tab:gray"), arch)
+    ax.axvline(1.0, color="black", linestyle=":", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("s (parameters s·θ)")
+    ax.set_ylabel("V(s·θ)")
+    ax.legend(fontsize="small")
+    ax.set_title(f"cost along the ray, at step {int(ds.record_step.values[-1])}")
+    return _save(fig, prefix)
+
+
 def draw_all(run_dir: str | Path, progress: bool = False) -> list[Path]:
     """Every figure the run's task and results allow, into ``<run_dir>/figures/`` (PNG and PDF each):
     ``mds_<metric>``, ``distance_<metric>`` (each metric computed), ``fixed_points`` (dynamics analysed),
     ``sine_frequency``, ``cdi_linear`` (those tasks), ``trained_untrained`` (untrained twins compared),
-    ``text_manifold``, ``eigenmodes``, ``readout_angles``, ``dimensions`` (text classification).
+    ``text_manifold``, ``eigenmodes``, ``readout_angles``, ``dimensions`` (text classification),
+    ``bifurcation_training``, ``contractivity_training``, ``loss_line`` (parameters saved in training).
     Returns the paths written; ``RunDirError`` for a missing or unfinished run."""
     run_dir = Path(run_dir)
     ds = store.load(run_dir)
@@ -597,6 +652,11 @@ def draw_all(run_dir: str | Path, progress: bool = False) -> list[Path]:
             jobs["eigenmodes"] = partial(eigenmodes, ds, member, task.T)
         jobs["readout_angles"] = partial(readout_angles, ds)
         jobs["dimensions"] = partial(dimensions, ds)
+    if "bif_y" in ds:  # [R]: parameters were saved during training
+        first = int(ds.member.values[np.argmax(_trained(ds))]) if _trained(ds).any() else int(ds.member[0])
+        jobs["bifurcation_training"] = partial(bifurcation_training, ds, first)
+        jobs["contractivity_training"] = partial(contractivity_training, ds)
+        jobs["loss_line"] = partial(loss_line, ds)
     if "sine_frequency" in ds:
         jobs["sine_frequency"] = partial(sine_frequency, ds)
     if "cdi_spectrum" in ds:

@@ -49,6 +49,8 @@ DYNAMICS_CONFIG = "dynamics.yaml"
 SIMILARITY = "similarity.npz"
 SIMILARITY_CONFIG = "similarity.yaml"
 LSA = "lsa.npz"  # text classification: the dataset's class × word counts and their LSA
+SNAPSHOT = "snapshot-{step:08d}.npz"  # parameters saved during training (train.record_every)
+TRAINING = "training.npz"  # [R]'s measurements at every saved step (popdyn.analysis.record_run)
 SIMILARITY_METRICS = ("svcca", "cka")
 # config entries that do not change any number a run produces, so they may differ when resuming
 # (dynamics settings are checked against dynamics.yaml by popdyn.analysis instead)
@@ -57,9 +59,11 @@ _NOT_RESULTS = {
     ("train", "devices"),
     ("train", "chunk"),
     ("train", "checkpoint_seconds"),
+    ("train", "record_every"),
     ("analyze",),
     ("dynamics",),
     ("similarity",),
+    ("record",),
     ("distributed",),
 }
 
@@ -393,6 +397,30 @@ def write_group(
     remove(d / "checkpoint.npz")
 
 
+def write_snapshot(run_dir: Path, group: str, step: int, params: dict, member: np.ndarray) -> None:
+    """The parameters of a group's members at one training step (``train.record_every``)."""
+    write_npz(group_dir(run_dir, group) / SNAPSHOT.format(step=step), {**flatten(params), "member": member})
+
+
+def load_snapshots(run_dir: str | Path, group: str) -> tuple[np.ndarray, dict, np.ndarray] | None:
+    """``(steps [S], params with leading axes [S, members], member)`` of the parameters saved during a
+    group's training, in step order; ``None`` if none were saved."""
+    paths = sorted(group_dir(Path(run_dir), group).glob(SNAPSHOT.replace("{step:08d}", "*")))
+    if not paths:
+        return None
+    steps, trees = [], []
+    for path in paths:
+        try:
+            with np.load(verify(path)) as z:
+                arrays = {k: z[k] for k in z.files}
+        except UNREADABLE as e:
+            raise RunDirError(f"snapshot {path} is unreadable ({e})") from None
+        member = arrays.pop("member")
+        steps.append(int(path.stem.split("-")[1]))
+        trees.append(unflatten(arrays))
+    return np.array(steps), jax.tree.map(lambda *a: np.stack(a), *trees), member
+
+
 def write_tables(run_dir: Path, groups: list[str]) -> None:
     """The run-level ``members.csv`` and ``trials.csv``, gathered from finished groups."""
     members = pd.concat([pd.read_csv(group_dir(run_dir, g) / MEMBERS) for g in groups]).sort_values("member")
@@ -535,6 +563,8 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
 
             x = np.asarray(build_sweep(config).task.x_star)[:, 0]
             ds = ds.assign_coords(omega=("condition", 0.04 * x + 0.01))
+    if all((group_dir(run_dir, g) / TRAINING).exists() for g in groups):
+        ds = ds.assign(_training(run_dir, groups)).assign_coords(_training_coords(run_dir, groups[0]))
     if (run_dir / SIMILARITY).exists():
         ds = ds.assign(_similarity_of_members(run_dir, frame["member"].to_numpy()))
         ds = ds.assign_coords(member_to=ds.member.values)
@@ -684,6 +714,41 @@ def _dynamics(run_dir: Path, groups: list[str], members: np.ndarray, diverged: n
     modal = values[np.argmax(freq)] if len(values) else -1
     out["topology_ok"] = ("member", (counts == modal) & ~diverged)
     return out
+
+
+# [R]'s measurements through training (groups/<g>/training.npz), dimensions after `member`
+TRAINING_DIMS = {
+    "bif_y": ("record_step", "bif_t", "output"),
+    "bif_dy": ("record_step", "bif_t", "output"),
+    "spectral_radius": ("record_step",),
+    "spectral_norm": ("record_step",),
+    "loss_line": ("record_step", "scale"),
+}
+
+
+def _read_training(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(verify(path)) as z:
+            return {k: z[k] for k in z.files}
+    except UNREADABLE as e:
+        raise RunDirError(f"{path} is unreadable ({e}); remove it and run scripts/analyze.py again") from None
+
+
+def _training(run_dir: Path, groups: list[str]) -> dict:
+    parts: dict[str, list] = {}
+    ids = []
+    for g in groups:
+        z = _read_training(group_dir(run_dir, g) / TRAINING)
+        ids.append(z["member"])
+        for k in TRAINING_DIMS:
+            parts.setdefault(k, []).append(z[k])
+    order = np.argsort(np.concatenate(ids))
+    return {k: (("member", *TRAINING_DIMS[k]), np.concatenate(v)[order]) for k, v in parts.items()}
+
+
+def _training_coords(run_dir: Path, group: str) -> dict:
+    z = _read_training(group_dir(run_dir, group) / TRAINING)
+    return {"record_step": z["record_step"], "scale": z["scale"]}
 
 
 class GroupParams(NamedTuple):

@@ -48,11 +48,13 @@ def _train_phase(
     run_dir: Path,
     progress: bool,
     checkpoint_seconds: float = 30.0,
+    record: tuple[int, np.ndarray] | None = None,
 ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """Train ``rows`` (one per member) to the end; return (params, losses [n, steps], diverged [n], val)
     with ``val["val_loss"]`` [n] the task loss of the final parameters on the ``validation`` (inputs,
     targets), and ``val["val_accuracy"]`` for classification tasks.  The training
-    state is saved between chunks at most every ``checkpoint_seconds``."""
+    state is saved between chunks at most every ``checkpoint_seconds``.  ``record = (every, member ids)``:
+    the parameters at step 0 and every ``every`` steps go to ``snapshot-<step>.npz`` ([R])."""
     s, n = trainer.settings, len(rows)
     hp, keys = trainer.pad(HParams.stack(rows), jnp.stack([r["key"] for r in rows]))
     state = trainer.init(hp, keys)
@@ -66,8 +68,17 @@ def _train_phase(
     bar = tqdm(total=s.steps, desc=f"{group.name} {phase}", unit="step", disable=not progress, leave=True)
     bar.update(int(to_host(state.step).max()))
     last_save = [time.monotonic()]
+    gdir = store.group_dir(run_dir, group.name)
+
+    def snapshot(state, done):
+        if record and done % record[0] == 0 and not (gdir / store.SNAPSHOT.format(step=done)).exists():
+            params = jax.tree.map(lambda a: a[:n], to_host(state.params))
+            store.write_snapshot(run_dir, group.name, done, params, record[1])
+
+    snapshot(state, int(to_host(state.step).max()))
 
     def on_chunk(state, losses, done):
+        snapshot(state, done)
         recent = losses[:n, max(0, done - s.log_every) : done]
         diverged = int(to_host(state.diverged)[:n].sum())
         with np.errstate(all="ignore"):
@@ -139,13 +150,15 @@ def train_group(
         chosen = chosen_rows
 
     rows = seed_members(group, grid, sweep.seed, chosen)
-    params, losses, diverged, val = _train_phase(
-        trainer, group, "seeds", rows, validation, run_dir, progress, sweep.checkpoint_seconds
-    )
     ids = member_ids(grid)
+    member = np.array([ids[(group.arch, group.activation, group.units, r["l2"], r["seed"])] for r in rows])
+    record = (sweep.record_every, member) if sweep.record_every else None
+    params, losses, diverged, val = _train_phase(
+        trainer, group, "seeds", rows, validation, run_dir, progress, sweep.checkpoint_seconds, record
+    )
     members = pd.DataFrame(
         {
-            "member": [ids[(group.arch, group.activation, group.units, r["l2"], r["seed"])] for r in rows],
+            "member": member,
             "group": group.name,
             "arch": group.arch,
             "activation": group.activation,

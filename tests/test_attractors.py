@@ -420,3 +420,50 @@ def test_relevant_symbols_are_set_by_the_key_and_map_over_keys():
 def test_relevant_symbols_reject_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         relevant_symbols(jax.random.key(0), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# recording through training (train.record_every, record.*)
+def test_bad_record_settings_are_named():
+    from popdyn.config import ConfigError, build_sweep
+    from tests.test_sweep import config
+
+    with pytest.raises(ConfigError, match="record_every = 30 must be a multiple of train.chunk = 20"):
+        build_sweep(config("train.chunk=20", "train.record_every=30", grid="tiny"))
+    with pytest.raises(ConfigError, match="x_const must be null or 3 numbers"):
+        build_sweep(config("train.record_every=20", "train.chunk=20", "record.x_const=[1.0]", grid="tiny"))
+    with pytest.raises(ConfigError, match="burn_in must be below"):
+        build_sweep(config("record.steps=10", "record.burn_in=10", grid="tiny"))
+
+
+@pytest.mark.slow
+def test_a_run_records_attractors_through_training(tmp_path):
+    """``train.record_every``: the parameters at steps 0, 50, 100 are saved, each is measured
+    (bifurcation column, contractivity, V(s·θ)), ``store.load`` labels them by ``record_step`` and the
+    figures are drawn; the slstm stays contractive and the ornn's norm stays 1 at every saved step, as
+    their constructions promise ([R] §5)."""
+    from popdyn import store
+    from tests.test_sweep import run_script
+
+    run_dir = tmp_path / "run"
+    r = run_script(
+        "+grid=sinegen", "grid.arch=[slstm,ornn]", "grid.units=[8]", "grid.seeds=1", "task.T=30",
+        "task.n_probe=2", "train.steps=100", "train.chunk=50", "train.record_every=50", "record.steps=60",
+        "record.burn_in=30", "record.probes=2", "dynamics.n_initial=16", "dynamics.max_points=8",
+        f"hydra.run.dir={run_dir}", "progress=false", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    ds = store.load(run_dir)
+    assert list(ds.record_step.values) == [0, 50, 100]
+    assert ds.bif_y.shape == (2, 3, 30, 1) and ds.loss_line.sizes["scale"] == 9
+    slstm, ornn = (ds.arch.values == a for a in ("slstm", "ornn"))
+    assert (ds.spectral_norm.values[slstm] < 1).all(), ds.spectral_norm.values
+    np.testing.assert_allclose(ds.spectral_norm.values[ornn], 1.0, atol=0.02)  # ‖diag(1−h'²) Q‖₂ ≤ 1
+    # the last snapshot is the trained network; V(1·θ) is its loss on the probes, V(0) that of zero params
+    steps, params, member = store.load_snapshots(run_dir, "slstm-tanh-8")
+    final = store.load_params(run_dir)["slstm-tanh-8"].params
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[-1], b), params, final)
+    scales = list(ds.scale.values)
+    assert ds.loss_line.values[:, :, scales.index(0.0)].std() < 1e-6  # the same zero network everywhere
+    for name in ("bifurcation_training", "contractivity_training", "loss_line"):
+        assert (run_dir / "figures" / f"{name}.png").exists(), name
