@@ -31,6 +31,7 @@ from popdyn.config import Sweep
 from popdyn.dynamics import analyze_descend, analyze_finish
 from popdyn.geometry import class_word_counts, lsa, network_geometry
 from popdyn.hosts import finish_devices, to_host
+from popdyn.memory import network_memory
 from popdyn.population import member_key, padded_size
 from popdyn.similarity import METRICS, Prepared, all_pairs, dsa_distances, prepare, topology_distances
 from popdyn.train import population_program
@@ -144,6 +145,7 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     if sweep.task.classification and not (run_dir / store.LSA).exists():
         store.write_npz(run_dir / store.LSA, text_lsa(sweep))
     record_run(sweep, run_dir, groups, progress)
+    memory_run(sweep, run_dir, groups, progress)
     todo = [g for g in groups if not (store.group_dir(run_dir, g) / store.DYNAMICS).exists()]
     if not todo:
         log.info("dynamics: every group already analysed")
@@ -181,6 +183,30 @@ def record_run(sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True)
             "%s through training: %d saved steps; final spectral norm median %.3g, radius %.3g",
             g, len(steps), float(np.median(out["spectral_norm"][:, -1])), float(np.median(out["spectral_radius"][:, -1])),
         )  # fmt: skip
+
+
+def memory_run(sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True) -> None:
+    """[V]: with ``memory.max_delay`` > 0, the singular values of every member's normalised state
+    gradients per delay (``memory.network_memory`` on the first ``memory.probes`` probe sequences),
+    one program per group vmapped over members, into ``groups/<g>/memory.npz``."""
+    opts = sweep.memory
+    if not opts.max_delay:
+        return
+    if opts.max_delay >= sweep.task.T:
+        raise store.RunDirError(
+            f"memory.max_delay = {opts.max_delay} must be below the task's T = {sweep.task.T}"
+        )
+    inputs = sweep.task.probe_inputs[: opts.probes]
+    todo = [g for g in groups if not (store.group_dir(run_dir, g) / store.MEMORY).exists()]
+    for g in tqdm(todo, desc="memory", unit="group", disable=not progress):
+        gp = groups[g]
+        sv = jax.jit(jax.vmap(lambda p, gp=gp: network_memory(gp.model, opts, p, inputs)))(gp.params)
+        store.write_npz(
+            store.group_dir(run_dir, g) / store.MEMORY,
+            {"singular_values": np.asarray(sv), "member": gp.member},
+        )
+        log.info("%s: memory Σσ at delay 0 / %d: median %.3g / %.3g", g, opts.max_delay,
+                 float(np.median(np.asarray(sv)[:, 0].sum(-1))), float(np.median(np.asarray(sv)[:, -1].sum(-1))))  # fmt: skip
 
 
 def reported_words(task) -> tuple[str, ...]:

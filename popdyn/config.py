@@ -16,6 +16,7 @@ from typing import Any
 from popdyn.attractors import RecordOptions
 from popdyn.cells import ACTIVATIONS, ARCHS
 from popdyn.dynamics import FixedPointOptions, TopologyOptions
+from popdyn.memory import MemoryOptions
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid, Group, shard_of_groups
 from popdyn.similarity import DSA_MISSING, SimilarityOptions, dsa_available
 from popdyn.tasks import Task, TaskError, make_task
@@ -66,6 +67,7 @@ class Sweep:
     num_shards: int = 1
     record_every: int = 0  # [R]: save the parameters every this many steps (0: never)
     record: RecordOptions = RecordOptions()  # what is measured at each saved step
+    memory: MemoryOptions = MemoryOptions()  # [V]: memory curves after training (max_delay 0: none)
 
     @property
     def groups(self) -> list[Group]:
@@ -255,7 +257,22 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         num_shards=num_shards,
         record_every=record_every,
         record=_record(cfg.get("record") or {}, task),
+        memory=_memory(cfg.get("memory") or {}),
     )
+
+
+def _memory(value: Any) -> MemoryOptions:
+    """The ``memory`` section: :class:`~popdyn.memory.MemoryOptions` fields, by name."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"memory must be a mapping of settings, got {value!r}")
+    allowed = MemoryOptions.__dataclass_fields__
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown memory key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    try:
+        return MemoryOptions(**value)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _record(value: Any, task: Task) -> RecordOptions:

@@ -619,12 +619,29 @@ def loss_line(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     return _save(fig, prefix)
 
 
+def memory_curves(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
+    """[V] Fig. 3: the memory curve Σσ(τ) — the summed singular values of the normalised state gradients
+    ∂s_t/∂e_{t−τ} — against the delay τ, mean ± s.e. per arch (log scale)."""
+    ok = _trained(ds)
+    fig, ax = plt.subplots(figsize=(5.6, 4.0), layout="constrained")
+    for arch in _values(ds, "arch", ok):
+        rows = ok & (ds.arch.values == arch)
+        _band(ax, ds.delay.values, ds.memory.values[rows], ARCH_COLORS.get(arch, "tab:gray"), arch)
+    ax.set_yscale("log")
+    ax.set_xlabel("delay τ (steps)")
+    ax.set_ylabel("Σ singular values of Ḡ_τ D")
+    ax.legend(fontsize="small")
+    ax.set_title(f"{ds.attrs.get('task', '')}: memory of {int(ok.sum())} networks")
+    return _save(fig, prefix)
+
+
 def draw_all(run_dir: str | Path, progress: bool = False) -> list[Path]:
     """Every figure the run's task and results allow, into ``<run_dir>/figures/`` (PNG and PDF each):
     ``mds_<metric>``, ``distance_<metric>`` (each metric computed), ``fixed_points`` (dynamics analysed),
     ``sine_frequency``, ``cdi_linear`` (those tasks), ``trained_untrained`` (untrained twins compared),
     ``text_manifold``, ``eigenmodes``, ``readout_angles``, ``dimensions`` (text classification),
-    ``bifurcation_training``, ``contractivity_training``, ``loss_line`` (parameters saved in training).
+    ``bifurcation_training``, ``contractivity_training``, ``loss_line`` (parameters saved in training),
+    ``memory_curves`` (``memory.max_delay`` > 0).
     Returns the paths written; ``RunDirError`` for a missing or unfinished run."""
     run_dir = Path(run_dir)
     ds = store.load(run_dir)
@@ -657,6 +674,8 @@ def draw_all(run_dir: str | Path, progress: bool = False) -> list[Path]:
         jobs["bifurcation_training"] = partial(bifurcation_training, ds, first)
         jobs["contractivity_training"] = partial(contractivity_training, ds)
         jobs["loss_line"] = partial(loss_line, ds)
+    if "memory" in ds:  # [V]
+        jobs["memory_curves"] = partial(memory_curves, ds)
     if "sine_frequency" in ds:
         jobs["sine_frequency"] = partial(sine_frequency, ds)
     if "cdi_spectrum" in ds:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -397,3 +398,44 @@ def _check_delay(max_delay, T: int) -> None:
 def _check_chunk(chunk, batch: int) -> None:
     if chunk is not None and (not _is_int(chunk) or chunk < 1 or batch % chunk):
         raise ValueError(f"chunk must be a positive integer dividing the batch ({batch}), got {chunk!r}")
+
+
+# ------------------------------------------------------------------------------------------------------
+# the analysis of a run (config section ``memory``; popdyn.analysis.memory_run)
+@dataclass(frozen=True)
+class MemoryOptions:
+    """Memory curves of every trained network ([V]): state gradients up to ``max_delay`` (0: not
+    computed) over the first ``probes`` probe sequences, rows ``part`` of the state (:data:`PARTS`)."""
+
+    max_delay: int = 0
+    probes: int = 8
+    part: str = "state"
+
+    def __post_init__(self):
+        for name, value, low in (("max_delay", self.max_delay, 0), ("probes", self.probes, 1)):
+            if not _is_int(value) or value < low:
+                raise ValueError(f"memory.{name} must be an integer ≥ {low}, got {value!r}")
+        if self.part not in PARTS:
+            raise ValueError(f"memory.part: unknown part {self.part!r}; allowed: {', '.join(PARTS)}")
+
+
+def network_memory(
+    model: Model, options: MemoryOptions, params: dict, inputs: Array
+) -> Float[Array, "delay rank"]:
+    """Singular values of one network's normalised ``Ḡ_τ D`` for τ = 0 … ``max_delay`` on ``inputs``
+    (the task's probe sequences).  With an embedding (``model.vocab``), ``inputs`` are token ids: the
+    gradients are taken with respect to this network's embedded inputs, averaged over sources that are
+    not ``<pad>``, and ``D`` is the Cholesky factor of the covariance of its embedding vectors over the
+    vocabulary ([V] §4.1: each word once); otherwise ``D`` is that of the inputs themselves.  Padded
+    steps before a document's first token are stepped unmasked here (``Model.step`` has no mask)."""
+    n = model.units
+    rows = {"state": slice(None), "hidden": slice(0, n), "cell": slice(n, 2 * n)}[options.part]
+    if model.vocab:
+        table = params["embedding"]["embedding"]
+        e, mask, cholesky = table[inputs], inputs != 0, embedding_cholesky(table[1:])
+    else:
+        e = jnp.asarray(inputs, jnp.float32)
+        mask, cholesky = None, embedding_cholesky(e.reshape(-1, e.shape[-1]))
+    state0 = jnp.zeros((model.state_size,), e.dtype)
+    g = mean_state_gradients(model.step, params["cell"], e, state0, options.max_delay, mask)
+    return singular_values(normalise(g[:, rows], cholesky))

@@ -51,6 +51,7 @@ SIMILARITY_CONFIG = "similarity.yaml"
 LSA = "lsa.npz"  # text classification: the dataset's class × word counts and their LSA
 SNAPSHOT = "snapshot-{step:08d}.npz"  # parameters saved during training (train.record_every)
 TRAINING = "training.npz"  # [R]'s measurements at every saved step (popdyn.analysis.record_run)
+MEMORY = "memory.npz"  # [V]'s memory curves (popdyn.analysis.memory_run)
 SIMILARITY_METRICS = ("svcca", "cka")
 # config entries that do not change any number a run produces, so they may differ when resuming
 # (dynamics settings are checked against dynamics.yaml by popdyn.analysis instead)
@@ -64,6 +65,7 @@ _NOT_RESULTS = {
     ("dynamics",),
     ("similarity",),
     ("record",),
+    ("memory",),
     ("distributed",),
 }
 
@@ -563,6 +565,8 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
 
             x = np.asarray(build_sweep(config).task.x_star)[:, 0]
             ds = ds.assign_coords(omega=("condition", 0.04 * x + 0.01))
+    if all((group_dir(run_dir, g) / MEMORY).exists() for g in groups):
+        ds = ds.assign(_memory(run_dir, groups))
     if all((group_dir(run_dir, g) / TRAINING).exists() for g in groups):
         ds = ds.assign(_training(run_dir, groups)).assign_coords(_training_coords(run_dir, groups[0]))
     if (run_dir / SIMILARITY).exists():
@@ -744,6 +748,19 @@ def _training(run_dir: Path, groups: list[str]) -> dict:
             parts.setdefault(k, []).append(z[k])
     order = np.argsort(np.concatenate(ids))
     return {k: (("member", *TRAINING_DIMS[k]), np.concatenate(v)[order]) for k, v in parts.items()}
+
+
+def _memory(run_dir: Path, groups: list[str]) -> dict:
+    """``memory`` (member × delay, Σσ) and ``memory_singular_values`` (member × delay × rank, NaN-padded
+    where ranks differ between groups)."""
+    svs, ids = [], []
+    for g in groups:
+        z = _read_training(group_dir(run_dir, g) / MEMORY)
+        svs.append(z["singular_values"])
+        ids.append(z["member"])
+    sv = _pad(svs)[np.argsort(np.concatenate(ids))]
+    return {"memory": (("member", "delay"), np.nansum(sv, axis=-1)),
+            "memory_singular_values": (("member", "delay", "rank"), sv)}  # fmt: skip
 
 
 def _training_coords(run_dir: Path, group: str) -> dict:

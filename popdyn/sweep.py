@@ -94,7 +94,7 @@ def _train_phase(
     bar.close()
     params = jax.tree.map(lambda a: a[:n], to_host(state.params))
     val = trainer.val_loss(state.params, *validation)[:n]
-    if trainer.task.classification:
+    if trainer.task.loss != "mse":
         val = {"val_loss": val, "val_accuracy": trainer.val_accuracy(state.params, *validation)[:n]}
     else:
         val = {"val_loss": val}

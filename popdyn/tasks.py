@@ -26,11 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from popdyn import corpora, rtasks, texttasks
+from popdyn import corpora, memory, rtasks, texttasks
 from popdyn.corpora import DATASETS, CorpusError
 from popdyn.texttasks import SAMPLINGS, SCHEMES, TEXT_TASKS
 
-TASKS = ("flipflop", "sine", "cdi", *TEXT_TASKS, "corpus", "sinegen", "symbols")
+TASKS = ("flipflop", "sine", "cdi", *TEXT_TASKS, "corpus", "sinegen", "symbols", "repetition")
 
 # Every parameter a task accepts, with its default (SPEC §2). `n_probe` is per condition for cdi
 # (per context) and the number of probe frequencies for sine; `probe_seed` only draws random probes
@@ -49,6 +49,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # §5.2: relevant-symbol classification, sequences of length T ≥ 50 (p/q at t1 ∈ [10,18], t2 ∈ [40,49])
     "sinegen": {"T": 400, "n_sequences": 100, "n_probe": 16, "probe_seed": 0},
     "symbols": {"T": 100, "n_probe": 512, "probe_seed": 0},
+    # [V] §4.2.1: the repetition language (popdyn.memory.sample_repetition), next-token prediction;
+    # embedding 0: one-hot inputs ([V]'s choice there), > 0: a learned embedding of that size
+    "repetition": {
+        "T": 200, "vocab": 10, "repeats": 15, "min_cycles": 5, "max_cycles": 10, "embedding": 0,
+        "n_probe": 32, "probe_seed": 0,
+    },
     "corpus": {
         "dataset": "ag_news", "path": "", "classes": (), "vocab_size": 32768, "L": 100, "embedding": 128,
         "balance": False, "max_docs": 0, "n_words": 256, "n_probe": 512, "probe_seed": 0,
@@ -66,6 +72,7 @@ LOSSES = {
     "corpus": "softmax",  # goemotions: sigmoid (Task.loss)
     "sinegen": "mse",
     "symbols": "softmax",
+    "repetition": "lm",  # softmax over the next token at every step
 }
 
 # Sine task of [U] §3.2: ω = SINE_SLOPE · x + SINE_OFFSET cycles per step.
@@ -114,7 +121,8 @@ class Task:
 
     @property
     def classification(self) -> bool:
-        return self.loss != "mse"
+        """Scored on its final state (softmax or sigmoid classes, [A], [R] §5.2)."""
+        return self.loss in ("softmax", "sigmoid")
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -124,6 +132,8 @@ class Task:
             return self.corpus.vocabulary
         if self.name == "symbols":
             return rtasks.SYMBOLS
+        if self.name == "repetition":  # token ids: <pad> (unused), the words, end of sentence
+            return ("<pad>", *(f"w{i}" for i in range(self.param("vocab"))), "<eos>")
         if not self.classification:
             return ()
         return texttasks.vocabulary(self.name, self.param("N"), dict(self.params).get("scheme", ""))
@@ -131,6 +141,8 @@ class Task:
     @property
     def vocab(self) -> int:
         """Token ids a ``corpus`` task's inputs take (0: inputs are vectors, no embedding)."""
+        if self.name == "repetition" and self.param("embedding"):
+            return self.param("vocab") + 2
         return len(self.corpus.vocabulary) if self.name == "corpus" else 0
 
     @property
@@ -173,6 +185,13 @@ class Task:
             return _sinegen_trials(omega, self.T)
         if self.name == "symbols":
             return rtasks.relevant_symbols(key, int(batch), self.T)
+        if self.name == "repetition":  # inputs: ids 1 … vocab+1 (0 is <pad>), or one-hot without an embedding
+            p = params
+            r = memory.sample_repetition(key, int(batch), self.T, p["vocab"], p["repeats"], p["min_cycles"],
+                                         p["max_cycles"])  # fmt: skip
+            n = p["vocab"] + 1
+            inputs = r.inputs + 1 if p["embedding"] else jax.nn.one_hot(r.inputs, n, dtype=jnp.float32)
+            return inputs, jax.nn.one_hot(r.targets, n, dtype=jnp.float32)
         if self.classification:  # targets [batch, n_out]: one label (set) per phrase
             return texttasks.sample(
                 self.name, params["N"], self.T, params["sampling"], params.get("scheme", ""), key, int(batch)
@@ -208,7 +227,7 @@ class Task:
         n = self.param("n_probe")
         if self.name == "corpus":
             n = min(n, len(self.corpus.test_ids))
-        if self.name == "flipflop" or self.classification:
+        if self.name in ("flipflop", "repetition") or self.classification:
             cond = np.zeros(n, np.int32)
         elif self.name in ("sine", "sinegen"):
             cond = np.arange(n, dtype=np.int32)
@@ -224,7 +243,7 @@ class Task:
         per probe frequency, the probe's x → ``[n_probe, 1]``; cdi: one per context, one-hot context and
         zero noise → ``[K, 2K]``.
         """
-        if self.name == "flipflop" or self.classification:  # [A]: fixed points at x = 0
+        if self.name in ("flipflop", "repetition") or self.classification:  # [A]: fixed points at x = 0
             xs = np.zeros((1, self.n_in), np.float32)
         elif self.name == "sine":
             xs = np.linspace(0.0, 1.0, self.param("n_probe"), dtype=np.float32)[:, None]
@@ -251,6 +270,8 @@ class Task:
         return jnp.asarray(c.test_ids[idx]), jnp.asarray(c.test_targets[idx])
 
     def _probes(self) -> tuple[Array, Array]:
+        if self.name == "repetition":
+            return self.sample(jax.random.key(self.param("probe_seed")), self.param("n_probe"))
         if self.name == "corpus":  # n_probe documents of the test split, drawn from probe_seed
             return self._test_documents(
                 np.random.default_rng(self.param("probe_seed")), self.param("n_probe")
@@ -399,6 +420,8 @@ def make_task(name: str, **params: Any) -> Task:
         return _text_task(name, values)
     if name == "corpus":
         return _corpus_task(values)
+    if name == "repetition":
+        return _repetition_task(values)
     if name == "sinegen":
         values["n_sequences"] = _positive_int(name, "n_sequences", values["n_sequences"])
         return Task(name, 1, 1, values["T"], tuple(sorted(values.items())))
@@ -462,6 +485,19 @@ def _corpus_task(values: dict[str, Any]) -> Task:
     except CorpusError as e:
         raise TaskError(f"corpus: {e}") from None
     return Task("corpus", values["embedding"], n_out, values["L"], task.params)
+
+
+def _repetition_task(values: dict[str, Any]) -> Task:
+    for key, low in (("vocab", 3), ("repeats", 1), ("min_cycles", 1), ("max_cycles", 1), ("embedding", 0)):
+        v = values[key]
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+            raise TaskError(f"repetition: {key} must be an integer ≥ {low}, got {v!r}")
+    if values["max_cycles"] < values["min_cycles"]:
+        raise TaskError(
+            f"repetition: max_cycles must be ≥ min_cycles = {values['min_cycles']}, got {values['max_cycles']}"
+        )
+    n_in = values["embedding"] or values["vocab"] + 1
+    return Task("repetition", n_in, values["vocab"] + 1, values["T"], tuple(sorted(values.items())))
 
 
 def zero_baseline(task: Task, key: PRNGKeyArray, batch: int = 1024) -> float:

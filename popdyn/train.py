@@ -66,15 +66,19 @@ class TrainState(NamedTuple):
     diverged: Array  # bool
 
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adagrad")
 
 
 def make_optimizer(hp: HParams, decay_steps: int, optimizer: str = "sgd") -> optax.GradientTransformation:
-    """Global-norm clip → SGD momentum ([U]) or Adam ([A]) → ``-lr · decay^(count/decay_steps)``; every
-    hyper-parameter may be traced (Adam ignores ``momentum``)."""
+    """Global-norm clip → SGD momentum ([U]), Adam ([A], [R]) or Adagrad ([V]) → ``-lr ·
+    decay^(count/decay_steps)``; every hyper-parameter may be traced (Adam, Adagrad ignore ``momentum``)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-    direction = optax.trace(decay=hp.momentum) if optimizer == "sgd" else optax.scale_by_adam()
+    direction = {
+        "sgd": lambda: optax.trace(decay=hp.momentum),
+        "adam": optax.scale_by_adam,
+        "adagrad": optax.scale_by_rss,
+    }[optimizer]()
     return optax.chain(
         optax.clip_by_global_norm(hp.clip),
         direction,
@@ -94,9 +98,12 @@ def final_logits(model: Model, params: dict, inputs: Array) -> Float[Array, "bat
 
 def task_loss(model: Model, loss: str, params: dict, inputs: Array, targets: Array) -> Float[Array, ""]:
     """``mse`` over every step ([U]); ``softmax``: cross-entropy of the final readout against one-hot
-    classes; ``sigmoid``: the mean sigmoid cross-entropy over labels ([A])."""
+    classes; ``sigmoid``: the mean sigmoid cross-entropy over labels ([A]); ``lm``: the cross-entropy of
+    the next token at every step (a language model, [V])."""
     if loss == "mse":
         return mse(model, params, inputs, targets)
+    if loss == "lm":
+        return jnp.mean(optax.softmax_cross_entropy(model(params, inputs), targets))
     logits = final_logits(model, params, inputs)
     if loss == "softmax":
         return jnp.mean(optax.softmax_cross_entropy(logits, targets))
@@ -104,8 +111,10 @@ def task_loss(model: Model, loss: str, params: dict, inputs: Array, targets: Arr
 
 
 def accuracy(model: Model, loss: str, params: dict, inputs: Array, targets: Array) -> Float[Array, ""]:
-    """Fraction classified right: the arg-max class (``softmax``), or every label's sign averaged over
-    labels and phrases (``sigmoid``)."""
+    """Fraction classified right: the arg-max class (``softmax``), every label's sign averaged over
+    labels and phrases (``sigmoid``), or the next token at every step (``lm``)."""
+    if loss == "lm":
+        return jnp.mean(jnp.argmax(model(params, inputs), -1) == jnp.argmax(targets, -1))
     logits = final_logits(model, params, inputs)
     if loss == "softmax":
         return jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1))

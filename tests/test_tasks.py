@@ -97,6 +97,7 @@ def test_defaults_match_spec():
         "corpus",
         "sinegen",
         "symbols",
+        "repetition",
     )
     ff, sine, cdi = (make_task(n) for n in REGRESSION)
     assert dict(ff.params) == {"K": 3, "T": 100, "p": 0.05, "n_probe": 64, "probe_seed": 0}
@@ -469,3 +470,22 @@ def test_r_grids_validate_with_the_paper_s_settings(grid):
     s = build_sweep(config(grid=grid))
     assert s.task.name == grid and s.grid.arch == ("lstm", "slstm", "ornn") and s.grid.units == (200,)
     assert s.train.optimizer == "adam" and s.train.batch == 100 and s.hparams["clip"] == 0.25
+
+
+def test_repetition_task_is_next_token_prediction_on_the_repetition_language():
+    """[V] §4.2.1 as a task: one-hot inputs (or ids shifted past <pad> with an embedding), targets the
+    next token at every step, scored by the per-step softmax cross-entropy."""
+    task = make_task("repetition", T=50)
+    assert (task.n_in, task.n_out, task.loss, task.vocab) == (11, 11, "lm", 0) and not task.classification
+    x, y = task.sample(jax.random.key(0), 4)
+    assert x.shape == (4, 50, 11) and y.shape == (4, 50, 11)
+    ids, nxt = np.asarray(x).argmax(-1), np.asarray(y).argmax(-1)
+    np.testing.assert_array_equal(ids[:, 1:], nxt[:, :-1])  # the target is the next input
+    emb = make_task("repetition", T=50, embedding=8)
+    assert (emb.n_in, emb.vocab, len(emb.words)) == (8, 12, 12) and emb.words[-1] == "<eos>"
+    xe, ye = emb.sample(jax.random.key(0), 4)
+    np.testing.assert_array_equal(np.asarray(xe), ids + 1)  # the same stream, ids past <pad>
+    np.testing.assert_array_equal(np.asarray(ye), np.asarray(y))
+    for bad, named in (({"vocab": 2}, "vocab"), ({"min_cycles": 4, "max_cycles": 3}, "max_cycles")):
+        with pytest.raises(TaskError, match=named):
+            make_task("repetition", **bad)
