@@ -169,14 +169,17 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
 def record_run(sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True) -> None:
     """[R] through training: for every group with parameters saved during training
     (``train.record_every``) and no ``training.npz`` yet, ``attractors.record_one`` of every member at
-    every saved step — one compiled program per group, vmapped over steps and members — into
+    every saved step — one compiled program per group, vmapped over its members and run once per saved
+    step (vmapping the steps too would hold every step's Jacobians at once) — into
     ``groups/<g>/training.npz``."""
     todo = [g for g in groups if not (store.group_dir(run_dir, g) / store.TRAINING).exists()]
     todo = [(g, snaps) for g in todo if (snaps := store.load_snapshots(run_dir, g)) is not None]
     for g, (steps, params, member) in tqdm(todo, desc="through training", unit="group", disable=not progress):
-        one = partial(record_one, groups[g].model, sweep.task, sweep.record)
-        out = jax.jit(jax.vmap(jax.vmap(one)))(params)  # [steps, members, ...]
-        out = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in out.items()}  # [members, steps, ...]
+        program = jax.jit(jax.vmap(partial(record_one, groups[g].model, sweep.task, sweep.record)))
+        per_step = [program(jax.tree.map(lambda a, i=i: a[i], params)) for i in range(len(steps))]
+        out = {
+            k: np.stack([np.asarray(o[k]) for o in per_step], axis=1) for k in per_step[0]
+        }  # [members, steps]
         store.write_npz(store.group_dir(run_dir, g) / store.TRAINING,
                         {**out, "member": member, "record_step": steps, "scale": np.array(sweep.record.scales)})  # fmt: skip
         log.info(
@@ -192,10 +195,6 @@ def memory_run(sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True)
     opts = sweep.memory
     if not opts.max_delay:
         return
-    if opts.max_delay >= sweep.task.T:
-        raise store.RunDirError(
-            f"memory.max_delay = {opts.max_delay} must be below the task's T = {sweep.task.T}"
-        )
     inputs = sweep.task.probe_inputs[: opts.probes]
     todo = [g for g in groups if not (store.group_dir(run_dir, g) / store.MEMORY).exists()]
     for g in tqdm(todo, desc="memory", unit="group", disable=not progress):

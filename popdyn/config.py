@@ -257,11 +257,11 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         num_shards=num_shards,
         record_every=record_every,
         record=_record(cfg.get("record") or {}, task),
-        memory=_memory(cfg.get("memory") or {}),
+        memory=_memory(cfg.get("memory") or {}, task),
     )
 
 
-def _memory(value: Any) -> MemoryOptions:
+def _memory(value: Any, task: Task) -> MemoryOptions:
     """The ``memory`` section: :class:`~popdyn.memory.MemoryOptions` fields, by name."""
     if not isinstance(value, Mapping):
         raise ConfigError(f"memory must be a mapping of settings, got {value!r}")
@@ -270,9 +270,14 @@ def _memory(value: Any) -> MemoryOptions:
     if unknown:
         raise ConfigError(f"unknown memory key {unknown[0]!r}; allowed: {', '.join(allowed)}")
     try:
-        return MemoryOptions(**value)
+        opts = MemoryOptions(**value)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if opts.max_delay >= task.T:
+        raise ConfigError(
+            f"memory.max_delay = {opts.max_delay} must be below the task's T = {task.T} (sequence length)"
+        )
+    return opts
 
 
 def _record(value: Any, task: Task) -> RecordOptions:

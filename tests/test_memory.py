@@ -322,5 +322,7 @@ def test_bad_memory_settings_are_named():
         build_sweep(config("memory.part=bogus", grid="tiny"))
     with pytest.raises(ConfigError, match="memory.max_delay must be an integer ≥ 0, got -1"):
         build_sweep(config("memory.max_delay=-1", grid="tiny"))
+    with pytest.raises(ConfigError, match="max_delay = 30 must be below the task's T = 20"):
+        build_sweep(config("memory.max_delay=30", "task.T=20", grid="tiny"))
     s = build_sweep(config(grid="repetition"))
     assert s.train.optimizer == "adagrad" and s.memory.max_delay == 40 and s.grid.units == (50,)
