@@ -71,7 +71,10 @@ def _train_phase(
     gdir = store.group_dir(run_dir, group.name)
 
     def snapshot(state, done):
-        if record and done % record[0] == 0 and not (gdir / store.SNAPSHOT.format(step=done)).exists():
+        if not record or done % record[0]:
+            return
+        # process 0's file system decides: gathering the parameters takes every process
+        if hosts.agree(not (gdir / store.SNAPSHOT.format(step=done)).exists()):
             params = jax.tree.map(lambda a: a[:n], to_host(state.params))
             store.write_snapshot(run_dir, group.name, done, params, record[1])
 
