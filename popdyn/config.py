@@ -261,14 +261,20 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
     )
 
 
-def _memory(value: Any, task: Task) -> MemoryOptions:
-    """The ``memory`` section: :class:`~popdyn.memory.MemoryOptions` fields, by name."""
+def _section(name: str, value: Any, options: type) -> dict:
+    """A config section that must be a mapping of the dataclass ``options``' field names."""
     if not isinstance(value, Mapping):
-        raise ConfigError(f"memory must be a mapping of settings, got {value!r}")
-    allowed = MemoryOptions.__dataclass_fields__
+        raise ConfigError(f"{name} must be a mapping of settings, got {value!r}")
+    allowed = options.__dataclass_fields__
     unknown = sorted(set(value) - set(allowed))
     if unknown:
-        raise ConfigError(f"unknown memory key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+        raise ConfigError(f"unknown {name} key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    return dict(value)
+
+
+def _memory(value: Any, task: Task) -> MemoryOptions:
+    """The ``memory`` section: :class:`~popdyn.memory.MemoryOptions` fields, by name."""
+    value = _section("memory", value, MemoryOptions)
     try:
         opts = MemoryOptions(**value)
     except ValueError as e:
@@ -282,13 +288,7 @@ def _memory(value: Any, task: Task) -> MemoryOptions:
 
 def _record(value: Any, task: Task) -> RecordOptions:
     """The ``record`` section: :class:`~popdyn.attractors.RecordOptions` fields, by name."""
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"record must be a mapping of settings, got {value!r}")
-    allowed = RecordOptions.__dataclass_fields__
-    unknown = sorted(set(value) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown record key {unknown[0]!r}; allowed: {', '.join(allowed)}")
-    out = dict(value)
+    out = _section("record", value, RecordOptions)
     x = out.get("x_const")
     if x is not None:
         x = _as_list(x)
@@ -333,12 +333,8 @@ def _dynamics(value: Any) -> tuple[FixedPointOptions, TopologyOptions]:
 
 def _similarity(value: Any) -> SimilarityOptions:
     """The ``similarity`` section: :class:`SimilarityOptions` fields, by name."""
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"similarity must be a mapping of settings, got {value!r}")
+    value = _section("similarity", value, SimilarityOptions)
     allowed = SimilarityOptions.__dataclass_fields__
-    unknown = sorted(set(value) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown similarity key {unknown[0]!r}; allowed: {', '.join(allowed)}")
     out: dict[str, Any] = {}
     for k, v in value.items():
         if k == "untrained":

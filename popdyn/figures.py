@@ -136,6 +136,13 @@ def _band(ax: plt.Axes, x: np.ndarray, values: np.ndarray, color: str, label: st
     ax.fill_between(x, mean - se, mean + se, color=color, alpha=0.25, linewidth=0)
 
 
+def _arch_bands(ax: plt.Axes, ds: xr.Dataset, x: np.ndarray, values: np.ndarray) -> None:
+    """Mean ± s.e. of ``values`` [member, x] over the trained networks of each arch, one curve each."""
+    ok = _trained(ds)
+    for arch in _values(ds, "arch", ok):
+        _band(ax, x, values[ok & (ds.arch.values == arch)], ARCH_COLORS.get(arch, "tab:gray"), arch)
+
+
 def _by_panels(ds: xr.Dataset, bys: tuple[str, ...], values: np.ndarray, x: np.ndarray, axes) -> None:
     """One panel per entry of ``bys`` of mean ± s.e. curves over ``values`` [member, x]: one curve per
     arch (tanh networks) or per activation (vanilla networks)."""
@@ -585,16 +592,13 @@ def bifurcation_training(ds: xr.Dataset, member: int, prefix: str | Path) -> lis
 def contractivity_training(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     """[R] §3.2, §4.2: the largest spectral norm ‖J‖₂ and |eigenvalue| of the state Jacobian over the
     probe trials' states at each saved step, mean ± s.e. per arch; above 1 the map is not contractive."""
-    ok = _trained(ds)
     steps = ds.record_step.values
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6), layout="constrained", sharex=True)
     for ax, name, label in (
         (axes[0], "spectral_norm", "max ‖∂F/∂s‖₂"),
         (axes[1], "spectral_radius", "max |λ(∂F/∂s)|"),
     ):
-        for arch in _values(ds, "arch", ok):
-            rows = ok & (ds.arch.values == arch)
-            _band(ax, steps, ds[name].values[rows], ARCH_COLORS.get(arch, "tab:gray"), arch)
+        _arch_bands(ax, ds, steps, ds[name].values)
         ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
         ax.set_xlabel("training step")
         ax.set_ylabel(label)
@@ -605,11 +609,8 @@ def contractivity_training(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
 def loss_line(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     """[R] Fig. 1b: the cost V(s·θ) along the ray through the final parameters θ (s = 1), mean ± s.e.
     per arch (log scale)."""
-    ok = _trained(ds)
     fig, ax = plt.subplots(figsize=(5.6, 4.0), layout="constrained")
-    for arch in _values(ds, "arch", ok):
-        rows = ok & (ds.arch.values == arch)
-        _band(ax, ds.scale.values, ds.loss_line.values[rows, -1], ARCH_COLORS.get(arch, "tab:gray"), arch)
+    _arch_bands(ax, ds, ds.scale.values, ds.loss_line.values[:, -1])
     ax.axvline(1.0, color="black", linestyle=":", linewidth=1)
     ax.set_yscale("log")
     ax.set_xlabel("s (parameters s·θ)")
@@ -624,9 +625,7 @@ def memory_curves(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     ∂s_t/∂e_{t−τ} — against the delay τ, mean ± s.e. per arch (log scale)."""
     ok = _trained(ds)
     fig, ax = plt.subplots(figsize=(5.6, 4.0), layout="constrained")
-    for arch in _values(ds, "arch", ok):
-        rows = ok & (ds.arch.values == arch)
-        _band(ax, ds.delay.values, ds.memory.values[rows], ARCH_COLORS.get(arch, "tab:gray"), arch)
+    _arch_bands(ax, ds, ds.delay.values, ds.memory.values)
     ax.set_yscale("log")
     ax.set_xlabel("delay τ (steps)")
     ax.set_ylabel("Σ singular values of Ḡ_τ D")
