@@ -50,25 +50,31 @@ def state_gradient_sums(
     state0: Float[Array, " state"],
     max_delay: int,
     source_mask: Bool[Array, " time"] | None = None,
+    step_mask: Bool[Array, " time"] | None = None,
 ) -> tuple[Float[Array, "delay state emb"], Float[Array, " delay"]]:
     """``Σ_t G_{t,τ}`` and the number of terms, for τ = 0 … ``max_delay``, over one sequence.
 
     The sum runs over t = τ … T−1 (every t with t−τ ≥ 0), restricted to those whose source ``t−τ`` has
-    ``source_mask[t−τ]`` when a mask is given.  Sums rather than means so that a batch can pool its terms
-    (:func:`mean_state_gradients`).  Cost: ``T·(S + E)`` Jacobian-vector products for the step Jacobians
-    ``A_t, B_t``, then ``max_delay`` batched products ``A_t · P_{t−1}`` ([T, S, S] @ [T, S, E]); memory
-    ``O(T·S·(S + E))``.
+    ``source_mask[t−τ]`` when a mask is given.  With ``step_mask``, the dynamics are those of the masked
+    training recurrence (``popdyn.recurrence``): ``s_t = m_t · F(s_{t−1}, e_t)``, so a step with
+    ``m_t = 0`` (left padding) sets the state to zero and its Jacobians are zero.  Sums rather than means
+    so that a batch can pool its terms (:func:`mean_state_gradients`).  Cost: ``T·(S + E)``
+    Jacobian-vector products for the step Jacobians ``A_t, B_t``, then ``max_delay`` batched products
+    ``A_t · P_{t−1}`` ([T, S, S] @ [T, S, E]); memory ``O(T·S·(S + E))``.
     """
     T = embeddings.shape[0]
     _check_delay(max_delay, T)
+    dtype = jnp.result_type(state0, embeddings)
+    m = jnp.ones((T,), dtype) if step_mask is None else jnp.asarray(step_mask, dtype)
 
-    def forward(s, e):
-        s_next = step(cell_params, s, e)
-        return s_next, s
+    def forward(s, xs):
+        e, m_t = xs
+        return m_t * step(cell_params, s, e), s
 
     # the state each step starts from: s_{t−1}, with s_{−1} = state0
-    _, previous = jax.lax.scan(forward, state0, embeddings)
+    _, previous = jax.lax.scan(forward, state0, (embeddings, m))
     A, B = jax.vmap(jax.jacfwd(step, argnums=(1, 2)), in_axes=(None, 0, 0))(cell_params, previous, embeddings)
+    A, B = A * m[:, None, None], B * m[:, None, None]
 
     weights = jnp.ones((T,), B.dtype) if source_mask is None else jnp.asarray(source_mask, B.dtype)
 
@@ -118,22 +124,24 @@ def mean_state_gradients(
     max_delay: int,
     source_mask: Bool[Array, "batch time"] | None = None,
     chunk: int | None = None,
+    step_mask: Bool[Array, "batch time"] | None = None,
 ) -> Float[Array, "delay state emb"]:
     """``Ḡ_τ`` pooled over a batch of sequences: the mean of ``∂s_t/∂e_{t−τ}`` over every (sequence, t)
-    pair that :func:`state_gradients` would average ([V] §4.1, "average G over the whole dataset").
+    pair that :func:`state_gradient_sums` would count ([V] §4.1, "average G over the whole dataset").
 
-    Every sequence starts from ``state0``.  ``chunk`` sequences are differentiated at a time (``vmap``
-    inside, a ``lax.scan`` over chunks) to bound memory at ``chunk·T·S·(S + E)`` floats; ``None`` takes
-    the whole batch at once.  ``chunk`` must divide the batch.
+    Every sequence starts from ``state0``; ``source_mask`` and ``step_mask`` as there, per sequence.
+    ``chunk`` sequences are differentiated at a time (``vmap`` inside, a ``lax.scan`` over chunks) to bound
+    memory at ``chunk·T·S·(S + E)`` floats; ``None`` takes the whole batch at once.  ``chunk`` must divide
+    the batch.
     """
     batch = embeddings.shape[0]
     _check_chunk(chunk, batch)
     chunk = batch if chunk is None else chunk
-    sums = jax.vmap(partial(state_gradient_sums, step, cell_params), in_axes=(0, None, None, 0))
+    sums = jax.vmap(partial(state_gradient_sums, step, cell_params), in_axes=(0, None, None, 0, 0))
 
     def add(carry, xs):
-        e, mask = xs
-        total, count = sums(e, state0, max_delay, mask)
+        e, mask, steps = xs
+        total, count = sums(e, state0, max_delay, mask, steps)
         return (carry[0] + total.sum(0), carry[1] + count.sum(0)), None
 
     def chunks(x):
@@ -142,8 +150,8 @@ def mean_state_gradients(
     S, E = state0.shape[0], embeddings.shape[-1]
     dtype = jnp.result_type(state0, embeddings)
     zero = (jnp.zeros((max_delay + 1, S, E), dtype), jnp.zeros((max_delay + 1,), dtype))
-    mask = None if source_mask is None else jnp.asarray(source_mask, bool)
-    (total, count), _ = jax.lax.scan(add, zero, (chunks(embeddings), chunks(mask)))
+    mask, steps = (None if m is None else jnp.asarray(m, bool) for m in (source_mask, step_mask))
+    (total, count), _ = jax.lax.scan(add, zero, (chunks(embeddings), chunks(mask), chunks(steps)))
     return total / count[:, None, None]
 
 
@@ -425,9 +433,9 @@ def network_memory(
     """Singular values of one network's normalised ``Ḡ_τ D`` for τ = 0 … ``max_delay`` on ``inputs``
     (the task's probe sequences).  With an embedding (``model.vocab``), ``inputs`` are token ids: the
     gradients are taken with respect to this network's embedded inputs, averaged over sources that are
-    not ``<pad>``, and ``D`` is the Cholesky factor of the covariance of its embedding vectors over the
-    vocabulary ([V] §4.1: each word once); otherwise ``D`` is that of the inputs themselves.  Padded
-    steps before a document's first token are stepped unmasked here (``Model.step`` has no mask)."""
+    not ``<pad>``, and the ``<pad>`` steps leave the state at zero as in training (``step_mask``);
+    ``D`` is the Cholesky factor of the covariance of its embedding vectors over the vocabulary ([V] §4.1:
+    each word once).  Otherwise ``D`` is that of the inputs themselves."""
     n = model.units
     rows = {"state": slice(None), "hidden": slice(0, n), "cell": slice(n, 2 * n)}[options.part]
     if model.vocab:
@@ -437,5 +445,5 @@ def network_memory(
         e = jnp.asarray(inputs, jnp.float32)
         mask, cholesky = None, embedding_cholesky(e.reshape(-1, e.shape[-1]))
     state0 = jnp.zeros((model.state_size,), e.dtype)
-    g = mean_state_gradients(model.step, params["cell"], e, state0, options.max_delay, mask)
+    g = mean_state_gradients(model.step, params["cell"], e, state0, options.max_delay, mask, step_mask=mask)
     return singular_values(normalise(g[:, rows], cholesky))

@@ -284,10 +284,32 @@ def test_network_memory_differentiates_each_network_s_own_embedding():
     opts = memory.MemoryOptions(max_delay=3, probes=2)
     sv = memory.network_memory(model, opts, params, ids)
     table = params["embedding"]["embedding"]
-    g = memory.mean_state_gradients(model.step, params["cell"], table[ids], jnp.zeros(6), 3, ids != 0)
+    e, real = table[ids], ids != 0
+    g = memory.mean_state_gradients(model.step, params["cell"], e, jnp.zeros(6), 3, real, step_mask=real)
     expected = memory.singular_values(memory.normalise(g, memory.embedding_cholesky(table[1:])))
     np.testing.assert_allclose(sv, expected, rtol=1e-5)
     assert sv.shape == (4, 4)
+
+
+@pytest.mark.parametrize("arch", ["gru", "lstm"])
+def test_left_padding_changes_no_state_gradient(arch):
+    """The masked training recurrence holds the state at zero through a document's left padding, so the
+    state gradients of a padded document — sources and steps masked — are those of the document alone,
+    whatever the (untrained) <pad> embedding is; stepping the padding unmasked would change them."""
+    model = Model(arch, "tanh", 5, 3, 2, vocab=9)
+    params = model.init(jax.random.key(1))
+    table = params["embedding"]["embedding"]
+    doc = jnp.array([3, 5, 2, 6, 1, 4, 8])
+    padded = jnp.concatenate([jnp.zeros(4, doc.dtype), doc])
+    s0, step, cell = jnp.zeros(model.state_size), model.step, params["cell"]
+    alone = memory.state_gradients(step, cell, table[doc], s0, 5)
+    real = padded != 0
+    masked = memory.state_gradients(step, cell, table[padded], s0, 5, real)
+    with_steps = memory.mean_state_gradients(
+        step, cell, table[padded][None], s0, 5, real[None], step_mask=real[None]
+    )
+    np.testing.assert_allclose(with_steps, alone, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(masked, alone, rtol=1e-3)  # the pads' embedding moved the state
 
 
 @pytest.mark.slow
