@@ -41,7 +41,7 @@ from popdyn.cells import (  # noqa: F401  (the constrained cells' maths, re-expo
     orthogonal,
     project_contractive,
 )
-from popdyn.dynamics import decompose, full_precision
+from popdyn.dynamics import eigenvalues, full_precision
 from popdyn.rtasks import CLASSES, SPACINGS, SYMBOLS, relevant_symbols, sine_generation  # noqa: F401
 
 # --------------------------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def contractivity(
     the contraction of [R] §3.2 along the trajectory and ``ρ(J_t) > 1`` the necessary condition for
     exploding gradients of the §4.2 remark. States are the full state (lstm ``[h; c]``, 2N).
 
-    ``J_t`` by ``jax.jacfwd`` of ``model.step``; eigenvalues through :func:`popdyn.dynamics.decompose`,
+    ``J_t`` by ``jax.jacfwd`` of ``model.step``; eigenvalues through :func:`popdyn.dynamics.eigenvalues`,
     singular values by ``jnp.linalg.svd``. The ``batch × time`` states are processed ``chunk`` at a time
     (``lax.map``) so that only ``chunk`` D × D Jacobians exist at once (a 200-unit lstm on 100 × 400 steps
     would otherwise hold 26 GB). ``model`` and ``chunk`` are static under ``jit``.
@@ -126,8 +126,7 @@ def contractivity(
     def one(sx):
         s, xt = sx
         jac = jax.jacfwd(model.step, argnums=1)(cell, s, xt)
-        eigenvalues = decompose(jac)[0]  # sorted by |λ|, largest first
-        return jnp.abs(eigenvalues[0]), jnp.linalg.svd(jac, compute_uv=False)[0]
+        return jnp.abs(eigenvalues(jac)[0]), jnp.linalg.svd(jac, compute_uv=False)[0]
 
     radii, norms = jax.lax.map(one, (before.reshape(b * t, d), x.reshape(b * t, -1)), batch_size=int(chunk))
     radii, norms = radii.reshape(b, t), norms.reshape(b, t)

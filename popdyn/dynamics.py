@@ -172,13 +172,19 @@ def _host_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="popdyn-eig")
 
 
-def _host_eig(a: np.ndarray, wanted: np.ndarray):
+def _host_eig(a: np.ndarray, wanted: np.ndarray, vectors: bool = True):
     """LAPACK geev through SciPy on the host, over any leading axes, one matrix per pool thread (LAPACK
-    releases the GIL); matrices not ``wanted`` are skipped (λ = 0, R = L = I)."""
+    releases the GIL); matrices not ``wanted`` are skipped (λ = 0, R = L = I).  ``vectors=False``: the
+    eigenvalues alone (geev without eigenvectors: 41 against 73 ms for 400 × 400 here)."""
     lead, d = a.shape[:-2], a.shape[-1]
     flat = np.asarray(a).reshape(-1, d, d)
     todo = np.flatnonzero(np.broadcast_to(wanted, lead).reshape(-1))
     w = np.zeros((flat.shape[0], d), np.complex64)
+    if not vectors:
+        with threadpool_limits(1):
+            for i, wi in zip(todo, _host_pool().map(lambda i: scipy.linalg.eigvals(flat[i]), todo)):
+                w[i] = wi
+        return w.reshape(*lead, d)
     vl = np.broadcast_to(np.eye(d, dtype=np.complex64), flat.shape).copy()
     vr = vl.copy()
     with threadpool_limits(1):  # one BLAS thread per matrix: the pool is the parallelism
@@ -209,6 +215,22 @@ def _eig(a, wanted):
     return jax.pure_callback(_host_eig, (c[0], c[1], c[1]), a, wanted, vmap_method="expand_dims")
 
 
+def _by_modulus(w):
+    """The order that sorts eigenvalues by |λ|, largest first."""
+    return jnp.argsort(-jnp.abs(w), axis=-1)
+
+
+def eigenvalues(jacobians: Float[Array, "K D D"]) -> Complex[Array, "K D"]:
+    """Eigenvalues alone, sorted by |λ| (largest first), on the host like :func:`decompose` but without
+    eigenvectors (1.8× cheaper for a 400 × 400 Jacobian)."""
+    out = jax.ShapeDtypeStruct(jacobians.shape[:-1], jnp.complex64)
+    wanted = jnp.ones(jacobians.shape[:-2], bool)
+    w = jax.pure_callback(
+        partial(_host_eig, vectors=False), out, jacobians, wanted, vmap_method="expand_dims"
+    )
+    return jnp.take_along_axis(w, _by_modulus(w), axis=-1)
+
+
 def decompose(jacobians: Float[Array, "K D D"], wanted: Bool[Array, " K"] | None = None):
     """Eigenvalues (sorted by |λ|, largest first), right and left eigenvectors with ``Lᴴ R = I``.
 
@@ -216,7 +238,7 @@ def decompose(jacobians: Float[Array, "K D D"], wanted: Bool[Array, " K"] | None
     if wanted is None:
         wanted = jnp.ones(jacobians.shape[:-2], bool)
     w, vl, vr = _eig(jacobians, wanted)
-    order = jnp.argsort(-jnp.abs(w), axis=-1)
+    order = _by_modulus(w)
     w = jnp.take_along_axis(w, order, axis=-1)
     vl = jnp.take_along_axis(vl, order[..., None, :], axis=-1)
     vr = jnp.take_along_axis(vr, order[..., None, :], axis=-1)

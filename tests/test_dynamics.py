@@ -15,6 +15,8 @@ from popdyn.dynamics import (
     FixedPoints,
     TopologyOptions,
     analyze_one,
+    decompose,
+    eigenvalues,
     find_fixed_points,
     mode_overlap,
 )
@@ -260,3 +262,29 @@ def test_mode_overlap_measures_each_mode_s_share_in_the_manifold():
     overlap = np.asarray(mode_overlap(fp))
     np.testing.assert_allclose(overlap[:-1], np.broadcast_to([1, 1, 2**-0.5, 0], (k - 1, d)), atol=1e-5)
     assert np.isnan(overlap[-1]).all()
+
+
+def _known_spectrum():
+    """4 × 4 matrices similar to blocks with eigenvalues 0.9·e^{±0.3i}, −0.5, 0.1 (a random basis each)."""
+    c, s = 0.9 * np.cos(0.3), 0.9 * np.sin(0.3)
+    block = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, -0.5, 0], [0, 0, 0, 0.1]])
+    bases = np.random.default_rng(0).standard_normal((3, 4, 4)) + 2 * np.eye(4)
+    return np.stack([b @ block @ np.linalg.inv(b) for b in bases]).astype(np.float32)
+
+
+def test_eigenvalues_alone_match_the_decomposition_and_the_known_spectrum():
+    """``eigenvalues`` (no eigenvectors) gives ``decompose``'s eigenvalues, sorted by |λ|, under jit and
+    vmap; ``decompose``'s vectors satisfy J R = R Λ and Lᴴ R = I."""
+    jac = jnp.asarray(_known_spectrum())
+    w = jax.jit(jax.vmap(eigenvalues))(jac)
+    expected = np.array([0.9 * np.exp(0.3j), 0.9 * np.exp(-0.3j), -0.5, 0.1])
+    for wi in np.asarray(w):
+        np.testing.assert_allclose(np.abs(wi), np.abs(expected), atol=1e-4)
+        np.testing.assert_allclose(np.sort_complex(wi), np.sort_complex(expected), atol=1e-4)
+    full, right, left = jax.jit(decompose)(jac)
+    np.testing.assert_allclose(w, full, atol=1e-5)
+    with jax.numpy_dtype_promotion("standard"):
+        np.testing.assert_allclose(jac @ right, right * full[:, None, :], atol=1e-4)
+        np.testing.assert_allclose(
+            jnp.conj(jnp.swapaxes(left, -1, -2)) @ right, np.broadcast_to(np.eye(4), jac.shape), atol=1e-4
+        )
