@@ -77,10 +77,15 @@ def timed(fn, *a):
 
 def main(argv=None):
     args = parse_args(argv)
+    t0 = time.perf_counter()
     task, model, params, opts, h0 = setup(args)
+    print(
+        f"... setup (P = {args.P} networks, initial states): {time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+    )
     x = task.x_star[0]
     one = partial(find_fixed_points, model.step, options=opts)
-    rows = []
+    rows = _Rows()
 
     def program(p, h):
         return one(p["cell"], x, h)
@@ -141,6 +146,19 @@ def main(argv=None):
         gflops = flops / per / 1e9
         print(f"| {name} | {k} | {t:.2f} | {per:.3f} | {1 / per:.2f} | {gflops:.1f} | "
               f"{100 * gflops / peak:.0f} | {loop / per:.2f}× | {comp} |")  # fmt: skip
+
+
+class _Rows(list):
+    """The table's rows, each also reported on stderr as it is measured (a run cut short still says
+    where its time went)."""
+
+    def append(self, row):
+        name, k, t, first = row
+        timing = (
+            "—" if t is None else f"{t:.2f} s" + ("" if first is None else f" (first call {first:.1f} s)")
+        )
+        print(f"... {name}, {k} networks: {timing}", file=sys.stderr, flush=True)
+        super().append(row)
 
 
 def torch_loop(params, h0, n, args) -> float:
