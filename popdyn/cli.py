@@ -57,7 +57,10 @@ def sweep(cfg: DictConfig, run_dir: Path | None = None) -> Path:
         spec = build_sweep(OmegaConf.to_container(cfg, resolve=True))
         run_sweep(spec, run_dir, progress=bool(cfg.get("progress", True)))
     except (ConfigError, hosts.DistributedError, store.RunDirError) as e:
-        fail(str(e), run_dir)
+        fail(str(e), run_dir)  # every process gets these alike
+    except Exception:
+        hosts.abandon()  # one process of several failed alone: end it so the others stop too
+        raise
     log.info("results in %s — popdyn.store.load(%r)", run_dir, str(run_dir))
     return run_dir
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,6 +59,26 @@ def initialize(section: Mapping | None) -> None:
         "process %d of %d: %d local and %d devices in all",
         jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
     )  # fmt: skip
+
+
+def abandon() -> None:
+    """End this process at once after an unexpected error, its traceback logged, if it is one of several.
+
+    The others stop within seconds — JAX's coordination service sees it gone and ends them — instead of
+    waiting in their next collective for a process that will never join, and then 5 minutes at JAX's
+    shutdown barrier (measured with 2 CPU processes: ~300 s, then an abort).  Call from an ``except``
+    block; returns in a one-process run, where the caller re-raises."""
+    if jax.process_count() == 1:
+        return
+    log.exception(
+        "process %d of %d failed; ending it so that the others stop too",
+        jax.process_index(),
+        jax.process_count(),
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def writer() -> bool:

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -105,28 +106,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_train_and_analyse_like_one(runs, tmp_path):
-    """``distributed.enabled=true``: 2 processes (jax.distributed over gloo, one host device each) train and
-    analyse the tiny grid together — each group's members split over both — into one run directory that
-    only process 0 writes; the results equal the one-process run's (2 host devices)."""
-    single, _ = runs
-    multi = tmp_path / "multi"
+def _two_processes(run_dir, cwd, *overrides):
+    """``scripts/sweep.py +grid=tiny`` as the 2 processes of one run (one host device each)."""
     port = _free_port()
-    procs = [
+    return [
         subprocess.Popen(
             [
                 sys.executable,
                 str(ROOT / "scripts" / "sweep.py"),
                 "+grid=tiny",
                 "progress=false",
-                f"hydra.run.dir={multi}",
+                f"hydra.run.dir={run_dir}",
                 "distributed.enabled=true",
                 f"distributed.coordinator=127.0.0.1:{port}",
                 "distributed.num_processes=2",
                 f"distributed.process_id={i}",
+                *overrides,
             ],
-            cwd=tmp_path,
+            cwd=cwd,
             env={**os.environ, "POPDYN_CPU_DEVICES": "1"},
             text=True,
             stdout=subprocess.PIPE,
@@ -134,6 +131,16 @@ def test_two_processes_train_and_analyse_like_one(runs, tmp_path):
         )  # fmt: skip
         for i in range(2)
     ]
+
+
+@pytest.mark.slow
+def test_two_processes_train_and_analyse_like_one(runs, tmp_path):
+    """``distributed.enabled=true``: 2 processes (jax.distributed over gloo, one host device each) train and
+    analyse the tiny grid together — each group's members split over both — into one run directory that
+    only process 0 writes; the results equal the one-process run's (2 host devices)."""
+    single, _ = runs
+    multi = tmp_path / "multi"
+    procs = _two_processes(multi, tmp_path)
     outs = [p.communicate(timeout=900) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err
@@ -147,6 +154,28 @@ def test_two_processes_train_and_analyse_like_one(runs, tmp_path):
     for g in pa:
         jax.tree.map(np.testing.assert_array_equal, pa[g].params, pb[g].params)
     assert not list(multi.rglob(".*.tmp-*")) and (multi / "figures" / "mds_svcca.png").exists()
+
+
+@pytest.mark.slow
+def test_a_process_failing_alone_stops_the_other_within_seconds(tmp_path):
+    """Process 0 alone fails (it is the only writer, and ``members.csv`` is a directory) while process 1
+    goes on into the analysis's collectives: process 0 logs its error and ends, and process 1 stops
+    within seconds — not after JAX's 5-minute shutdown barrier — both with a non-zero status."""
+    run_dir = tmp_path / "run"
+    (run_dir / "members.csv").mkdir(parents=True)
+    start = time.monotonic()
+    procs = _two_processes(run_dir, tmp_path)
+    try:
+        outs = [p.communicate(timeout=280) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    elapsed = time.monotonic() - start
+    assert all(p.returncode != 0 for p in procs), [err[-2000:] for _, err in outs]
+    log0 = "".join(outs[0])  # Hydra's console log is stdout
+    assert "process 0 of 2 failed" in log0 and "IsADirectoryError" in log0 and "members.csv" in log0
+    assert elapsed < 150, f"{elapsed:.0f} s"  # start-up and training take ~30 s; the barrier would add 300
+    assert (run_dir / "members.csv").is_dir() and (run_dir / "groups").is_dir()  # trained groups kept
 
 
 @pytest.mark.parametrize(
