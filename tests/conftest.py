@@ -1,4 +1,5 @@
-"""Fixtures shared by the cell and model tests: every arch × activation at one small size."""
+"""Fixtures shared by the cell and model tests — every arch × activation at one small size — and the
+tiny grid run once for every test file that reads it."""
 
 import jax
 import jax.numpy as jnp
@@ -38,3 +39,15 @@ def params(init_params):
     return jax.tree_util.tree_map(
         lambda leaf: jnp.asarray(leaf + 0.3 * rng.standard_normal(leaf.shape), jnp.float32), init_params
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """``scripts/sweep.py +grid=tiny`` run once (trained, analysed, compared, drawn); tests only read it,
+    or rerun commands that must leave it unchanged, or copy it before changing anything."""
+    from tests.test_sweep import run_script
+
+    run_dir = tmp_path_factory.mktemp("tiny")
+    r = run_script("+grid=tiny", f"hydra.run.dir={run_dir}", "progress=false", cwd=run_dir)
+    assert r.returncode == 0, r.stderr
+    return run_dir

@@ -43,12 +43,10 @@ def test_impossible_shards_are_refused(overrides, named):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """The tiny grid run once in one process and once as 2 shards through submitit_local."""
+def runs(tmp_path_factory, tiny_run):
+    """The tiny grid run in one process (conftest's ``tiny_run``) and as 2 shards through submitit_local."""
     root = tmp_path_factory.mktemp("cluster")
-    single, sweep = root / "single", root / "multirun"
-    r = run_script("+grid=tiny", f"hydra.run.dir={single}", "progress=false", cwd=root)
-    assert r.returncode == 0, r.stderr
+    single, sweep = tiny_run, root / "multirun"
     r = run_script("-m", "+grid=tiny", "hydra/launcher=submitit_local", "shard=range(2)", "num_shards=2",
                    f"hydra.sweep.dir={sweep}", "progress=false", cwd=root)  # fmt: skip
     assert r.returncode == 0, r.stderr

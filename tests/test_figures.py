@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import xarray as xr
 
 from popdyn import figures
@@ -31,17 +30,8 @@ def assert_drawn(paths, prefix):
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One small analysed flip-flop run (one group: the test file stays under a minute on 2 cores)."""
-    run_dir = tmp_path_factory.mktemp("tiny")
-    r = run_script("+grid=tiny", "grid.arch=[vanilla]", "grid.trials=0", f"hydra.run.dir={run_dir}",
-                   "progress=false", cwd=run_dir, script="sweep.py")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    return run_dir
-
-
 def test_draw_all_writes_every_flipflop_figure(tiny_run):
+    """Every flip-flop figure of the shared tiny run (conftest), drawn again in this process."""
     paths = figures.draw_all(tiny_run)
     assert len(paths) == 2 * len(FLIPFLOP)
     for name in FLIPFLOP:

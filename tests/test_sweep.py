@@ -98,14 +98,6 @@ def test_script_rejects_bad_input_before_compiling(tmp_path):
     assert r.returncode != 0 and "nosuchgrid" in r.stderr and "tiny" in r.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("tiny")
-    r = run_script("+grid=tiny", f"hydra.run.dir={run_dir}", "progress=false", cwd=run_dir)
-    assert r.returncode == 0, r.stderr
-    return run_dir
-
-
 def test_tiny_sweep_writes_and_reloads(tiny_run):
     ds = store.load(tiny_run)
     s = build_sweep(store.yaml.safe_load((tiny_run / "config.yaml").read_text()))
