@@ -15,7 +15,9 @@ and delay 0 is the current input ([V] §3: "the input for a delay of 0 is *mat* 
   ``σ_1/Σσ`` ([V] §4.3.2).
 
 Every function is written for one network (and one sequence where it says so) and is pure JAX: ``jit`` it
-and ``vmap`` it over sequences or members at the call site.  :func:`population_memory` does this for a
+and ``vmap`` it over sequences or members at the call site.  The products of Jacobians and the whitening
+are traced with float32 matmuls (``dynamics.full_precision``) like the other analyses: a GPU's default
+TF32 would compound its ~1e-3 error over τ factors.  :func:`population_memory` does this for a
 group of members (params with a leading member axis) and returns an ``xarray.Dataset``.
 """
 
@@ -33,6 +35,8 @@ import numpy as np
 import xarray as xr
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from popdyn.dynamics import full_precision
+
 if TYPE_CHECKING:
     from popdyn.model import Model
 
@@ -43,6 +47,7 @@ PARTS = ("state", "hidden", "cell")
 
 # ------------------------------------------------------------------------------------------------------
 # state gradients ([V] §3)
+@full_precision
 def state_gradient_sums(
     step: Step,
     cell_params: dict,
@@ -157,6 +162,7 @@ def mean_state_gradients(
 
 # ------------------------------------------------------------------------------------------------------
 # normalisation, SVD, memory curve ([V] §3, §4.1)
+@full_precision
 def embedding_cholesky(
     embeddings: Float[Array, "samples emb"], ridge: float = 1e-5
 ) -> Float[Array, "emb emb"]:
@@ -177,6 +183,7 @@ def embedding_cholesky(
     return jnp.linalg.cholesky(cov + ridge * jnp.trace(cov) / E * jnp.eye(E, dtype=cov.dtype))
 
 
+@full_precision
 def normalise(
     gradients: Float[Array, "delay state emb"], cholesky: Float[Array, "emb emb"]
 ) -> Float[Array, "delay state emb"]:
