@@ -62,6 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import popdyn  # noqa: F401  (its import-time device setup; main() then asks for --host-devices)
+from popdyn import fused
 from popdyn.model import Model
 from popdyn.population import HParams
 from popdyn.tasks import make_task
@@ -157,7 +158,10 @@ def time_population(
     arch: str, P: int, devices, args, task, member_batch: int | None = None, grad: str = "hoisted"
 ) -> Result:
     settings = TrainSettings(steps=10**9, batch=BATCH, chunk=args.chunk)
-    model = Model(arch, ACTIVATION, UNITS, task.n_in, task.n_out, unroll=args.unroll, grad=grad)
+    # "xla-loop": the lstm's time loop as XLA ops (Model(kernel="xla")) instead of the fused CPU kernel
+    kernel = {"kernel": "xla"} if grad == "xla-loop" else {}
+    grad = "hoisted" if grad == "xla-loop" else grad
+    model = Model(arch, ACTIVATION, UNITS, task.n_in, task.n_out, unroll=args.unroll, grad=grad, **kernel)
     extra = {} if member_batch is None else {"member_batch": member_batch}
     tr = GroupTrainer(model, task, settings, P, devices=devices, **extra)
     hp, keys = tr.pad(hparams(P), jax.random.split(jax.random.key(SEED), P))
@@ -184,7 +188,7 @@ def time_population(
         notes.append("non-finite loss")
     return Result(
         arch,
-        popdyn_engine(member_batch, grad),
+        popdyn_engine(member_batch, "xla-loop" if kernel else grad),
         P,
         f"{len(tr.devices)}",
         P * args.chunk / per_chunk,
@@ -464,6 +468,13 @@ def parse_args(argv=None):
         help="extra rows at P=32 with Model(grad='autodiff'), the plain-autodiff time loop, for these "
         "member_batch values (default: the first --member-batch value; 0 = vmap)",
     )
+    p.add_argument(
+        "--xla-loop",
+        type=int,
+        nargs="*",
+        help="extra lstm rows at P=32 with Model(kernel='xla'): XLA's time loop instead of the fused CPU "
+        "kernel (popdyn.fused), for these member_batch values (default: the first --member-batch value)",
+    )
     p.add_argument("--compare-p", type=int, default=COMPARE_P, help="P of the cell comparison (32)")
     p.add_argument(
         "--torch-device", default="cpu", help="torch device of the torch loop (cpu; 'cuda' on a GPU machine)"
@@ -493,6 +504,9 @@ def parse_args(argv=None):
     if args.autodiff is None:
         args.autodiff = args.member_batch[:1]
     args.autodiff = [b or None for b in args.autodiff]
+    if args.xla_loop is None:
+        args.xla_loop = args.member_batch[:1]
+    args.xla_loop = [b or None for b in args.xla_loop]
     return args
 
 
@@ -521,7 +535,9 @@ def header(args, peak: float, peak1: float) -> str:
         f"- popdyn: time-loop unroll {args.unroll}; 'popdyn' = vmap over the members of a device"
         + "".join(f", 'popdyn map b={b}' = GroupTrainer(member_batch={b})" for b in args.member_batch)
         + "; rows marked 'autodiff' use Model(grad='autodiff') (plain autodiff of the time loop), the others "
-        "the default hoisted-weight-gradient backward (popdyn.recurrence)",
+        "the default hoisted-weight-gradient backward (popdyn.recurrence); lstm rows run the fused CPU kernel "
+        f"(popdyn.fused: {'built' if fused.available() else 'UNAVAILABLE, XLA loop'}) but those marked "
+        "'xla-loop' (Model(kernel='xla'))",
         "- FLOP per network-step (3 × forward matmuls): "
         + ", ".join(f"{a} {flops_per_network_step(a) / 1e9:.3f} G" for a in ARCHS),
     ]
@@ -551,9 +567,11 @@ def main(argv=None) -> None:
     # (member_batch, grad) of each popdyn variant (member_batch None: vmap)
     variants = [(mb, "hoisted") for mb in [None, *args.member_batch]]
     variants += [(mb, "autodiff") for mb in args.autodiff]
+    variants += [(mb, "xla-loop") for mb in args.xla_loop]
     plan = []  # (cell, engine, P, devices, (member_batch, grad))
     for cell in args.cells:
-        plan += [(cell, popdyn_engine(*v), args.compare_p, d, v) for v in variants for d in device_sets]
+        runs = [v for v in variants if v[1] != "xla-loop" or cell == "lstm"]  # the kernel is the lstm's
+        plan += [(cell, popdyn_engine(*v), args.compare_p, d, v) for v in runs for d in device_sets]
     plan += [(args.sweep_cell, "popdyn", P, d, (None, "hoisted")) for P in args.sizes for d in device_sets]
     loop_cells = list(dict.fromkeys([*args.cells, args.sweep_cell]))
     plan += [(c, "jit loop", args.loop_nets, None, None) for c in loop_cells]

@@ -15,10 +15,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from popdyn import fused
 from popdyn.cells import Cell, base_arch, make_cell, project_contractive, recurrent_kernel
 from popdyn.recurrence import recurrence
 
 GRADS = ("hoisted", "autodiff")
+KERNELS = ("auto", "xla")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class Model:
     grad: str = "hoisted"  # backward pass of the time loop: "hoisted" (popdyn.recurrence) or "autodiff"
     readout_bias: bool = True  # [A]'s classifiers read out without a bias
     vocab: int = 0  # > 0: inputs are token ids [batch, time], embedded into n_in dims ([A]'s natural data)
+    # the lstm time loop with grad="hoisted": "auto" runs the fused CPU kernel (popdyn.fused) where it can
+    # (lstm/slstm, float32, CPU backend, kernel built), else XLA's loop (popdyn.recurrence); "xla" always XLA's
+    kernel: str = "auto"
 
     @classmethod
     def for_task(cls, arch: str, activation: str, units: int, task, unroll: int = 1) -> Model:
@@ -50,6 +55,8 @@ class Model:
     def __post_init__(self):
         if self.grad not in GRADS:
             raise ValueError(f"unknown grad {self.grad!r}; allowed: {', '.join(GRADS)}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {self.kernel!r}; allowed: {', '.join(KERNELS)}")
 
     @property
     def base(self) -> str:
@@ -117,9 +124,12 @@ class Model:
 
         if self.grad == "hoisted":
             x = x.astype(h0.dtype)
-            states = recurrence(
-                self.base, self.activation, self.unroll, self.kernels(params), x, state0, mask
-            )
+            if self.kernel == "auto" and fused.usable(self.base, x.dtype):
+                states = fused.lstm(self.kernels(params), x, state0, mask, self.activation)
+            else:
+                states = recurrence(
+                    self.base, self.activation, self.unroll, self.kernels(params), x, state0, mask
+                )
         else:
             # the input half of every gate does not depend on the state: one matmul for the whole sequence
             xp = jnp.swapaxes(self.cell.apply(cell_params, x, method=Cell.project), 0, 1)

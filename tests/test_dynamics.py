@@ -209,7 +209,8 @@ def test_trained_flipflop_network_has_stable_points_at_the_memory_corners():
     """A vanilla network trained on 3-bit flip-flop: its stable fixed points read out near the 2^3 corners."""
     task = make_task("flipflop", T=50)
     model = Model("vanilla", "tanh", 24, task.n_in, task.n_out)
-    settings = TrainSettings(steps=1500, batch=64, chunk=500)
+    # 2000 steps: at 1500 (loss 0.074) an AVX-512 machine's network had found only 7 of the 8 corners
+    settings = TrainSettings(steps=2000, batch=64, chunk=500)
     hp = HParams(lr=jnp.float32(0.05), decay=jnp.float32(0.3), momentum=jnp.float32(0.9),
                  clip=jnp.float32(1.0), l2=jnp.float32(1e-5))  # fmt: skip
     state, losses = train_one(model, task, settings, hp, jax.random.key(0))
