@@ -160,29 +160,24 @@ def lstm(
     return _lstm(activation == "relu", kernels, x, state0, mask)
 
 
-def _shapes(x, n):
-    b, t, _ = x.shape
-    sds = jax.ShapeDtypeStruct
-    return sds((b, t, n), x.dtype), sds((t, b, 4 * n), x.dtype), sds((t, b, n), x.dtype)
-
-
 def _forward(relu, kernels, x, state0, mask):
     h0, c0 = state0
-    state, gates, step = _shapes(x, h0.shape[-1])
-    call = jax.ffi.ffi_call(
-        "popdyn_lstm_forward", (state, state, gates, step, step), vmap_method="broadcast_all"
-    )
-    hs, cs, acts, hprev, tc = call(kernels, x, mask, h0, c0, relu=np.int32(relu))
-    return (hs, cs), (kernels, x, mask, c0, cs, acts, hprev, tc)
+    (b, t, m), n = x.shape, h0.shape[-1]
+    # hs, cs [b, t, n]; residuals acts [t, b, 4n], zs = [h_{t-1}, x_t, 1] [t, b, n + m + 1], tc [t, b, n]
+    shapes = [(b, t, n), (b, t, n), (t, b, 4 * n), (t, b, n + m + 1), (t, b, n)]
+    out = [jax.ShapeDtypeStruct(s, x.dtype) for s in shapes]
+    call = jax.ffi.ffi_call("popdyn_lstm_forward", out, vmap_method="broadcast_all")
+    hs, cs, acts, zs, tc = call(kernels, x, mask, h0, c0, relu=np.int32(relu))
+    return (hs, cs), (kernels, x, mask, c0, cs, acts, zs, tc)
 
 
 def _backward(relu, residuals, g):
-    kernels, x, mask, c0, cs, acts, hprev, tc = residuals
+    kernels, x, mask, c0, cs, acts, zs, tc = residuals
     gh, gc = g
     n = c0.shape[-1]
     out = [jax.ShapeDtypeStruct(a.shape, x.dtype) for a in (kernels, c0, c0, acts)]  # δK, δh0, δc0, δa
     call = jax.ffi.ffi_call("popdyn_lstm_backward", out, vmap_method="broadcast_all")
-    dk, dh0, dc0, da = call(kernels, x, mask, c0, cs, acts, hprev, tc, gh, gc, relu=np.int32(relu))
+    dk, dh0, dc0, da = call(kernels, x, mask, c0, cs, acts, zs, tc, gh, gc, relu=np.int32(relu))
     # δx_t = U δa_t: left to XLA, which drops it where nothing asks for it (training never does)
     dx = jnp.einsum("tbj,mj->btm", da, kernels[n : n + x.shape[-1]])
     return dk, dx, (dh0, dc0), jnp.zeros_like(mask)

@@ -1,18 +1,20 @@
 // The lstm time loop of popdyn.recurrence as two XLA FFI custom calls for the CPU (popdyn/fused.py).
 //
 // XLA runs the lstm's time loop as separate ops per step — one matmul, element-wise fusions, one
-// dynamic-update-slice per saved array — and on a CPU that costs about 2.5x the step's matmuls
+// dynamic-update-slice per saved array — and on a CPU those cost as much as the step's matmul again
 // (benchmarks/README.md).  Here one call runs the whole loop: per step one sgemm (OpenBLAS, one thread)
-// and one pass over the gates that evaluates sigma, the activation and the cell update in registers.
+// and one vectorised pass over the gates for sigma, the activation and the cell update.
 //
 // Same equations and parameter layout as popdyn/recurrence.py: the stacked kernel K = [W; U; b] has
 // R = N + M + 1 rows and G = 4N columns in gate blocks (i, f, o, c); a step is
-//   a = [h; x; 1] K,  i, f, o = sigma(a_i, a_f, a_o),  g = act(a_c),
-//   c' = m (f c + i g),  h' = m (o act(c / m)),
+//   a = [h; x; 1] K,  i, f, o = sigma(a_i, a_f, a_o),  g = act(a_c),  c_new = f c + i g,
+//   h' = m o act(c_new),  c' = m c_new,
 // with a 0/1 mask m per (batch row, step).  Every array of one network is row-major:
 //   x [B, T, M], mask [B, T], h0, c0 [B, N]  ->  hs, cs [B, T, N]  (the states),
-//   and the residuals for the backward call: acts [T, B, G] (the activated gates), hprev [T, B, N]
-//   (h_{t-1}), tc [T, B, N] (act(c_t) before the mask).
+//   and the residuals for the backward call: acts [T, B, G] (the activated gates), zs [T, B, R]
+//   (z_t = [h_{t-1}, x_t, 1]), tc [T, B, N] (act(c_new)).
+// The backward call runs the reversed loop for the state and gate cotangents (one sgemm per step) and
+// then the kernel's gradient as one sgemm over every step and batch row, dK = sum_t z_t^T da_t.
 // Leading batch dimensions (a vmapped population) are looped over.
 //
 // Built by popdyn/fused.py with the flags it names (-O3 -march=native); the loops below are written so
@@ -108,13 +110,10 @@ template <bool kRelu>
 void forward(const Dims& d, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> mask,
                 ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> hs,
                 ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> acts,
-                ffi::ResultBuffer<ffi::F32> hprev, ffi::ResultBuffer<ffi::F32> tc) {
+                ffi::ResultBuffer<ffi::F32> zs, ffi::ResultBuffer<ffi::F32> tc) {
   const int64_t B = d.B, T = d.T, M = d.M, N = d.N, G = d.G, R = d.R;
   for (int64_t p = 0; p < d.members; ++p) {
     const float* K = k.typed_data() + p * R * G;
-    const float* W = K;            // [N, G]
-    const float* U = K + N * G;    // [M, G]
-    const float* bias = K + (N + M) * G;
     const float* X = x.typed_data() + p * B * T * M;
     const float* MK = mask.typed_data() + p * B * T;
     const float* H0 = h0.typed_data() + p * B * N;
@@ -122,25 +121,19 @@ void forward(const Dims& d, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> x, ff
     float* HS = hs->typed_data() + p * B * T * N;
     float* CS = cs->typed_data() + p * B * T * N;
     float* A = acts->typed_data() + p * T * B * G;
-    float* HP = hprev->typed_data() + p * T * B * N;
+    float* Z = zs->typed_data() + p * T * B * R;
     float* TC = tc->typed_data() + p * T * B * N;
     for (int64_t t = 0; t < T; ++t) {
       float* a = A + t * B * G;
-      float* hp = HP + t * B * N;
-      // a = b + x_t U, then += h_{t-1} W (one sgemm)
+      float* z = Z + t * B * R;
+      // a = [h_{t-1}, x_t, 1] K: one sgemm; z_t is kept for the weight gradient
       for (int64_t b = 0; b < B; ++b) {
-        float* ab = a + b * G;
-        const float* xb = X + (b * T + t) * M;
-        std::memcpy(ab, bias, G * sizeof(float));
-        for (int64_t m = 0; m < M; ++m) {
-          const float xv = xb[m];
-          const float* um = U + m * G;
-#pragma omp simd
-          for (int64_t j = 0; j < G; ++j) ab[j] += xv * um[j];
-        }
-        std::memcpy(hp + b * N, t == 0 ? H0 + b * N : HS + (b * T + t - 1) * N, N * sizeof(float));
+        float* zb = z + b * R;
+        std::memcpy(zb, t == 0 ? H0 + b * N : HS + (b * T + t - 1) * N, N * sizeof(float));
+        std::memcpy(zb + N, X + (b * T + t) * M, M * sizeof(float));
+        zb[N + M] = 1.0f;
       }
-      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, G, N, 1.0f, hp, N, W, G, 1.0f, a, G);
+      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, G, R, 1.0f, z, R, K, G, 0.0f, a, G);
       for (int64_t b = 0; b < B; ++b) {
         float* ab = a + b * G;
 #pragma omp simd
@@ -168,18 +161,17 @@ void forward(const Dims& d, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> x, ff
 template <bool kRelu>
 void backward(const Dims& d, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> mask,
               ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> acts,
-              ffi::Buffer<ffi::F32> hprev, ffi::Buffer<ffi::F32> tc, ffi::Buffer<ffi::F32> gh,
+              ffi::Buffer<ffi::F32> zs, ffi::Buffer<ffi::F32> tc, ffi::Buffer<ffi::F32> gh,
               ffi::Buffer<ffi::F32> gc, ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dh0,
               ffi::ResultBuffer<ffi::F32> dc0, ffi::ResultBuffer<ffi::F32> da) {
-  const int64_t B = d.B, T = d.T, M = d.M, N = d.N, G = d.G, R = d.R;
+  const int64_t B = d.B, T = d.T, N = d.N, G = d.G, R = d.R;
   for (int64_t p = 0; p < d.members; ++p) {
     const float* K = k.typed_data() + p * R * G;
-    const float* X = x.typed_data() + p * B * T * M;
     const float* MK = mask.typed_data() + p * B * T;
     const float* C0 = c0.typed_data() + p * B * N;
     const float* CS = cs.typed_data() + p * B * T * N;
     const float* A = acts.typed_data() + p * T * B * G;
-    const float* HP = hprev.typed_data() + p * T * B * N;
+    const float* Z = zs.typed_data() + p * T * B * R;
     const float* TC = tc.typed_data() + p * T * B * N;
     const float* GH = gh.typed_data() + p * B * T * N;
     const float* GC = gc.typed_data() + p * B * T * N;
@@ -218,50 +210,33 @@ void backward(const Dims& d, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> x, f
       // dL/dh_{t-1} = da_t W^T
       scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, N, G, 1.0f, dat, G, K, G, 0.0f, DH, N);
     }
-    // dW = sum_t h_{t-1}^T da_t: one sgemm over every step and batch row
-    scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, G, T * B, 1.0f, HP, N, DA, G, 0.0f, DK, G);
-    // dU = sum x_t^T da_t, db = sum da_t
-    float* DU = DK + N * G;
-    float* DB = DK + (N + M) * G;
-    std::fill(DU, DU + (M + 1) * G, 0.0f);
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t b = 0; b < B; ++b) {
-        const float* db = DA + (t * B + b) * G;
-        const float* xb = X + (b * T + t) * M;
-        for (int64_t mm = 0; mm < M; ++mm) {
-          const float xv = xb[mm];
-          float* du = DU + mm * G;
-#pragma omp simd
-          for (int64_t j = 0; j < G; ++j) du[j] += xv * db[j];
-        }
-#pragma omp simd
-        for (int64_t j = 0; j < G; ++j) DB[j] += db[j];
-      }
+    // dK = sum_t z_t^T da_t (recurrent, input and bias rows together): one sgemm over every step and row
+    scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, G, T * B, 1.0f, Z, R, DA, G, 0.0f, DK, G);
   }
 }
 
 ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> mask,
                            ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> hs,
                            ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> acts,
-                           ffi::ResultBuffer<ffi::F32> hprev, ffi::ResultBuffer<ffi::F32> tc,
+                           ffi::ResultBuffer<ffi::F32> zs, ffi::ResultBuffer<ffi::F32> tc,
                            int32_t relu) {
   Dims d;
   if (auto e = dims_of(k.dimensions(), x.dimensions(), &d); e.failure()) return e;
   one_thread();
-  (relu ? forward<true> : forward<false>)(d, k, x, mask, h0, c0, hs, cs, acts, hprev, tc);
+  (relu ? forward<true> : forward<false>)(d, k, x, mask, h0, c0, hs, cs, acts, zs, tc);
   return ffi::Error::Success();
 }
 
 ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> mask,
                             ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> acts,
-                            ffi::Buffer<ffi::F32> hprev, ffi::Buffer<ffi::F32> tc, ffi::Buffer<ffi::F32> gh,
+                            ffi::Buffer<ffi::F32> zs, ffi::Buffer<ffi::F32> tc, ffi::Buffer<ffi::F32> gh,
                             ffi::Buffer<ffi::F32> gc, ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dh0,
                             ffi::ResultBuffer<ffi::F32> dc0, ffi::ResultBuffer<ffi::F32> da,
                             int32_t relu) {
   Dims d;
   if (auto e = dims_of(k.dimensions(), x.dimensions(), &d); e.failure()) return e;
   one_thread();
-  (relu ? backward<true> : backward<false>)(d, k, x, mask, c0, cs, acts, hprev, tc, gh, gc, dk, dh0, dc0, da);
+  (relu ? backward<true> : backward<false>)(d, k, x, mask, c0, cs, acts, zs, tc, gh, gc, dk, dh0, dc0, da);
   return ffi::Error::Success();
 }
 
@@ -277,7 +252,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PopdynLstmForward, LstmForwardImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // cs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // acts
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // hprev
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // zs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // tc
                                   .Attr<int32_t>("relu"));
 
@@ -289,7 +264,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PopdynLstmBackward, LstmBackwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // c0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // cs
                                   .Arg<ffi::Buffer<ffi::F32>>()  // acts
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // hprev
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // zs
                                   .Arg<ffi::Buffer<ffi::F32>>()  // tc
                                   .Arg<ffi::Buffer<ffi::F32>>()  // gh
                                   .Arg<ffi::Buffer<ffi::F32>>()  // gc
