@@ -28,7 +28,6 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
-#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -159,8 +158,7 @@ void forward(const Dims& d, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> x, ff
 }
 
 template <bool kRelu>
-void backward(const Dims& d, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> mask,
-              ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> acts,
+void backward(const Dims& d, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> acts,
               ffi::Buffer<ffi::F32> zs, ffi::Buffer<ffi::F32> tc, ffi::Buffer<ffi::F32> gh,
               ffi::Buffer<ffi::F32> gc, ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dh0,
               ffi::ResultBuffer<ffi::F32> dc0, ffi::ResultBuffer<ffi::F32> da) {
@@ -236,7 +234,7 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> x, ff
   Dims d;
   if (auto e = dims_of(k.dimensions(), x.dimensions(), &d); e.failure()) return e;
   one_thread();
-  (relu ? backward<true> : backward<false>)(d, k, x, mask, c0, cs, acts, zs, tc, gh, gc, dk, dh0, dc0, da);
+  (relu ? backward<true> : backward<false>)(d, k, mask, c0, cs, acts, zs, tc, gh, gc, dk, dh0, dc0, da);
   return ffi::Error::Success();
 }
 
@@ -259,7 +257,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PopdynLstmForward, LstmForwardImpl,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(PopdynLstmBackward, LstmBackwardImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // k
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x (its shape gives B, T, M)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // mask
                                   .Arg<ffi::Buffer<ffi::F32>>()  // c0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // cs
