@@ -36,7 +36,9 @@ TASKS = ("flipflop", "sine", "cdi", *TEXT_TASKS, "corpus", "sinegen", "symbols",
 # (per context) and the number of probe frequencies for sine; `probe_seed` only draws random probes
 # (flipflop) but every task accepts it so that configs can set it uniformly.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "flipflop": {"K": 3, "T": 100, "p": 0.05, "n_probe": 64, "probe_seed": 0},
+    # initial_pulse: every channel pulses at t = 0 (Sussillo & Barak 2013, [U]): targets always ±1, 2^K
+    # memory states; false: no pulse at t = 0 and target 0 until a channel's first pulse (3^K states)
+    "flipflop": {"K": 3, "T": 100, "p": 0.05, "initial_pulse": True, "n_probe": 64, "probe_seed": 0},
     "sine": {"T": 500, "n_probe": 16, "probe_seed": 0},
     "cdi": {"K": 2, "T": 30, "n_probe": 8, "probe_seed": 0},
     # [A] App. D; L (phrase length) is not given in [A]: 20; N = 5 is forced by scheme=intensity
@@ -196,7 +198,8 @@ class Task:
             return texttasks.sample(
                 self.name, params["N"], self.T, params["sampling"], params.get("scheme", ""), key, int(batch)
             )
-        return _sample(self.name, self.T, params.get("K", 1), params.get("p", 0.0), key, int(batch))
+        return _sample(self.name, self.T, params.get("K", 1), params.get("p", 0.0), key, int(batch),
+                       params.get("initial_pulse", False))  # fmt: skip
 
     # ----------------------------------------------------------------------------------------------
     # analysis inputs. Recomputed on every read rather than cached on the Task: the first read may happen
@@ -288,10 +291,12 @@ class Task:
 # Compiled once per (task settings, batch): eager callers (probes, baselines, notebooks) would otherwise
 # dispatch and compile every small op one by one; inside an outer jit or vmap it simply inlines. Only the
 # settings that shape the trials are static, so changing n_probe or probe_seed does not recompile.
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 5))
-def _sample(name: str, T: int, K: int, p: float, key: PRNGKeyArray, batch: int) -> tuple[Array, Array]:
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 5, 6))
+def _sample(
+    name: str, T: int, K: int, p: float, key: PRNGKeyArray, batch: int, initial_pulse: bool = False
+) -> tuple[Array, Array]:
     if name == "flipflop":
-        inputs = _flipflop_inputs(key, batch, T, K, p)
+        inputs = _flipflop_inputs(key, batch, T, K, p, initial_pulse)
         return inputs, _flipflop_target(inputs)
     if name == "sine":
         x = jax.random.uniform(key, (batch,), dtype=jnp.float32)
@@ -334,12 +339,21 @@ def _sinegen_trials(omega: Float[Array, " b"], T: int) -> tuple[Array, Array]:
     return inputs, jnp.sin(omega[:, None] * steps)[..., None]
 
 
-def _flipflop_inputs(key: PRNGKeyArray, batch: int, T: int, K: int, p: float) -> Float[Array, "b t k"]:
+def _flipflop_inputs(
+    key: PRNGKeyArray, batch: int, T: int, K: int, p: float, initial_pulse: bool = True
+) -> Float[Array, "b t k"]:
+    """Pulses of ±1 on each channel with probability p per step; with ``initial_pulse`` every channel
+    also pulses at t = 0 with a random sign (Sussillo & Barak 2013; FixedPointFinder's ``FlipFlopData``),
+    so that every target is ±1 from the first step."""
     # One uniform draw gives both events: u < p is a pulse, and its sign is −1 for u < p/2, else +1 —
     # each with probability p/2, independent across channels and steps. One draw, not two, because
-    # compiling threefry dominates the cost of sampling.
+    # compiling threefry dominates the cost of sampling. At t = 0 with initial_pulse the same draw's
+    # sign alone is used: −1 for u < 1/2.
     u = jax.random.uniform(key, (batch, T, K), dtype=jnp.float32)
-    return jnp.where(u < p, jnp.where(u < 0.5 * p, -1.0, 1.0), 0.0).astype(jnp.float32)
+    x = jnp.where(u < p, jnp.where(u < 0.5 * p, -1.0, 1.0), 0.0)
+    if initial_pulse:
+        x = x.at[:, 0].set(jnp.where(u[:, 0] < 0.5, -1.0, 1.0))
+    return x.astype(jnp.float32)
 
 
 def _flipflop_target(inputs: Float[Array, "b t k"]) -> Float[Array, "b t k"]:
@@ -394,7 +408,7 @@ def _cdi_target(inputs: Float[Array, "b t two_k"]) -> Float[Array, "b t 1"]:
 def make_task(name: str, **params: Any) -> Task:
     """Build a task with the defaults of SPEC §2, overridden by ``params``; validate every value.
 
-    flipflop: K=3, T=100, p=0.05, n_probe=64; sine: T=500, n_probe=16; cdi: K=2, T=30, n_probe=8 (per
+    flipflop: K=3, T=100, p=0.05, initial_pulse=True, n_probe=64; sine: T=500, n_probe=16; cdi: K=2, T=30, n_probe=8 (per
     context); all: probe_seed=0. Raises :class:`TaskError` for an unknown task or parameter name, or an
     impossible value.
     """
@@ -415,6 +429,10 @@ def make_task(name: str, **params: Any) -> Task:
     values["probe_seed"] = _seed(name, values["probe_seed"])
     if "p" in values:
         values["p"] = _probability(name, "p", values["p"])
+    if "initial_pulse" in values and not isinstance(values["initial_pulse"], (bool, np.bool_)):
+        raise TaskError(f"{name}: initial_pulse must be true or false, got {values['initial_pulse']!r}")
+    if "initial_pulse" in values:
+        values["initial_pulse"] = bool(values["initial_pulse"])
 
     if name in TEXT_TASKS:
         return _text_task(name, values)

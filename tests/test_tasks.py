@@ -53,6 +53,7 @@ def draw_many(task: Task, n_keys: int = N_KEYS) -> tuple[np.ndarray, np.ndarray]
 
 
 def ref_flipflop(x: np.ndarray) -> np.ndarray:
+    """Per channel the last non-zero input so far, 0 before the first."""
     y = np.zeros_like(x)
     last = np.zeros_like(x[:, 0])
     for t in range(x.shape[1]):
@@ -100,7 +101,14 @@ def test_defaults_match_spec():
         "repetition",
     )
     ff, sine, cdi = (make_task(n) for n in REGRESSION)
-    assert dict(ff.params) == {"K": 3, "T": 100, "p": 0.05, "n_probe": 64, "probe_seed": 0}
+    assert dict(ff.params) == {
+        "K": 3,
+        "T": 100,
+        "p": 0.05,
+        "initial_pulse": True,
+        "n_probe": 64,
+        "probe_seed": 0,
+    }
     assert dict(sine.params) == {"T": 500, "n_probe": 16, "probe_seed": 0}
     assert dict(cdi.params) == {"K": 2, "T": 30, "n_probe": 8, "probe_seed": 0}
     assert (ff.n_in, ff.n_out, ff.T) == (3, 3, 100)
@@ -157,7 +165,7 @@ def test_unknown_task_names_the_bad_name_and_the_choices():
 @pytest.mark.parametrize(
     "name, bad, allowed",
     [
-        ("flipflop", "omega", "K, T, n_probe, p, probe_seed"),
+        ("flipflop", "omega", "K, T, initial_pulse, n_probe, p, probe_seed"),
         ("sine", "K", "T, n_probe, probe_seed"),
         ("cdi", "p", "K, T, n_probe, probe_seed"),
     ],
@@ -170,7 +178,7 @@ def test_unknown_param_names_it_and_the_allowed(name, bad, allowed):
 def test_numpy_integers_are_accepted():
     task = make_task("flipflop", K=np.int64(2), T=np.int32(9))
     assert (task.n_in, task.T) == (2, 9)
-    assert all(type(v) in (int, float) for _, v in task.params)
+    assert all(type(v) in (int, float, bool) for _, v in task.params)
 
 
 @pytest.mark.parametrize("name", REGRESSION)
@@ -270,6 +278,7 @@ def test_flipflop_pulse_statistics(override):
     p, K = task.param("p"), task.param("K")
     x, _ = draw_many(task)
     assert set(np.unique(x)) <= {-1.0, 0.0, 1.0}
+    x = x[:, 1:]  # after t = 0, where every channel pulses (initial_pulse, test_flipflop_initial_pulse)
     pulses = x != 0
     n = pulses.size
     assert abs(pulses.mean() - p) < 5 * np.sqrt(p * (1 - p) / n)
@@ -280,6 +289,32 @@ def test_flipflop_pulse_statistics(override):
     assert abs(frac_pos - 0.5) < 5 * np.sqrt(0.25 / pulses.sum())
     # channels independent: the pulse correlation between two channels is ~0
     assert abs(np.corrcoef(pulses[..., 0].ravel(), pulses[..., 1].ravel())[0, 1]) < 5 / np.sqrt(n / K)
+
+
+@pytest.mark.parametrize("initial_pulse", [True, False])
+def test_flipflop_initial_pulse(initial_pulse):
+    """SPEC §2 (Sussillo & Barak 2013): with initial_pulse every channel pulses at t = 0 with a random,
+    balanced sign, so every target is ±1 (2^K memory states); without it the first step pulses at rate p
+    and targets are 0 until a channel's first pulse."""
+    task = make_task("flipflop", initial_pulse=initial_pulse)
+    x, y = draw_many(task)
+    first = x[:, 0]
+    if initial_pulse:
+        assert (np.abs(first) == 1).all()
+        assert abs((first > 0).mean() - 0.5) < 5 * np.sqrt(0.25 / first.size)
+        assert set(np.unique(y)) == {-1.0, 1.0}
+    else:
+        p = task.param("p")
+        assert abs((first != 0).mean() - p) < 5 * np.sqrt(p * (1 - p) / first.size)
+        assert 0.0 in set(np.unique(y))
+    later = x[:, 1:] != 0  # later steps pulse at rate p either way
+    assert abs(later.mean() - task.param("p")) < 5 * np.sqrt(0.05 / later.size)
+    np.testing.assert_array_equal(y, ref_flipflop(x))
+
+
+def test_flipflop_initial_pulse_must_be_boolean():
+    with pytest.raises(TaskError, match="initial_pulse must be true or false"):
+        make_task("flipflop", initial_pulse=1)
 
 
 def test_flipflop_always_pulsing():
