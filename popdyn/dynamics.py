@@ -8,14 +8,20 @@ FixedPointFinder), from many initial states at once:
 
 1. Adam on every initial state jointly (each point's q depends on that point only), learning rate
    ``lr · lr_decay^(step/steps)``, until ``steps`` or until the mean q changes by less than ``dq_tol``;
-2. ``newton_steps`` Newton steps on ``F(h) − h = 0``, each kept only where it lowers q (true fixed points
-   are then found to float precision; slow points stay where Adam left them);
-3. optionally (``rerun_q_outliers``) the points whose q exceeds ``outlier_q_scale`` × the median q are
+2. optionally (``rerun_q_outliers``) the points whose q exceeds ``outlier_q_scale`` × the median q are
    optimised again;
+3. the descents that ended within ``unique_tol`` of each other are merged (the lowest q kept), and
+   ``newton_steps`` Newton steps on ``F(h) − h = 0`` refine each distinct candidate, each step kept only
+   where it lowers q (true fixed points are then found to float precision; slow points stay where Adam
+   left them) — so that with many initial states the cost follows the distinct points, not their number;
 4. points with ``q ≥ q_tol`` are dropped, as are (``exclude_distance_outliers``) points farther from the
    centroid of the initial states than ``outlier_distance_scale`` × their mean distance to it;
-5. duplicates closer than ``unique_tol`` (Euclidean) are merged, keeping the lowest q, and at most
-   ``max_points`` points are kept, lowest q first.
+5. duplicates closer than ``unique_tol`` (Euclidean) are merged again, keeping the lowest q, and at most
+   ``max_points`` points are kept, lowest q first; ``n_found`` says how many distinct points there were,
+   so that a cut set is never silent.
+
+The Jacobians, eigenvalues and flip-flop transition runs are computed for the valid points only, a chunk
+at a time in a ``while_loop`` (:func:`over_rows`): fixed shapes, cost that follows the points found.
 
 For each kept point: ``J = ∂F/∂h`` and ``∂F/∂x`` by ``jax.jacobian``; eigen-decomposition of the non-normal
 J with right and left eigenvectors (``J = R Λ Lᴴ``, ``Lᴴ R = I``), sorted by |λ| (largest first);
@@ -52,7 +58,8 @@ StepFn = Callable[[dict, Array, Array], Array]  # F(params, h, x) -> h'
 class FixedPointOptions:
     """Settings of the fixed-point search; config section ``dynamics`` uses the same names."""
 
-    n_initial: int = 128  # initial states per condition
+    n_initial: int = 1024  # initial states per condition (trained 64-unit flip-flop networks: 128 found
+    # 11–20 of their 21–27 fixed points, 1024 found 18–27; benchmarks/README.md)
     noise: float = 0.05  # std of the Gaussian noise added to the visited states they are drawn from
     steps: int = 2000  # Adam steps at most
     lr: float = 0.05  # Adam's initial learning rate
@@ -65,12 +72,13 @@ class FixedPointOptions:
     exclude_distance_outliers: bool = True
     outlier_distance_scale: float = 10.0  # × mean distance of the initial states to their centroid
     unique_tol: float = 1e-3  # points closer than this are one point
-    max_points: int = 32  # fixed points kept per condition (the K of every array)
+    max_points: int | None = 128  # fixed points kept per condition (the K of every array; more found are
+    # flagged, fp_truncated); None: as many as there are initial states, so that none is ever cut
 
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.type == "bool":
+            if f.type == "bool" or (f.name == "max_points" and v is None):
                 continue
             bad = v < 0 if f.name in ("newton_steps", "dq_tol", "noise") else v <= 0
             if bad or (f.name == "lr_decay" and v > 1):
@@ -90,6 +98,7 @@ class FixedPoints(NamedTuple):
     left: Complex[Array, "K D D"]  # columns: left eigenvectors, Lᴴ R = I
     n_unstable: Int[Array, " K"]  # #{|λ| > 1}; 0 where not valid
     time_constants: Float[Array, "K D"]  # 1/|log|λ|| in steps
+    n_found: Int[Array, ""]  # distinct points that passed every test, before the cut to K (> K: truncated)
 
     @property
     def count(self) -> Int[Array, ""]:
@@ -135,8 +144,9 @@ def _optimise(step, params, x_star, h, active, opt: FixedPointOptions):
     return jax.lax.while_loop(cond, body, init)[1]
 
 
-def _newton(step, params, x_star, h, opt: FixedPointOptions):
-    """Newton steps on G(h) = F(h) − h, each kept where it lowers q."""
+def _newton(step, params, x_star, h, opt: FixedPointOptions, where=None):
+    """Newton steps on G(h) = F(h) − h, each kept where it lowers q; only at the points ``where`` (default
+    all), a chunk at a time (:func:`over_rows`), so that the cost follows those points."""
     d = h.shape[-1]
 
     def one(h):
@@ -149,17 +159,41 @@ def _newton(step, params, x_star, h, opt: FixedPointOptions):
 
         return jax.lax.fori_loop(0, opt.newton_steps, body, h)
 
-    return jax.vmap(one)(h)
+    if where is None:
+        return jax.vmap(one)(h)
+    return jnp.where(where[:, None], over_rows(jax.vmap(one), h, where), h)
+
+
+def over_rows(f, x, rows, chunk: int = 32):
+    """``f`` (batched over the leading axis of the pytree ``x``) of the rows where ``rows``, ``chunk`` at a
+    time in a ``while_loop`` that stops after the last such row; other rows of the result are 0.  Fixed
+    shapes whose cost follows the rows that matter (found fixed points, not ``max_points`` slots)."""
+    k = jax.tree.leaves(x)[0].shape[0]
+    chunk = min(chunk, k)
+    order = jnp.argsort(~rows, stable=True)  # the rows wanted first
+    order = jnp.concatenate([order, jnp.full(-k % chunk, order[-1])])
+    n = jnp.sum(rows)
+    shapes = jax.eval_shape(f, jax.tree.map(lambda a: a[:chunk], x))
+    init = jax.tree.map(lambda s: jnp.zeros((order.shape[0], *s.shape[1:]), s.dtype), shapes)
+
+    def body(carry):
+        i, out = carry
+        idx = jax.lax.dynamic_slice_in_dim(order, i * chunk, chunk)
+        y = f(jax.tree.map(lambda a: a[idx], x))
+        out = jax.tree.map(lambda o, v: jax.lax.dynamic_update_slice_in_dim(o, v, i * chunk, 0), out, y)
+        return i + 1, out
+
+    _, out = jax.lax.while_loop(lambda c: c[0] * chunk < n, body, (jnp.int32(0), init))
+    return jax.tree.map(lambda o: jnp.zeros((k, *o.shape[1:]), o.dtype).at[order[:k]].set(o[:k]), out)
 
 
 def _unique(states, q, keep, tol):
     """Greedy merge in order of increasing q: a point is kept unless a kept point lies within ``tol``."""
     order = jnp.argsort(jnp.where(keep, q, jnp.inf))
     s, k = states[order], keep[order]
-    dist = jnp.linalg.norm(s[:, None, :] - s[None, :, :], axis=-1)
 
-    def body(kept, i):
-        clash = jnp.any(kept & (dist[i] < tol))
+    def body(kept, i):  # one row of distances at a time: [n, n, D] differences would not fit for large n
+        clash = jnp.any(kept & (jnp.linalg.norm(s - s[i], axis=-1) < tol))
         new = k[i] & ~clash
         return kept.at[i].set(new), None
 
@@ -220,11 +254,14 @@ def _by_modulus(w):
     return jnp.argsort(-jnp.abs(w), axis=-1)
 
 
-def eigenvalues(jacobians: Float[Array, "K D D"]) -> Complex[Array, "K D"]:
+def eigenvalues(
+    jacobians: Float[Array, "K D D"], wanted: Bool[Array, " K"] | None = None
+) -> Complex[Array, "K D"]:
     """Eigenvalues alone, sorted by |λ| (largest first), on the host like :func:`decompose` but without
-    eigenvectors (1.8× cheaper for a 400 × 400 Jacobian)."""
+    eigenvectors (1.8× cheaper for a 400 × 400 Jacobian); matrices not ``wanted`` give λ = 0."""
     out = jax.ShapeDtypeStruct(jacobians.shape[:-1], jnp.complex64)
-    wanted = jnp.ones(jacobians.shape[:-2], bool)
+    if wanted is None:
+        wanted = jnp.ones(jacobians.shape[:-2], bool)
     w = jax.pure_callback(
         partial(_host_eig, vectors=False), out, jacobians, wanted, vmap_method="expand_dims"
     )
@@ -248,12 +285,22 @@ def decompose(jacobians: Float[Array, "K D D"], wanted: Bool[Array, " K"] | None
     return w, vr, vl
 
 
-def linearise(step: StepFn, params: dict, states, valid, x_star) -> FixedPoints:
+def linearise(step: StepFn, params: dict, states, valid, x_star, vectors: bool = True) -> FixedPoints:
     """Jacobians, eigen-decomposition, stability and time constants at given points (``q`` left NaN);
-    the Jacobians of points not ``valid`` are not decomposed (λ = 0, R = L = I)."""
-    jac = jax.vmap(jax.jacobian(step, argnums=1), (None, 0, None))(params, states, x_star)
-    jac_x = jax.vmap(jax.jacobian(step, argnums=2), (None, 0, None))(params, states, x_star)
-    w, right, left = decompose(jac, valid)
+    the Jacobians of points not ``valid`` are not decomposed (λ = 0, R = L = I).  ``vectors=False``:
+    eigenvalues alone, ``right`` and ``left`` empty ``[K, D, 0]`` (analyses that need no eigenvectors
+    save their cost and the memory of two complex ``[K, D, D]`` arrays)."""
+
+    def jacobians(h):
+        both = jax.jacobian(step, argnums=(1, 2))
+        return jax.vmap(lambda h: both(params, h, x_star))(h)
+
+    jac, jac_x = over_rows(jacobians, states, valid)  # the valid points only: D JVPs each
+    if vectors:
+        w, right, left = decompose(jac, valid)
+    else:
+        w = eigenvalues(jac, valid)
+        right = left = jnp.zeros((*jac.shape[:-1], 0), jnp.complex64)
     return _assemble(states, jnp.full(states.shape[:1], jnp.nan), valid, jac, jac_x, w, right, left)
 
 
@@ -262,7 +309,7 @@ def _assemble(states, q, valid, jac, jac_x, w, right, left) -> FixedPoints:
     n_unstable = jnp.where(valid, jnp.sum(mod > 1.0, axis=-1), 0).astype(jnp.int32)
     with jax.numpy_dtype_promotion("standard"):
         tau = 1.0 / jnp.abs(jnp.log(mod))
-    return FixedPoints(states, q, valid, jac, jac_x, w, right, left, n_unstable, tau)
+    return FixedPoints(states, q, valid, jac, jac_x, w, right, left, n_unstable, tau, jnp.sum(valid))
 
 
 def full_precision(f):
@@ -316,38 +363,45 @@ def refine(
     initial_states: Float[Array, "n D"],
     h: Float[Array, "n D"],
     options: FixedPointOptions = FixedPointOptions(),
+    vectors: bool = True,
 ) -> FixedPoints:
-    """Steps 2–5 of the search from the points :func:`descend` reached, then the linearisation."""
+    """Steps 2–5 of the search from the points :func:`descend` reached, then the linearisation
+    (``vectors``: with eigenvectors, :func:`linearise`)."""
     opt = options
     h0 = initial_states
-    if opt.newton_steps:
-        h = _newton(step, params, x_star, h, opt)
     q_all = jax.vmap(speed, (None, None, 0, None))
     q = q_all(step, params, h, x_star)
     if opt.rerun_q_outliers:
         outliers = q > opt.outlier_q_scale * jnp.median(q)
         h = _optimise(step, params, x_star, h, outliers, opt)
-        if opt.newton_steps:
-            h = _newton(step, params, x_star, h, opt)
+        q = q_all(step, params, h, x_star)
+    # many descents end at the same point: Newton refines one of each cluster (the lowest q), so that its
+    # cost follows the distinct candidates rather than n_initial
+    finite = jnp.isfinite(q) & jnp.all(jnp.isfinite(h), axis=-1)
+    order, first = _unique(h, q, finite, opt.unique_tol)
+    candidate = jnp.zeros_like(first).at[order].set(first)
+    if opt.newton_steps:
+        h = _newton(step, params, x_star, h, opt, where=candidate)
         q = q_all(step, params, h, x_star)
 
-    keep = jnp.isfinite(q) & (q < opt.q_tol) & jnp.all(jnp.isfinite(h), axis=-1)
+    keep = candidate & jnp.isfinite(q) & (q < opt.q_tol) & jnp.all(jnp.isfinite(h), axis=-1)
     if opt.exclude_distance_outliers:
         centre = jnp.mean(h0, axis=0)
         scale = jnp.mean(jnp.linalg.norm(h0 - centre, axis=-1))
         keep &= jnp.linalg.norm(h - centre, axis=-1) <= opt.outlier_distance_scale * jnp.maximum(scale, 1e-6)
     order, kept = _unique(h, q, keep, opt.unique_tol)
     # the kept points first (in order of increasing q), then the rest, cut to max_points
-    first = jnp.argsort(~kept, stable=True)[: opt.max_points]
+    k = opt.max_points or h.shape[0]
+    first = jnp.argsort(~kept, stable=True)[:k]
     idx = order[first]
     valid = kept[first]
-    if first.shape[0] < opt.max_points:  # fewer initial states than max_points: pad with invalid slots
-        pad = opt.max_points - first.shape[0]
+    if first.shape[0] < k:  # fewer initial states than max_points: pad with invalid slots
+        pad = k - first.shape[0]
         idx = jnp.concatenate([idx, jnp.zeros(pad, idx.dtype)])
         valid = jnp.concatenate([valid, jnp.zeros(pad, bool)])
     states = jnp.where(valid[:, None], h[idx], 0.0)
-    fp = linearise(step, params, states, valid, x_star)
-    return fp._replace(q=jnp.where(valid, q[idx], jnp.nan))
+    fp = linearise(step, params, states, valid, x_star, vectors)
+    return fp._replace(q=jnp.where(valid, q[idx], jnp.nan), n_found=jnp.sum(kept).astype(jnp.int32))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -400,26 +454,36 @@ def _readout_order(y: Float[Array, "K n_out"], valid, decimals: int):
 
 
 def _reorder(fp: FixedPoints, order) -> FixedPoints:
-    return jax.tree.map(lambda a: a[order], fp)
+    return jax.tree.map(lambda a: a[order] if a.ndim else a, fp)
 
 
-def transitions(step, params, fp: FixedPoints, x_star, key, topo: TopologyOptions):
+def transitions(step, params, fp: FixedPoints, x_star, key, topo: TopologyOptions, chunk: int = 8):
     """``P[i, j]``: the fraction of autonomous runs started near fixed point i that end at stable point j.
 
-    Each run starts at a displacement of norm ``transition_radius`` in a random direction and follows
+    Each run starts at a displacement of norm ``transition_radius`` in a random direction (the same
+    ``transition_runs`` directions around every point) and follows
     ``F(·, x*)`` for ``transition_steps``; its end is the nearest stable fixed point (the nearest valid
-    one where a network has none).  Rows of invalid points are 0."""
+    one where a network has none).  Rows of invalid points are 0.  The runs of ``chunk`` valid points go
+    at a time, until every valid point is done: the cost follows the points found, not ``max_points``."""
     k, d = fp.states.shape
-    direction = jax.random.normal(key, (k, topo.transition_runs, d))
+    # one set of directions for every point: each point's runs are as random as before, and threefry's
+    # compile time grows with the number of draws (0.8 s for [128, 100, 64] on a CPU)
+    direction = jax.random.normal(key, (topo.transition_runs, d))
     direction /= jnp.linalg.norm(direction, axis=-1, keepdims=True)
-    h = (fp.states[:, None] + topo.transition_radius * direction).reshape(-1, d)
+    start = fp.states[:, None] + topo.transition_radius * direction[None]  # [K, runs, D]
     run = jax.vmap(step, (None, 0, None))
-    h = jax.lax.fori_loop(0, topo.transition_steps, lambda _, h: run(params, h, x_star), h)
     stable = fp.valid & (fp.n_unstable == 0)
     targets = jnp.where(jnp.any(stable), stable, fp.valid)
-    dist = jnp.linalg.norm(h[:, None, :] - fp.states[None], axis=-1)
-    end = jnp.argmin(jnp.where(targets[None], dist, jnp.inf), axis=-1)
-    p = jax.nn.one_hot(end, k).reshape(k, topo.transition_runs, k).mean(axis=1)
+
+    def ends(start):  # [chunk, runs, D] → the stable point each run ends at, [chunk, runs]
+        h = jax.lax.fori_loop(
+            0, topo.transition_steps, lambda _, h: run(params, h, x_star), start.reshape(-1, d)
+        )
+        dist = jnp.linalg.norm(h[:, None, :] - fp.states[None], axis=-1)
+        return jnp.argmin(jnp.where(targets[None], dist, jnp.inf), axis=-1).reshape(start.shape[:2])
+
+    ends = over_rows(ends, start, fp.valid, chunk)
+    p = jax.nn.one_hot(ends, k).mean(axis=1)
     return jnp.where(fp.valid[:, None] & targets[None], p, 0.0)
 
 
@@ -507,7 +571,8 @@ def analyze_finish(model, task, fp_opts, topo, params: dict, key: Array, h0, h):
     """The rest of :func:`analyze_one` from :func:`analyze_descend`'s output (host callbacks on a CPU)."""
     _, k_trans = jax.random.split(key)
     cell = params["cell"]
-    fps = jax.vmap(lambda x, a, b: refine(model.step, cell, x, a, b, fp_opts))(task.x_star, h0, h)
+    vectors = task.classification or task.name == "cdi"  # mode_overlap, linear_response
+    fps = jax.vmap(lambda x, a, b: refine(model.step, cell, x, a, b, fp_opts, vectors))(task.x_star, h0, h)
     y = model.readout(params, fps.states)  # [C, K, n_out]
     order = jax.vmap(partial(_readout_order, decimals=topo.readout_decimals))(y, fps.valid)
     fps = jax.vmap(_reorder)(fps, order)
@@ -521,6 +586,9 @@ def analyze_finish(model, task, fp_opts, topo, params: dict, key: Array, h0, h):
         "fp_eigenvalues": jnp.where(fps.valid[..., None], fps.eigenvalues, jnp.nan),
         "n_fixed_points": jnp.sum(fps.valid, axis=-1),
         "n_stable": jnp.sum(fps.valid & (fps.n_unstable == 0), axis=-1),
+        # never cut silently: how many distinct points passed every test, and whether max_points cut them
+        "fp_n_found": fps.n_found,
+        "fp_truncated": fps.n_found > fps.valid.shape[-1],
     }
     if task.classification:  # [A] Fig. 2: each mode's time constant and its share in the manifold
         out["fp_time_constants"] = jnp.where(fps.valid[..., None], fps.time_constants, jnp.nan)

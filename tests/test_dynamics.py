@@ -99,6 +99,35 @@ def test_decoupled_saturating_units_every_point_none_spurious():
     )
 
 
+def test_default_options_find_all_81_fixed_points_of_a_4d_decoupled_system():
+    """h' = tanh(3h) per unit in 4-D: 3^4 = 81 fixed points {−a, 0, a}^4 — beyond the 32 points popdyn
+    kept before — with n_unstable = the number of zero coordinates: {0: 16, 1: 32, 2: 24, 3: 8, 4: 1}.
+    Every one is found with the default options from the default number of initial states, none cut."""
+    a = saturation_root(3.0)
+    opts = FixedPointOptions()
+    h0 = jax.random.uniform(jax.random.key(5), (opts.n_initial, 4), minval=-1.2, maxval=1.2)
+    fp = jax.jit(find_fixed_points, static_argnums=(0, 4))(
+        decoupled, {"w": jnp.float32(3.0)}, jnp.zeros(1), h0, opts
+    )
+    found = valid(fp, "states")
+    assert len(found) == 81 and int(fp.n_found) == 81
+    expected = np.array(list(itertools.product([-a, 0.0, a], repeat=4)))
+    for e in expected:
+        assert np.sum(np.linalg.norm(found - e, axis=1) < 1e-4) == 1
+    counts = np.bincount(valid(fp, "n_unstable"), minlength=5)
+    assert counts.tolist() == [16, 32, 24, 8, 1]
+
+
+def test_a_cut_set_is_flagged_with_the_number_found():
+    """max_points below the number of distinct points: the lowest-q points are kept, and n_found says how
+    many there were (popdyn.analysis logs it and stores fp_truncated)."""
+    h0 = jax.random.uniform(jax.random.key(0), (128, 2), minval=-1.2, maxval=1.2)
+    fp = find(
+        decoupled, {"w": jnp.float32(2.0)}, jnp.zeros(1), h0, FixedPointOptions(steps=600, max_points=4)
+    )
+    assert int(fp.count) == 4 and int(fp.n_found) == 9
+
+
 def test_rotation_gives_the_oscillatory_pair():
     """h' = r R(θ) h: one fixed point at 0 with eigenvalues r e^{±iθ}; time constant 1/|log r|."""
     r, theta = 0.95, 2 * np.pi * 0.03
@@ -142,8 +171,10 @@ def by_state(fp, name):
 
 
 def flipflop_network(k: int = 3, w: float = 2.0):
-    """A vanilla tanh network that solves flip-flop by construction: h' = tanh(w h + 4 x), y = h / a."""
-    task = make_task("flipflop", K=k, T=50)
+    """A vanilla tanh network that solves flip-flop by construction: h' = tanh(w h + 4 x), y = h / a.
+    Its probes have no pulse at t = 0 (``initial_pulse=False``), so that they also visit the states
+    between the corners, where the saddles lie."""
+    task = make_task("flipflop", K=k, T=50, initial_pulse=False)
     model = Model("vanilla", "tanh", k, task.n_in, task.n_out)
     a = saturation_root(w)
     params = {
@@ -197,7 +228,7 @@ def test_analysis_is_deterministic_and_shaped_for_every_task():
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
         c = task.x_star.shape[0]
-        assert a["fp_states"].shape == (c, 32, 5) and a["n_fixed_points"].shape == (c,)
+        assert a["fp_states"].shape == (c, 16, 5) and a["n_fixed_points"].shape == (c,)  # K = n_initial
         if name == "sine":
             assert a["sine_frequency"].shape == (4,) and a["sine_graph"].shape == (4, 4)
         if name == "cdi":
@@ -259,7 +290,7 @@ def test_mode_overlap_measures_each_mode_s_share_in_the_manifold():
     valid = np.arange(k) < k - 1
     zeros = np.zeros((k, d), np.float32)
     fp = FixedPoints(states, zeros[:, 0], valid, np.zeros((k, d, d)), np.zeros((k, d, 1)),
-                     zeros.astype(np.complex64), right, right, zeros[:, 0].astype(int), zeros)  # fmt: skip
+                     zeros.astype(np.complex64), right, right, zeros[:, 0].astype(int), zeros, valid.sum())  # fmt: skip
     overlap = np.asarray(mode_overlap(fp))
     np.testing.assert_allclose(overlap[:-1], np.broadcast_to([1, 1, 2**-0.5, 0], (k - 1, d)), atol=1e-5)
     assert np.isnan(overlap[-1]).all()
