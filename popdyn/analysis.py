@@ -21,11 +21,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 import yaml
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from popdyn import embed, store
+from popdyn import embed, statistics, store
 from popdyn.attractors import record_one
 from popdyn.config import Sweep
 from popdyn.dynamics import analyze_descend, analyze_finish
@@ -156,12 +157,22 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         out = analyze_group(sweep, groups[g], devices)
         if sweep.task.classification:
             out |= text_geometry(sweep, groups[g], out)
+        out = store.trim_points(out)
         store.write_npz(store.group_dir(run_dir, g) / store.DYNAMICS, {**out, "member": groups[g].member})
         counts = out["n_fixed_points"]
         log.info(
             "%s: fixed points per condition median %s, stable %s",
             g, np.median(counts, axis=0).tolist(), np.median(out["n_stable"], axis=0).tolist(),
         )  # fmt: skip
+        cut = out["fp_truncated"].any(axis=1)
+        if cut.any():
+            log.warning(
+                "%s: %d of %d networks found more distinct fixed points than dynamics.max_points = %d "
+                "(up to %d) and kept only the lowest-q %d: their sets are incomplete (fp_truncated); "
+                "raise dynamics.max_points to keep every point",
+                g, int(cut.sum()), len(cut), sweep.fixed_points.max_points, int(out["fp_n_found"].max()),
+                sweep.fixed_points.max_points,
+            )  # fmt: skip
     bar.close()
     return run_dir
 
@@ -278,6 +289,22 @@ def _prepare_group(sweep: Sweep, model, params: dict, rows: np.ndarray, block: i
     return prep._replace(basis=prep.basis[:, :, :width]), ok
 
 
+def _log_set_aside(ds, compared: np.ndarray, rule: str) -> None:
+    """Count and name the networks the topology distance could not compare, and why."""
+    healthy = ~ds.diverged.values
+    log.info("topology (%s): %d of %d non-diverged networks compared", rule, int((compared & healthy).sum()),
+             int(healthy.sum()))  # fmt: skip
+    left = healthy & ~compared
+    if left.any():
+        none = left & (ds.n_fixed_points.values.sum(axis=1) == 0)
+        names = ", ".join(f"{m} ({g})" for m, g in zip(ds.member.values[left], ds.group.values[left]))
+        log.warning(
+            "topology: %d non-diverged networks not compared (%d without any fixed point%s): %s",
+            int(left.sum()), int(none.sum()),
+            "; the others have a fixed-point count other than the modal one" if rule == "modal" else "", names,
+        )  # fmt: skip
+
+
 def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
     """SVCCA and CKA between every pair of networks (trained members and untrained twins), topology
     distances between trained members, 2-D MDS of each, into ``similarity.npz``; return ``run_dir``."""
@@ -312,6 +339,12 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
                     np.concatenate([p.gram for p in preps]))  # fmt: skip
     prep = Prepared(*(a[order] for a in prep))
     network, trained, ok = network[order], trained[order], ok[order]
+    ds = store.load(run_dir)
+    # a diverged member is frozen at finite weights, so its states look comparable: it is not
+    diverged = trained & ds.diverged.sel(member=network).values
+    ok &= ~diverged
+    if diverged.any():
+        log.info("similarity: %d diverged networks left out of every comparison", int(diverged.sum()))
     n = len(network)
     total = len(METRICS) * n * (n + 1) // 2  # pairs, counted once per metric
     with tqdm(total=total, desc="similarity", unit="pair", disable=not progress) as bar:
@@ -330,13 +363,47 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         out[f"mds_{m}"] = embed.mds(d[:n_trained, :n_trained], sweep.seed, opts.mds_iter)
         if n_trained < n:
             out[f"mds_all_{m}"] = embed.mds(d, sweep.seed, opts.mds_iter)
-    ds = store.load(run_dir)
     if "n_fixed_points" in ds and sweep.task.name in ("flipflop", "sine", "cdi"):  # [U]'s topologies only
-        out["topology"], out["topology_compared"] = topology_distances(ds)
+        out["topology"], out["topology_compared"] = topology_distances(ds, opts.topology)
         out["mds_topology"] = embed.mds(out["topology"], sweep.seed, opts.mds_iter)
+        _log_set_aside(ds, out["topology_compared"], opts.topology)
+    table = universality(sweep, ds, out, trained, network)
+    out |= {"statistics": table.values, "statistics_metric": np.array(table.metric.values, str),
+            "statistics_factor": np.array(table.factor.values, str),
+            "statistics_statistic": np.array(table.statistic.values, str)}  # fmt: skip
     store.write_npz(path, out)
     log.info(
         "similarity: %d networks (%d untrained twins) on %d probe states; median SVCCA distance %.3f, CKA %.3f",
         n, n - n_trained, len(rows), float(np.nanmedian(dist["svcca"])), float(np.nanmedian(dist["cka"])),
     )  # fmt: skip
+    log.info("how much each grid factor explains each distance (PERMANOVA R² [%d%% CI over seeds], pseudo-F, "
+             "permutation p; 1-NN accuracy [CI] vs chance; networks):\n%s", round(100 * table.attrs["ci"]),
+             statistics.format_table(table.dropna("factor", how="all")))  # fmt: skip
     return run_dir
+
+
+FACTORS = ("arch", "activation", "units", "l2")  # the grid axes whose share of each distance is reported
+
+
+def universality(sweep: Sweep, ds, out: dict, trained: np.ndarray, network: np.ndarray):
+    """[U]'s question as numbers: ``statistics.statistics_table`` of every distance matrix of ``out``
+    (trained members; diverged and set-aside networks are NaN rows and left out) per grid factor, and —
+    with untrained twins — of the factor ``trained`` over trained and untrained networks together
+    ([U] Fig. 4).  ``[metric, factor, statistic]``."""
+    opts = sweep.similarity
+    metrics = [m for m in (*METRICS, "dsa", "topology") if m in out]
+    n_trained = int(trained.sum())
+    table = statistics.statistics_table(
+        {m: out[m][:n_trained, :n_trained] for m in metrics},
+        {f: ds[f].values for f in FACTORS},
+        seeds=ds.seed.values, permutations=opts.permutations, bootstrap=opts.bootstrap, seed=sweep.seed,
+    )  # fmt: skip
+    if n_trained < len(trained):
+        compared = [m for m in metrics if m != "topology"]
+        twins = statistics.statistics_table(
+            {m: out[m] for m in compared}, {"trained": trained},
+            seeds=ds.seed.sel(member=network).values, permutations=opts.permutations,
+            bootstrap=opts.bootstrap, seed=sweep.seed + 1,
+        ).reindex(metric=metrics)  # fmt: skip
+        table = xr.concat([table, twins], dim="factor")
+    return table

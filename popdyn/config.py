@@ -320,6 +320,11 @@ def _dynamics(value: Any) -> tuple[FixedPointOptions, TopologyOptions]:
     parts: dict[type, dict] = {FixedPointOptions: {}, TopologyOptions: {}}
     for k, v in value.items():
         kind = names[k].__dataclass_fields__[k].type
+        if kind.endswith(" | None"):  # max_points: null keeps every distinct point
+            if v is None:
+                parts[names[k]][k] = None
+                continue
+            kind = kind.removesuffix(" | None")
         want = {"int": int, "float": float, "bool": bool}[kind]
         ok = isinstance(v, bool) if want is bool else isinstance(v, numbers.Real) and not isinstance(v, bool)
         if not ok or (want is int and int(v) != v):
@@ -341,6 +346,11 @@ def _similarity(value: Any) -> SimilarityOptions:
             out[k] = _names("similarity.untrained", v, ARCHS) if _as_list(v) else ()
             continue
         kind = allowed[k].type
+        if kind == "str":
+            if not isinstance(v, str):
+                raise ConfigError(f"similarity.{k} must be a name, got {v!r}")
+            out[k] = v
+            continue
         if kind == "bool":
             if not isinstance(v, bool):
                 raise ConfigError(f"similarity.{k} must be true or false, got {v!r}")

@@ -21,8 +21,12 @@ trajectories, compared up to a rotation; its optimisation per pair makes it a me
 populations (4 networks of 6 units: 6 s on 2 cores).
 
 Topology distances (:func:`topology_distances`) are Euclidean distances between each network's
-fixed-point graph from ``popdyn.dynamics``: flip-flop transition matrices (networks with a non-modal
-fixed-point count set aside), sine condition graphs, CDI nearest-neighbour graphs.
+fixed-point graph from ``popdyn.dynamics``, defined for every network whatever its number of fixed points
+(``similarity.topology=grouped``): flip-flop transition probabilities between memory states — the stable
+points grouped by the corner their readout encodes, the saddles by the corners they separate
+(:func:`grouped_transitions`) —, sine condition graphs and CDI nearest-neighbour graphs compared on the
+entries both networks have.  ``similarity.topology=modal`` is [U] §3.1's rule instead: transition matrices
+of the points ordered by readout, networks with a non-modal fixed-point count set aside.
 """
 
 from __future__ import annotations
@@ -37,11 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
-from sklearn.metrics import pairwise_distances
 
 from popdyn.dynamics import full_precision
 
 METRICS = ("svcca", "cka")
+TOPOLOGY_RULES = ("grouped", "modal")  # topology_graphs: every network, or [U]'s modal-count rule
 
 
 @dataclass(frozen=True)
@@ -57,15 +61,24 @@ class SimilarityOptions:
     dsa_delays: int = 10  # DSA: delays of the Hankel embedding
     dsa_rank: int = 10  # DSA: rank of its DMD model
     dsa_iters: int = 1000  # DSA: iterations of its rotation fit per pair
+    topology: str = "grouped"  # topology distance: every network ("grouped") or [U]'s modal-count rule
+    permutations: int = 999  # PERMANOVA: label permutations for each p-value (0: no p-value)
+    bootstrap: int = 200  # resamples of the seeds for the confidence intervals (0: none)
 
     def __post_init__(self):
+        if self.topology not in TOPOLOGY_RULES:
+            raise ValueError(
+                f"similarity.topology = {self.topology!r} is unknown; allowed: {', '.join(TOPOLOGY_RULES)}"
+            )
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("untrained", "dsa"):
+            if f.name in ("untrained", "dsa", "topology"):
                 continue
-            bad = v < 0 if f.name == "samples" else v <= 0
+            bad = v < 0 if f.name in ("samples", "permutations", "bootstrap") else v <= 0
             if bad or (f.name == "keep_variance" and v > 1):
-                raise ValueError(f"similarity.{f.name} = {v!r} is impossible")
+                allowed = {"samples": "≥ 0 (0: all)", "permutations": "≥ 0", "bootstrap": "≥ 0",
+                           "keep_variance": "in (0, 1]"}.get(f.name, "> 0")  # fmt: skip
+                raise ValueError(f"similarity.{f.name} = {v!r} is impossible; it must be {allowed}")
 
 
 class Prepared(NamedTuple):
@@ -211,38 +224,105 @@ def all_pairs(
 
 
 # ---------------------------------------------------------------------------------------- topology
-def topology_graphs(ds) -> tuple[np.ndarray, np.ndarray]:
-    """Each trained network's fixed-point graph as a flat vector, and which networks are compared.
 
-    flip-flop: the transition matrix over the modal number of fixed points (networks with another count
-    set aside, [U] §3.1); sine: the per-condition graph of distances between the input-dependent fixed
-    points (set aside where an oscillatory point is missing); cdi: every context's nearest-neighbour
-    graph along the line attractor (set aside with fewer than 2 points in a context)."""
+
+def readout_groups(readout: Float[np.ndarray, "... n_out"]) -> np.ndarray:
+    """Each point's memory state as a base-3 integer: every output rounded to the nearest of −1, 0, +1
+    (``|y| < ½ → 0``), digit k = level + 1 of output k.  Stable flip-flop points read out at the
+    corners {−1, +1}^K; the saddles between two corners read 0 on the channel they separate."""
+    y = np.asarray(readout, np.float64)
+    digits = np.where(np.abs(y) < 0.5, 1, np.where(y > 0, 2, 0))
+    return np.sum(digits * 3 ** np.arange(y.shape[-1]), axis=-1).astype(np.int64)
+
+
+def grouped_transitions(readout, valid, transition) -> tuple[np.ndarray, np.ndarray]:
+    """Flip-flop topology for every network, whatever its number of fixed points: the transition
+    probabilities between memory states (:func:`readout_groups`) instead of between points.
+
+    ``T[a, b] = (1/|a|) Σ_{i ∈ a} Σ_{j ∈ b} P[i, j]``: for the valid points i of group a, the mean
+    probability that a run started near i ends at a stable point of group b (``P`` of
+    ``popdyn.dynamics.transitions``).  A network that has [U]'s ideal set — one stable point per corner,
+    saddles between them — gives [U]'s transition matrix with its points labelled by memory state; an
+    extra stable point beside a corner joins that corner's group and changes nothing (its runs stay in
+    the group), while a missing corner empties a diagonal entry and reroutes the saddles next to it.
+    Groups are the union over the population of the groups any network occupies (others are 0 for all).
+
+    ``readout`` [P, K, n_out], ``valid`` [P, K], ``transition`` [P, K, K] → (``[P, G·G]`` flattened T,
+    ``[G]`` group codes)."""
+    valid = np.asarray(valid, bool)
+    codes = np.where(valid, readout_groups(np.nan_to_num(readout)), -1)
+    groups = np.unique(codes[valid])
+    idx = np.searchsorted(groups, np.where(valid, codes, groups[0] if len(groups) else 0))
+    g = len(groups)
+    onehot = (idx[..., None] == np.arange(g)) & valid[..., None]  # [P, K, G]
+    p = np.where(valid[:, :, None] & valid[:, None, :], np.nan_to_num(transition), 0.0)
+    into = np.einsum("pij,pjb->pib", p, onehot)  # [P, K, G]: from point i into group b
+    size = onehot.sum(axis=1)  # [P, G]
+    t = np.einsum("pia,pib->pab", onehot, into) / np.maximum(size, 1)[:, :, None]
+    return t.reshape(len(t), g * g), groups
+
+
+def topology_graphs(ds, rule: str = "grouped") -> tuple[np.ndarray, np.ndarray]:
+    """Each trained network's fixed-point graph as a flat vector (NaN entries: not defined for that
+    network), and which networks are compared.
+
+    ``rule="grouped"`` (popdyn's default) compares every non-diverged network that has a fixed point:
+    flip-flop: :func:`grouped_transitions`; sine: the per-condition graph of normalised distances between
+    the input-dependent fixed points, NaN where a condition has no oscillatory point (pairs compare the
+    entries both networks have, :func:`partial_distances`); cdi: every context's nearest-neighbour graph
+    resampled to a fixed size (0 where a context has fewer than 2 points).
+    ``rule="modal"`` is [U] §3.1's: flip-flop transition matrices over the points ordered by readout,
+    networks whose count differs from the modal count set aside; sine networks with a condition
+    missing and cdi networks with fewer than 2 points in a context set aside."""
+    if rule not in TOPOLOGY_RULES:
+        raise ValueError(f"unknown topology rule {rule!r}; allowed: {', '.join(TOPOLOGY_RULES)}")
     task = ds.attrs["task"]
-    ok = ~ds.diverged.values
-    if task == "flipflop":
+    ok = ~ds.diverged.values & (ds.n_fixed_points.values.sum(axis=1) > 0)
+    if task == "flipflop" and rule == "grouped":
+        flat, _ = grouped_transitions(
+            ds.fp_readout.values[:, 0], ds.fp_valid.values[:, 0], ds.transition.values
+        )
+    elif task == "flipflop":
         ok &= ds.topology_ok.values
         counts = ds.n_fixed_points.values[:, 0]
         n = int(np.median(counts[ok])) if ok.any() else 0
-        graphs = ds.transition.values[:, :n, :n]
+        flat = ds.transition.values[:, :n, :n].reshape(len(ok), -1)
     elif task == "sine":
-        graphs = ds.sine_graph.values
+        flat = ds.sine_graph.values.reshape(len(ok), -1)
+        ok &= np.isfinite(flat).any(axis=1) if rule == "grouped" else np.isfinite(flat).all(axis=1)
     elif task == "cdi":
-        graphs = ds.cdi_graph.values
-        ok &= (ds.n_fixed_points.values >= 2).all(axis=1)
+        flat = ds.cdi_graph.values.reshape(len(ok), -1)
+        if rule == "modal":
+            ok &= (ds.n_fixed_points.values >= 2).all(axis=1)
     else:
         raise ValueError(f"no topology distance for task {task!r}")
-    flat = graphs.reshape(graphs.shape[0], -1).astype(np.float64)
-    ok &= np.isfinite(flat).all(axis=1)
+    flat = np.asarray(flat, np.float64)
+    if rule == "modal":
+        ok &= np.isfinite(flat).all(axis=1)
     return flat, ok
 
 
-def topology_distances(ds) -> tuple[np.ndarray, np.ndarray]:
-    """``([P, P] Euclidean distances between the networks' graphs, [P] compared)``; NaN where set aside."""
-    flat, ok = topology_graphs(ds)
+def partial_distances(flat: Float[np.ndarray, "P E"]) -> Float[np.ndarray, "P P"]:
+    """Euclidean distances over the entries both vectors define, rescaled to the full length:
+    ``d(a, b)² = (E / E_ab) Σ_{e: both finite} (a_e − b_e)²`` (the plain Euclidean distance when nothing
+    is missing; NaN for pairs with no entry in common)."""
+    m = np.isfinite(flat).astype(np.float64)
+    a = np.where(m > 0, flat, 0.0)
+    sq = (a**2) @ m.T + m @ (a**2).T - 2 * a @ a.T
+    common = m @ m.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.sqrt(np.maximum(sq, 0.0) * flat.shape[1] / common)
+    d[common == 0] = np.nan
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def topology_distances(ds, rule: str = "grouped") -> tuple[np.ndarray, np.ndarray]:
+    """``([P, P] distances between the networks' graphs, [P] compared)``; NaN rows where not compared."""
+    flat, ok = topology_graphs(ds, rule)
     d = np.full((len(ok), len(ok)), np.nan, np.float32)
     if ok.any():
-        d[np.ix_(ok, ok)] = pairwise_distances(flat[ok])
+        d[np.ix_(ok, ok)] = partial_distances(flat[ok])
     return d, ok
 
 

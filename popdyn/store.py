@@ -619,6 +619,12 @@ def _similarity_of_members(run_dir: Path, members: np.ndarray) -> dict:
         out[f"mds_{m}"] = (("member", "mds"), z[f"mds_{m}"])
     if "topology_compared" in z:
         out["topology_compared"] = ("member", z["topology_compared"])
+    if "statistics" in z:  # how much each grid factor explains each distance (popdyn.statistics)
+        out["statistics"] = xr.DataArray(
+            z["statistics"], dims=("metric", "factor", "statistic"),
+            coords={"metric": z["statistics_metric"], "factor": z["statistics_factor"],
+                    "statistic": z["statistics_statistic"]},
+        )  # fmt: skip
     return out
 
 
@@ -658,6 +664,8 @@ DYNAMICS_DIMS = {
     "fp_n_unstable": ("condition", "fixed_point"),
     "fp_readout": ("condition", "fixed_point", "output"),
     "fp_eigenvalues": ("condition", "fixed_point", "mode"),
+    "fp_n_found": ("condition",),
+    "fp_truncated": ("condition",),
     "transition": ("fixed_point", "fixed_point_to"),
     "sine_frequency": ("condition",),
     "sine_modulus": ("condition",),
@@ -680,13 +688,45 @@ DYNAMICS_DIMS = {
 }
 
 
+FILE_ONLY_DIMS = {"fp_states": ("condition", "fixed_point", "state")}  # in dynamics.npz, not in load
+
+
+def trim_points(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A group's analysis with every ``fixed_point`` axis cut to the most valid points any member has at
+    any condition (valid points come first in every slot order), at least one: the arrays are sized for
+    ``max_points`` slots, most of them empty."""
+    if "fp_valid" not in arrays:
+        return arrays
+    keep = max(1, int(np.asarray(arrays["fp_valid"]).sum(axis=-1).max(initial=0)))
+    dims = DYNAMICS_DIMS | FILE_ONLY_DIMS
+    out = {}
+    for k, a in arrays.items():
+        if "fixed_point" in dims.get(k, ()):
+            cut = [slice(None)] * a.ndim
+            for i, d in enumerate(dims[k]):
+                if d in ("fixed_point", "fixed_point_to"):
+                    cut[i + 1] = slice(0, keep)
+            a = a[tuple(cut)]
+        out[k] = a
+    return out
+
+
+def _fill(dtype: np.dtype):
+    """Padding of an analysis array: False for masks, 0 for counts (an empty slot has no unstable
+    mode), NaN otherwise."""
+    return False if np.issubdtype(dtype, np.bool_) else 0 if np.issubdtype(dtype, np.integer) else np.nan
+
+
 def _pad(arrays: list[np.ndarray]) -> np.ndarray:
-    """Stack along axis 0, padding trailing axes (state size differs between groups) with NaN."""
+    """Stack along axis 0, padding trailing axes (state size or kept fixed points differ between groups)
+    with :func:`_fill`."""
     shape = np.max([a.shape for a in arrays], axis=0)
     out = []
     for a in arrays:
         if a.shape != tuple(shape):
-            big = np.full((a.shape[0], *shape[1:]), np.nan, np.result_type(a.dtype, np.float32))
+            fill = _fill(a.dtype)
+            kind = a.dtype if fill is not np.nan else np.result_type(a.dtype, np.float32)
+            big = np.full((a.shape[0], *shape[1:]), fill, kind)
             big[tuple(slice(0, n) for n in a.shape)] = a
             a = big
         out.append(a)

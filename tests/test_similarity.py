@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -133,7 +135,7 @@ def test_mds_recovers_a_planar_configuration():
         mds(np.zeros((3, 4)))
 
 
-def test_flipflop_topology_distance_sets_aside_non_modal_networks():
+def test_flipflop_topology_distance_with_the_modal_rule_sets_aside_non_modal_networks():
     rng = np.random.default_rng(6)
     k = 4
     counts = np.array([3, 3, 3, 2])  # modal count 3: the last network is set aside
@@ -147,7 +149,7 @@ def test_flipflop_topology_distance_sets_aside_non_modal_networks():
         },
         attrs={"task": "flipflop"},
     )
-    d, ok = topology_distances(ds)
+    d, ok = topology_distances(ds, rule="modal")  # [U] §3.1's rule
     assert ok.tolist() == [True, True, True, False]
     assert np.isnan(d[3]).all() and np.isnan(d[:, 3]).all()
     for i in range(3):
@@ -180,3 +182,176 @@ def test_dsa_sees_dynamics_up_to_rotation():
     d = dsa_distances([trajectories(a), trajectories(q @ a @ q.T), trajectories(other)], opts, seed=0)
     assert d.shape == (3, 3) and np.allclose(d, d.T)
     assert d[0, 1] < 0.15 and d[0, 2] > 5 * d[0, 1] and d[1, 2] > 5 * d[0, 1]  # measured 0.08 vs 1.03
+
+
+# ------------------------------------------------------------------ topology for every network (grouped)
+@functools.cache
+def _flipflop_analysis(widths: tuple[float, ...]):
+    """The analysis of a constructed flip-flop network ``h' = tanh(diag(w) h + 4 x)``, ``y = h / a(w)``
+    (``tests/test_dynamics.py``): with every w_k > 1 the ideal 3^K points, 2^K stable corners; a unit with
+    w_k < 1 has one stable state (0), so the network holds no memory on that channel."""
+    from functools import partial
+
+    import jax
+
+    from popdyn.dynamics import FixedPointOptions, TopologyOptions, analyze_one
+    from popdyn.model import Model
+    from popdyn.tasks import make_task
+    from tests.test_dynamics import saturation_root
+
+    k = len(widths)
+    # no initial pulse: the probes then visit the states between the corners, where the saddles are
+    task = make_task("flipflop", K=k, T=50, initial_pulse=False)
+    model = Model("vanilla", "tanh", k, task.n_in, task.n_out)
+    w = np.asarray(widths, np.float32)
+    scale = np.array([saturation_root(v) if v > 1 else 1.0 for v in widths], np.float32)
+    params = {
+        "cell": {
+            "recurrent": np.diag(w),
+            "input": 4.0 * np.eye(k, dtype=np.float32),
+            "bias": np.zeros(k, np.float32),
+        },
+        "readout": {"kernel": np.diag(1 / scale), "bias": np.zeros(k, np.float32)},
+    }
+    run = jax.jit(partial(analyze_one, model, task, FixedPointOptions(steps=600), TopologyOptions()))
+    return jax.tree.map(np.asarray, run(params, jax.random.key(0)))
+
+
+def _dataset(outs: list[dict]) -> xr.Dataset:
+    kmax = max(o["fp_valid"].shape[1] for o in outs)
+
+    def pad(a, fill, axes):
+        widths = [(0, 0)] * a.ndim
+        for ax in axes:
+            widths[ax] = (0, kmax - a.shape[ax])
+        return np.pad(a, widths, constant_values=fill)
+
+    return xr.Dataset(
+        {
+            "fp_readout": (("member", "condition", "fixed_point", "output"),
+                           np.stack([pad(o["fp_readout"], np.nan, [1]) for o in outs])),
+            "fp_valid": (("member", "condition", "fixed_point"), np.stack([pad(o["fp_valid"], False, [1]) for o in outs])),
+            "transition": (("member", "fixed_point", "fixed_point_to"),
+                           np.stack([pad(o["transition"], 0.0, [0, 1]) for o in outs])),
+            "n_fixed_points": (("member", "condition"), np.stack([o["n_fixed_points"] for o in outs])),
+            "diverged": ("member", np.zeros(len(outs), bool)),
+        },
+        attrs={"task": "flipflop"},
+    )  # fmt: skip
+
+
+def _with_extra_corner_point(out: dict) -> dict:
+    """``out`` with one more stable point just beside its first stable corner: its runs stay with it, and
+    half the runs that ended at that corner end at the new point instead (the two share the basin)."""
+    out = {k: v.copy() for k, v in out.items()}
+    valid = out["fp_valid"][0]
+    n = int(valid.sum())
+    corner = int(np.flatnonzero(valid & (out["fp_n_unstable"][0] == 0))[0])
+    k = valid.shape[0] + 1
+    for name, fill in (("fp_valid", False), ("fp_n_unstable", 0), ("fp_readout", np.nan)):
+        a = out[name]
+        out[name] = np.concatenate([a, np.full_like(a[:, :1], fill)], axis=1)
+    out["fp_valid"][0, n] = True
+    out["fp_readout"][0, n] = out["fp_readout"][0, corner] * 0.97
+    p = np.zeros((k, k))
+    p[:-1, :-1] = out["transition"]
+    p[:, n], p[:, corner] = 0.5 * p[:, corner], 0.5 * p[:, corner]
+    p[n, n] = 1.0
+    out["transition"] = p
+    out["n_fixed_points"] = out["n_fixed_points"] + 1
+    return out
+
+
+def test_grouped_topology_compares_every_network_as_the_paper_would_wish():
+    """An extra stable point beside a corner leaves a network close to the ideal one; a network with no
+    memory on one channel (4 corners instead of 8) is far; point order does not matter; every network
+    is compared whatever its fixed-point count, where [U]'s modal rule would set two of them aside."""
+    ideal = _flipflop_analysis((2.0, 2.0, 2.0))
+    assert ideal["n_fixed_points"][0] == 27 and ideal["n_stable"][0] == 8
+    extra = _with_extra_corner_point(ideal)
+    forgetful = _flipflop_analysis((2.0, 2.0, 0.5))
+    assert forgetful["n_stable"][0] == 4
+    ds = _dataset([ideal, ideal, extra, forgetful])
+    d, ok = topology_distances(ds)
+    assert ok.all()
+    assert d[0, 1] == 0.0
+    assert d[0, 2] < 0.05  # the extra point joins its corner's memory state
+    assert d[0, 3] > 1.0  # four memory states missing
+    assert d[0, 3] > 20 * d[0, 2]
+    modal_ok = topology_distances(
+        ds.assign(topology_ok=("member", ds.n_fixed_points.values[:, 0] == 27)), "modal"
+    )[1]
+    assert modal_ok.tolist() == [True, True, False, False]
+
+
+def test_grouped_transitions_are_the_papers_matrix_labelled_by_memory_state():
+    """For the ideal network each memory state holds one point: a stable corner keeps its runs (T = 1
+    on the diagonal), a saddle between two corners splits them between exactly those two, and the
+    relabelling does not depend on the order the points are stored in."""
+    from popdyn.similarity import grouped_transitions, readout_groups
+
+    out = _flipflop_analysis((2.0, 2.0, 2.0))
+    valid = out["fp_valid"][0]
+    y = out["fp_readout"][0]
+    t, groups = grouped_transitions(y[None], valid[None], out["transition"][None])
+    assert len(groups) == 27  # every memory state of 3^3 occupied once
+    t = t.reshape(27, 27)
+    np.testing.assert_allclose(t.sum(axis=1), 1.0, atol=1e-6)
+    digits = (groups[:, None] // 3 ** np.arange(3)) % 3 - 1  # each group's levels per channel
+    for a in range(27):
+        zeros = np.flatnonzero(digits[a] == 0)
+        if not len(zeros):
+            assert t[a, a] == 1.0
+        if len(zeros) == 1:  # a saddle with one unstable mode: runs end at the two corners it separates
+            targets = np.flatnonzero(t[a] > 0)
+            assert len(targets) == 2 and all((digits[b] != 0).all() for b in targets)
+            assert all((digits[b][digits[a] != 0] == digits[a][digits[a] != 0]).all() for b in targets)
+    perm = np.random.default_rng(0).permutation(valid.shape[0])
+    t2, groups2 = grouped_transitions(
+        y[perm][None], valid[perm][None], out["transition"][np.ix_(perm, perm)][None]
+    )
+    np.testing.assert_array_equal(groups2, groups)
+    np.testing.assert_allclose(t2.reshape(27, 27), t, atol=1e-12)
+    assert readout_groups(np.array([[0.9, -1.2, 0.2]])).tolist() == [2 * 1 + 0 * 3 + 1 * 9]
+
+
+def test_partial_distances_compare_the_entries_both_networks_define():
+    from popdyn.similarity import partial_distances
+
+    a = np.array([[0.0, 1.0, 2.0, 3.0], [0.0, 1.0, np.nan, 5.0], [np.nan, np.nan, np.nan, np.nan]])
+    d = partial_distances(a)
+    np.testing.assert_allclose(d[0, 1], np.sqrt(4.0 * 4 / 3))  # (3 − 5)² over 3 shared entries, × 4/3
+    assert np.isnan(d[0, 2]) and d[2, 2] == 0.0
+    full = np.random.default_rng(1).standard_normal((5, 7))
+    np.testing.assert_allclose(
+        partial_distances(full), np.linalg.norm(full[:, None] - full[None], axis=-1), atol=1e-10
+    )
+
+
+def test_sine_and_cdi_topology_compare_networks_with_missing_points():
+    """Sine: a network without an oscillatory point at one condition is compared on the conditions it has
+    (the modal rule set it aside); cdi: a context with fewer than 2 points gives an empty graph, still
+    compared. Networks without any fixed point, or diverged, are not compared."""
+    rng = np.random.default_rng(3)
+    graphs = rng.uniform(size=(4, 3, 3))
+    graphs[1, 2, :] = graphs[1, :, 2] = np.nan  # no oscillatory point at condition 2
+    ds = xr.Dataset(
+        {"sine_graph": (("member", "condition", "condition_to"), graphs),
+         "n_fixed_points": (("member", "condition"), np.array([[1, 1, 1], [1, 1, 0], [1, 1, 1], [0, 0, 0]])),
+         "diverged": ("member", np.array([False, False, True, False]))},
+        attrs={"task": "sine"},
+    )  # fmt: skip
+    d, ok = topology_distances(ds)
+    assert ok.tolist() == [True, True, False, False]
+    shared = np.isfinite(graphs[1].ravel())
+    diff = (graphs[0].ravel() - graphs[1].ravel())[shared]
+    np.testing.assert_allclose(d[0, 1], np.sqrt(np.sum(diff**2) * 9 / shared.sum()), rtol=1e-6)
+    assert topology_distances(ds, "modal")[1].tolist() == [True, False, False, False]
+    cdi = xr.Dataset(
+        {"cdi_graph": (("member", "condition", "node", "node_to"), rng.uniform(size=(3, 2, 4, 4))),
+         "n_fixed_points": (("member", "condition"), np.array([[5, 5], [1, 6], [4, 4]])),
+         "diverged": ("member", np.zeros(3, bool))},
+        attrs={"task": "cdi"},
+    )  # fmt: skip
+    assert topology_distances(cdi)[1].all()
+    assert topology_distances(cdi, "modal")[1].tolist() == [True, False, True]

@@ -268,7 +268,19 @@ def test_tiny_sweep_compares_every_network(tiny_run):
         assert (np.diag(d.values) == 0).all() and ((d.values >= 0) & (d.values <= 1)).all()
         assert np.isfinite(ds[f"mds_{m}"].values).all() and ds[f"mds_{m}"].dims == ("member", "mds")
     assert ds.topology_distance.dims == ("member", "member_to")
-    assert (ds.topology_compared.values == ds.topology_ok.values).all()
+    # the grouped topology compares every non-diverged network that has a fixed point
+    has_points = (ds.n_fixed_points.values.sum(axis=1) > 0) & ~ds.diverged.values
+    assert (ds.topology_compared.values == has_points).all() and has_points.all()
+    # how much each grid factor explains each distance: arch has two values here, the other axes one
+    table = ds.statistics
+    assert table.dims == ("metric", "factor", "statistic")
+    assert list(table.metric.values) == ["svcca", "cka", "topology"]
+    assert list(table.factor.values) == ["arch", "activation", "units", "l2", "trained"]
+    arch = table.sel(factor="arch")
+    assert np.isfinite(arch.sel(statistic=["R2", "pseudo_F", "p_value", "nn_accuracy"]).values).all()
+    assert (arch.sel(statistic="n").values == 4).all()
+    assert np.isnan(table.sel(factor="units").values).all()  # one width: nothing to explain
+    assert np.isfinite(table.sel(metric="svcca", factor="trained", statistic="R2").item())  # twins
     full = store.load_similarity(tiny_run)
     assert full.sizes["network"] == 6 and int((~full.trained).sum()) == 2
     assert set(full.arch.values[~full.trained.values]) == {"vanilla"}
