@@ -29,7 +29,18 @@ def mds(distances: Float[np.ndarray, "n n"], seed: int = 0, max_iter: int = 300)
         return out
     sub = 0.5 * (sub + sub.T)
     np.fill_diagonal(sub, 0.0)
-    model = MDS(n_components=2, metric="precomputed", init="classical_mds", n_init=1,
-                max_iter=max_iter, random_state=seed)  # fmt: skip
-    out[keep] = model.fit_transform(sub)
+    if not np.any(sub > 0):  # all networks alike: one point
+        out[keep] = 0.0
+        return out
+    xy = None
+    for init in ("classical_mds", "random"):  # classical MDS can break down on a degenerate spectrum
+        model = MDS(n_components=2, metric="precomputed", init=init, n_init=1,
+                    max_iter=max_iter, random_state=seed)  # fmt: skip
+        try:
+            xy = model.fit_transform(sub)
+        except ValueError:  # sklearn: "Input contains NaN" from a degenerate classical start
+            continue
+        if np.isfinite(xy).all():
+            break
+    out[keep] = xy if xy is not None and np.isfinite(xy).all() else 0.0
     return out

@@ -2,61 +2,112 @@
 text classifiers [A]'s manifolds, readout angles and dimensions (Figs. 1, 6–8, 10–12).
 
 Each figure function takes the Dataset(s) and an output path prefix and writes ``prefix.png`` and
-``prefix.pdf``; :func:`draw_all` draws every one a run directory's task and results allow.  One colour
-per architecture and one per activation throughout (``ARCH_COLORS``, ``ACTIVATION_COLORS``).
+``prefix.pdf``; :func:`draw_all` draws every one a run directory's task and results allow.  Colours are
+safe for colour-blind readers (Okabe & Ito 2008): one colour per architecture and one per activation
+throughout (``ARCH_COLORS``, ``ACTIVATION_COLORS``), and one marker per architecture in every scatter of
+networks (``ARCH_MARKERS``), so that no figure relies on hue alone.
 """
 
 from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")  # files only: sweeps run on machines without a display
+import matplotlib.patheffects as path_effects  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 from jaxtyping import Float  # noqa: E402
+from matplotlib.colors import LinearSegmentedColormap, Normalize, to_rgb  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from popdyn import store  # noqa: E402
 from popdyn.cells import ACTIVATIONS, ARCHS  # noqa: E402
 from popdyn.config import build_sweep  # noqa: E402
+from popdyn.model import Model  # noqa: E402
+from popdyn.population import member_key  # noqa: E402
+
+WIDTH_CMAP = "viridis"  # sequential and colour-blind safe: training curves coloured by width (units)
+# cdi's probes, blue → red by μ ([U] Fig. 3b), between Okabe–Ito's blue and vermillion: dark enough at μ = 0
+# to show on white, unlike coolwarm's grey middle
+BLUE_RED = LinearSegmentedColormap.from_list("blue_red", ["#0072B2", "#D55E00"])
+
+
+def _loss_figure(ds: xr.Dataset) -> plt.Figure:
+    """The figure of :func:`loss_curves`: one panel per arch (shared log y axis), in each one line per
+    group — colour by width, solid tanh, dashed relu — at the median over its non-diverged members, shaded
+    between the quartiles; the legend counts each group's networks and diverged members."""
+    from popdyn.tasks import LOSSES
+
+    everyone = np.ones(ds.sizes["member"], bool)
+    archs = _values(ds, "arch", everyone)
+    acts = _values(ds, "activation", everyone)
+    widths = sorted(set(ds.units.values.tolist()))
+    shade = dict(zip(widths, plt.get_cmap(WIDTH_CMAP)(np.linspace(0.0, 0.8, len(widths))), strict=True))
+    ncols = len(archs) if len(archs) <= 3 else 2 if len(archs) == 4 else 3
+    nrows = -(-len(archs) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols + 0.6, 3.4 * nrows + 0.6), sharex=True,
+                             sharey=True, squeeze=False, layout="constrained")  # fmt: skip
+    step = ds.step.values
+    diverged = ds.diverged.values
+    for ax, arch in zip(axes.flat, archs):
+        ax.set_title(arch)
+        for act in acts:
+            for units in widths:
+                rows = (ds.arch.values == arch) & (ds.activation.values == act) & (ds.units.values == units)
+                if not rows.any():
+                    continue
+                n_div = int((rows & diverged).sum())
+                ok = rows & ~diverged
+                label = f"{act}, {units} units ({int(ok.sum())})" + (f", {n_div} diverged" if n_div else "")
+                style = dict(
+                    color=shade[units], linestyle=ACTIVATION_STYLES.get(act, "dotted"), linewidth=1.4
+                )
+                if not ok.any():
+                    ax.plot([], [], label=label, **style)
+                    continue
+                loss = np.where(np.isfinite(ds.loss.values[ok]), ds.loss.values[ok], np.nan)
+                q = np.nanquantile(loss, [0.25, 0.5, 0.75], axis=0)
+                ax.plot(step, q[1], label=label, **style)
+                ax.fill_between(step, q[0], q[2], color=shade[units], alpha=0.15, linewidth=0)
+        ax.set_yscale("log")
+        ax.legend(fontsize="x-small", title="activation, width (networks)", title_fontsize="x-small")
+    for ax in axes.flat[len(archs) :]:
+        ax.set_visible(False)
+    loss = LOSSES.get(ds.attrs.get("task", ""), "mse")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("training MSE" if loss == "mse" else f"training {loss} cross-entropy")
+    for ax in axes.flat[max(0, len(archs) - ncols) : len(archs)]:
+        ax.set_xlabel("training step")
+        ax.xaxis.set_tick_params(labelbottom=True)
+    fig.suptitle(f"{ds.attrs.get('task', '')}: training loss per group, median and quartiles over networks")
+    return fig
 
 
 def loss_curves(ds: xr.Dataset, path: str | Path) -> Path:
-    """Training MSE against step per group: median over members, shaded between the quartiles (log scale).
+    """Training loss against step (log scale): one panel per arch, one line per group (colour by width,
+    line style by activation) at the median over its members, shaded between the quartiles.
 
     Diverged members are left out of the median and counted in the legend.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
-    for group in dict.fromkeys(ds.group.values):
-        sub = ds.where((ds.group == group) & ~ds.diverged, drop=True)
-        n_div = int((ds.diverged & (ds.group == group)).sum())
-        if sub.sizes.get("member", 0) == 0:
-            continue
-        q = np.nanquantile(sub.loss.values, [0.25, 0.5, 0.75], axis=0)
-        label = f"{group} ({sub.sizes['member']})" + (f", {n_div} diverged" if n_div else "")
-        (line,) = ax.plot(ds.step, q[1], label=label)
-        ax.fill_between(ds.step, q[0], q[2], color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    from popdyn.tasks import LOSSES
-
-    loss = LOSSES.get(ds.attrs.get("task", ""), "mse")
-    ax.set_ylabel("training MSE" if loss == "mse" else f"training {loss} cross-entropy")
-    ax.set_title(f"{ds.attrs.get('task', '')}: median and quartiles over networks")
-    ax.legend(fontsize="small")
+    fig = _loss_figure(ds)
     path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
     return path
 
 
 # ------------------------------------------------------------------------------------- the paper's figures
 FIGURES = "figures"  # sub-directory of a run directory that draw_all writes into
+UNIVERSALITY_TASKS = ("flipflop", "sine", "cdi")  # [U]'s tasks: their state figures (Figs. 1–4)
 METRICS = ("svcca", "cka", "dsa", "topology")  # those a run has are drawn
 METRIC_NAMES = {"svcca": "SVCCA", "cka": "CKA", "dsa": "DSA", "topology": "topology"}
 METRIC_LABELS = {
@@ -65,14 +116,20 @@ METRIC_LABELS = {
     "dsa": "DSA distance (angular, Ostrow et al. 2023)",
     "topology": "fixed-point topology distance (Euclidean)",
 }
-# one colour per architecture and per activation in every figure, the two sets disjoint
+# one colour per architecture and per activation in every figure, the two sets disjoint: the Okabe–Ito
+# palette, which readers with any common colour-vision deficiency tell apart
 ARCH_COLORS = {
-    "vanilla": "tab:blue", "ugrnn": "tab:orange", "gru": "tab:green", "lstm": "tab:red",
-    "slstm": "tab:olive", "ornn": "tab:cyan",
+    "vanilla": "#0072B2", "ugrnn": "#E69F00", "gru": "#009E73", "lstm": "#D55E00",
+    "slstm": "#CC79A7", "ornn": "#56B4E9",
 }  # fmt: skip
-ACTIVATION_COLORS = {"tanh": "tab:purple", "relu": "tab:brown"}
+ACTIVATION_COLORS = {"tanh": "#000000", "relu": "#F0E442"}  # relu's yellow is drawn with a dark edge
+ACTIVATION_STYLES = {"tanh": "solid", "relu": "dashed"}  # line style per activation where colour is taken
 ARCH_MARKERS = {"vanilla": "o", "ugrnn": "s", "gru": "^", "lstm": "D", "slstm": "v", "ornn": "P"}
-UNSTABLE_COLORS = ("black", "tab:red", "tab:green", "tab:blue")  # 0, 1, 2, 3 unstable modes ([U] Fig. 1e)
+DARK_EDGE = "0.25"  # outline of light colours (relu's yellow), so that they show on white
+# 0, 1, 2, 3 unstable modes ([U] Fig. 1e: black, red, green, blue), in Okabe–Ito's shades of those
+UNSTABLE_COLORS = ("#000000", "#D55E00", "#009E73", "#0072B2")
+# one colour per distance metric (Tol's "bright" set; light enough for the black chance ticks on them)
+METRIC_COLORS = {"svcca": "#4477AA", "cka": "#66CCEE", "dsa": "#CCBB44", "topology": "#EE6677"}
 # [U] §2.3 (MDS): architectures are compared among tanh networks, activations among vanilla networks
 PANELS = {"arch": ("activation", "tanh"), "activation": ("arch", "vanilla")}
 COLORS = {"arch": ARCH_COLORS, "activation": ACTIVATION_COLORS}
@@ -93,6 +150,24 @@ def _save(fig: plt.Figure, prefix: str | Path) -> list[Path]:
     finally:
         plt.close(fig)
     return [png, pdf]
+
+
+def _light(color) -> bool:
+    """Whether ``color`` is too light to show on white without an outline (relative luminance > 0.7)."""
+    r, g, b = to_rgb(color)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.7
+
+
+def _edge(color) -> str:
+    """The marker edge of ``color`` in scatters: dark for light colours, none otherwise."""
+    return DARK_EDGE if _light(color) else "none"
+
+
+def _outline(color, linewidth: float = 1.5) -> list | None:
+    """Path effects that draw a light-coloured line with a dark outline (None for other colours)."""
+    if not _light(color):
+        return None
+    return [path_effects.Stroke(linewidth=linewidth + 1.4, foreground=DARK_EDGE), path_effects.Normal()]
 
 
 def _empty(ax: plt.Axes, text: str) -> None:
@@ -132,7 +207,7 @@ def _mean_se(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _band(ax: plt.Axes, x: np.ndarray, values: np.ndarray, color: str, label: str) -> None:
     """Mean ± standard error over the rows of ``values`` [networks, x] as a line and a shaded patch."""
     mean, se, _ = _mean_se(values)
-    ax.plot(x, mean, color=color, label=f"{label} ({values.shape[0]})")
+    ax.plot(x, mean, color=color, label=f"{label} ({values.shape[0]})", path_effects=_outline(color))
     ax.fill_between(x, mean - se, mean + se, color=color, alpha=0.25, linewidth=0)
 
 
@@ -175,8 +250,10 @@ def mds_embedding(ds: xr.Dataset, metric: str, prefix: str | Path) -> list[Path]
             continue
         for v in _values(ds, by, mask & placed):
             rows = mask & placed & (ds[by].values == v)
-            ax.scatter(*xy[rows].T, s=28, color=COLORS[by].get(v, "tab:gray"),
-                       label=f"{v} ({int(rows.sum())})", alpha=0.8, edgecolors="none")  # fmt: skip
+            color = COLORS[by].get(v, "tab:gray")
+            marker = ARCH_MARKERS.get(v, "o") if by == "arch" else "o"
+            ax.scatter(*xy[rows].T, s=30, color=color, marker=marker, label=f"{v} ({int(rows.sum())})",
+                       alpha=0.8, edgecolors=_edge(color), linewidths=0.7)  # fmt: skip
         ax.set_xlabel("MDS 1 (distance units)")
         ax.set_ylabel("MDS 2 (distance units)")
         ax.set_aspect("equal", adjustable="datalim")
@@ -244,7 +321,8 @@ def fixed_points(
 ) -> list[Path]:
     """[U] Fig. 1e: one network's probe trajectories in the plane of their top principal components
     (faint), its fixed points coloured by the number of unstable modes, and (flip-flop) the transition
-    graph: an arrow i → j of width ∝ P[i, j] for every off-diagonal transition probability."""
+    graph: an arrow i → j of width ∝ P[i, j] for every off-diagonal transition probability.  The title
+    says when the network's fixed-point set was cut to ``dynamics.max_points`` (``fp_truncated``)."""
     net = ds.sel(member=member)
     valid = net.fp_valid.values
     n_unstable = net.fp_n_unstable.values
@@ -271,7 +349,7 @@ def fixed_points(
         for k in range(int(n_unstable[valid].max(initial=0)) + 1):
             sel = valid & (n_unstable == k)
             if sel.any():
-                color = UNSTABLE_COLORS[k] if k < len(UNSTABLE_COLORS) else "tab:gray"
+                color = UNSTABLE_COLORS[k] if k < len(UNSTABLE_COLORS) else "0.6"
                 label = "stable" if k == 0 else f"{k} unstable mode{'s' if k > 1 else ''}"
                 ax.scatter(points[sel][:, a], points[sel][:, b], s=45, color=color, label=label,
                            zorder=3, edgecolors="white", linewidths=0.6)  # fmt: skip
@@ -288,10 +366,25 @@ def fixed_points(
     fig.suptitle(
         f"{ds.attrs.get('task', '')}: fixed points of network {member} ({net.arch.item()}, "
         f"{net.activation.item()}, {net.units.item()} units, seed {net.seed.item()}): "
-        f"{int(valid.sum())} fixed points"
+        f"{int(valid.sum())} fixed point{'' if int(valid.sum()) == 1 else 's'}"
         + (f" over {valid.shape[0]} conditions" if valid.shape[0] > 1 else "")
+        + _truncation(net)
     )
     return _save(fig, prefix)
+
+
+def _truncation(net: xr.Dataset) -> str:
+    """The title's note that one network's fixed-point set was cut to ``dynamics.max_points`` (``""``
+    when it never was): ``"; set cut: 128 kept of 150 found"``."""
+    if "fp_truncated" not in net or not net.fp_truncated.values.any():
+        return ""
+    cut = np.flatnonzero(net.fp_truncated.values)
+    kept, found = net.fp_valid.values[cut].sum(axis=-1), net.fp_n_found.values[cut]
+    if len(cut) == 1:
+        where = f" at condition {cut[0] + 1}" if net.fp_valid.shape[0] > 1 else ""
+        return f"\nset cut{where}: {int(kept[0])} kept of {int(found[0])} found"
+    return (f"\nset cut at {len(cut)} of {net.fp_valid.shape[0]} conditions: {int(kept.sum())} kept of "
+            f"{int(found.sum())} found")  # fmt: skip
 
 
 def sine_frequency(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
@@ -340,7 +433,7 @@ def trained_untrained(sim: xr.Dataset, prefix: str | Path, metric: str = "svcca"
     xy = sim[f"mds_all_{metric}"].values
     trained = sim.trained.values
     placed = np.isfinite(xy).all(axis=1)
-    fig, ax = plt.subplots(figsize=(6.4, 5.0), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8.4, 5.0), layout="constrained")
     everyone = np.ones(sim.sizes["network"], bool)
     for arch in _values(sim, "arch", everyone):
         for act in _values(sim, "activation", everyone):
@@ -350,14 +443,17 @@ def trained_untrained(sim: xr.Dataset, prefix: str | Path, metric: str = "svcca"
                 if not rows.any():
                     continue
                 color = ACTIVATION_COLORS.get(act, "tab:gray")
+                # a light colour is filled inside a dark edge, or (hollow) a ring outlined in dark
+                edge = DARK_EDGE if _light(color) and is_trained else color
                 ax.scatter(*xy[rows].T, s=36, marker=ARCH_MARKERS.get(arch, "o"), linewidths=1.2,
-                           facecolors=color if is_trained else "none", edgecolors=color,
+                           facecolors=color if is_trained else "none", edgecolors=edge,
+                           path_effects=_outline(color, 1.2) if not is_trained else None,
                            label=f"{arch} {act}, {'trained' if is_trained else 'untrained'} "
                                  f"({int(rows.sum())})")  # fmt: skip
     ax.set_xlabel("MDS 1 (distance units)")
     ax.set_ylabel("MDS 2 (distance units)")
     ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(fontsize="small")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize="small")
     left_out = int((~placed).sum())
     ax.set_title(
         f"{sim.attrs.get('task', '')}: MDS of {METRIC_NAMES[metric]} distances, trained (filled) and untrained "
@@ -450,8 +546,8 @@ def readout_angles(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
         sel = ok & (ds.arch.values == arch)
         angles = ds.readout_angle.values[sel][:, pairs].ravel()
         axes[0].hist(angles, bins=np.linspace(0, 180, 61), alpha=0.6, color=ARCH_COLORS[arch], label=arch)
-        axes[1].scatter(np.full(sel.sum(), j), ds.subspace_fraction.values[sel],
-                        color=ARCH_COLORS[arch], alpha=0.7)  # fmt: skip
+        axes[1].scatter(np.full(sel.sum(), j), ds.subspace_fraction.values[sel], color=ARCH_COLORS[arch],
+                        marker=ARCH_MARKERS.get(arch, "o"), alpha=0.7)  # fmt: skip
     axes[0].axvline(simplex_angle(n), color="black", linestyle="--", label=f"simplex, N = {n}")
     axes[0].set_xlabel("angle between readouts (degrees)")
     axes[0].set_ylabel("pairs")
@@ -487,7 +583,7 @@ def dimensions(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
         for i, m in enumerate(measures):
             x = i + (j - (len(archs) - 1) / 2) * 0.2
             ax.scatter(np.full(sel.sum(), x), ds[m].values[sel], color=ARCH_COLORS[arch], s=14,
-                       label=arch if i == 0 else None)  # fmt: skip
+                       marker=ARCH_MARKERS.get(arch, "o"), label=arch if i == 0 else None)  # fmt: skip
     n = ds.sizes["output"]
     ax.axhline(n - 1, color="black", linestyle="--", label=f"(N − 1)-simplex, N = {n}")
     ax.set_xticks(range(len(measures)), [DIMENSION_MEASURES[m] for m in measures], rotation=30, ha="right")
@@ -524,22 +620,600 @@ def dimension_vs_classes(
     return _save(fig, prefix)
 
 
-def example_states(run_dir: Path, ds: xr.Dataset, member: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """One member's states on the task's probe inputs ``[probes, time, state]``, its fixed points
-    ``[conditions, K, state]`` (from ``groups/<g>/dynamics.npz``) and its parameters."""
-    group = str(ds.group.sel(member=member).item())
-    gp = store.load_params(run_dir)[group]
-    i = int(np.flatnonzero(gp.member == member)[0])
-    task = build_sweep(store.read_config(run_dir)).task
-    params = jax.tree.map(lambda a: a[i], gp.params)
-    states = np.asarray(gp.model.states(params, task.probe_inputs))
+class Network(NamedTuple):
+    """One network of a run, ready to draw: its model and parameters, its states on the task's probe
+    inputs ``[probes, time, state]`` and its fixed points ``[conditions, fixed_point, state]`` (NaN where
+    ``ds.fp_valid`` is False; None for a run without dynamics)."""
+
+    member: int
+    model: Model
+    params: dict
+    states: np.ndarray
+    fp_states: np.ndarray | None
+
+
+def _sweep(run_dir: Path):
+    """The run's ``Sweep``: its task, seed and analysis settings."""
+    return build_sweep(store.read_config(run_dir))
+
+
+# compiled once per model and input shape: the figures of one run ask for the same network's states often
+@partial(jax.jit, static_argnums=0)
+def _states(model: Model, params: dict, inputs):
+    return model.states(params, inputs)
+
+
+@partial(jax.jit, static_argnums=0)
+def _outputs(model: Model, params: dict, inputs):
+    return model(params, inputs)
+
+
+def _group_params(run_dir: Path, group: str) -> tuple[store.GroupParams, object]:
+    """One group's parameters, read (and checked against its manifest) as ``store.load_params`` reads
+    them, but without reading every other group's; and the run's Sweep."""
+    sweep = _sweep(run_dir)
+    g = next(g for g in sweep.grid.groups if g.name == group)
+    path = store.group_dir(run_dir, group) / "params.npz"
+    try:
+        with np.load(store.verify(path)) as z:
+            arrays = {k: z[k] for k in z.files}
+    except store.UNREADABLE as e:
+        raise store.RunDirError(f"parameters of group {group} in {run_dir} are unreadable ({e})") from None
+    member = arrays.pop("member")
+    model = Model.for_task(g.arch, g.activation, g.units, sweep.task, sweep.unroll)
+    return store.GroupParams(model, store.unflatten(arrays), member), sweep
+
+
+def _fp_states(run_dir: Path, ds: xr.Dataset, group: str, member: int) -> np.ndarray:
+    """``groups/<group>/dynamics.npz``'s fixed points of ``member`` ``[conditions, K, state]``, padded with
+    NaN to the run's ``fixed_point`` size (each group's file is cut to its own most valid points)."""
     path = store.group_dir(run_dir, group) / store.DYNAMICS
     try:
-        with np.load(path) as z:
-            fp_states = z["fp_states"][int(np.flatnonzero(z["member"] == member)[0])]
+        with np.load(store.verify(path)) as z:
+            fp = z["fp_states"][int(np.flatnonzero(z["member"] == member)[0])]
     except (*store.UNREADABLE, IndexError) as e:
         raise store.RunDirError(f"fixed points of network {member} are unreadable ({path}: {e})") from None
-    return states, fp_states, params
+    k = ds.sizes.get("fixed_point", fp.shape[1])
+    out = np.full((fp.shape[0], max(k, fp.shape[1]), fp.shape[2]), np.nan)
+    out[:, : fp.shape[1]] = fp
+    return np.where(ds.fp_valid.sel(member=member).values[..., None], out[:, :k], np.nan)
+
+
+def network(run_dir: str | Path, ds: xr.Dataset, member: int, trained: bool = True) -> Network:
+    """Network ``member`` of the run in ``run_dir``, with its probe states and (trained, dynamics
+    analysed) fixed points.  ``trained=False``: its untrained twin, with the parameters
+    ``popdyn.analysis.compare_run`` compared — ``jax.vmap(model.init)`` over the keys
+    ``member_key(seed, "untrained/<m>")`` of every member ``m`` of its group, the same keys and the same
+    call, so the very same numbers."""
+    run_dir = Path(run_dir)
+    group = str(ds.group.sel(member=member).item())
+    gp, sweep = _group_params(run_dir, group)
+    i = int(np.flatnonzero(gp.member == member)[0])
+    params = gp.params
+    if not trained:
+        keys = jnp.stack([member_key(sweep.seed, f"untrained/{m}") for m in gp.member])
+        params = jax.vmap(gp.model.init)(keys)
+    params = jax.tree.map(lambda a: jnp.asarray(a[i]), params)
+    states = np.asarray(_states(gp.model, params, sweep.task.probe_inputs))
+    fps = _fp_states(run_dir, ds, group, member) if trained and "fp_valid" in ds else None
+    return Network(member, gp.model, params, states, fps)
+
+
+def example_states(run_dir: Path, ds: xr.Dataset, member: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One member's states on the task's probe inputs ``[probes, time, state]``, its fixed points
+    ``[conditions, K, state]`` (from ``groups/<g>/dynamics.npz``, NaN where not valid) and its
+    parameters."""
+    net = network(run_dir, ds, member)
+    return net.states, net.fp_states, net.params
+
+
+def _pca(states: Float[np.ndarray, "... state"], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre ``[state]``, top ``n`` principal axes ``[n, state]`` and their shares of the variance of
+    the states (rows of every leading axis pooled)."""
+    flat = states.reshape(-1, states.shape[-1]).astype(np.float64)
+    centre = flat.mean(axis=0)
+    _, sv, vt = np.linalg.svd(flat - centre, full_matrices=False)
+    total = np.sum(sv**2)
+    explained = sv**2 / total if total > 0 else np.zeros_like(sv)
+    if vt.shape[0] < n:  # fewer samples than components: pad with zero axes
+        vt = np.concatenate([vt, np.zeros((n - vt.shape[0], vt.shape[1]))])
+        explained = np.concatenate([explained, np.zeros(n - len(explained))])
+    return centre, vt[:n], explained[:n]
+
+
+class Probes(NamedTuple):
+    """The probe trials a state figure draws and how they are coloured: ``index`` into
+    ``task.probe_inputs``, ``values`` (one per drawn probe; None: all grey), colour map, its range and
+    what the colour means."""
+
+    index: np.ndarray
+    values: np.ndarray | None
+    cmap: str | LinearSegmentedColormap
+    norm: Normalize
+    label: str
+
+
+def probes(task, by_index: int = 0) -> Probes:
+    """The probes of [U]'s state figures: flip-flop all in grey, or (``by_index`` > 0) the first
+    ``by_index`` coloured by their index; sine
+    all, viridis by the command frequency ω (blue smallest, yellow largest; Fig. 2b); cdi the first
+    context's, blue → red by the cued stream's value μ (Fig. 3b)."""
+    from popdyn.tasks import SINE_OFFSET, SINE_SLOPE
+
+    inputs = np.asarray(task.probe_inputs)
+    n = inputs.shape[0]
+    if task.name == "sine":
+        omega = SINE_SLOPE * inputs[:, 0, 0] + SINE_OFFSET
+        return Probes(np.arange(n), omega, "viridis", Normalize(omega.min(), omega.max()),
+                      "command frequency ω (cycles / step)")  # fmt: skip
+    if task.name == "cdi":
+        k = inputs.shape[-1] // 2
+        index = np.flatnonzero(np.asarray(task.probe_condition) == 0)
+        return Probes(index, inputs[index, 0, k], BLUE_RED, Normalize(-1.0, 1.0), "probe input μ (context 1)")
+    if by_index:
+        n = min(n, by_index)
+        return Probes(np.arange(n), np.arange(n, dtype=float), "viridis", Normalize(0, max(n - 1, 1)),
+                      "probe trial")  # fmt: skip
+    return Probes(np.arange(n), None, "viridis", Normalize(0, 1), "")
+
+
+def _draw_states(ax, xyz: np.ndarray, shown: Probes, alpha: float = 0.85, linewidth: float = 0.9) -> None:
+    """Probe trajectories ``xyz`` [probes, time, 2 or 3] as lines, coloured as ``shown`` says."""
+    cmap = plt.get_cmap(shown.cmap)
+    for j, trial in enumerate(xyz):
+        color = "0.55" if shown.values is None else cmap(shown.norm(shown.values[j]))
+        ax.plot(*trial.T, color=color, linewidth=linewidth, alpha=alpha if shown.values is not None else 0.35)
+
+
+def _colorbar(fig, axes, shown: Probes) -> None:
+    if shown.values is not None:
+        mappable = plt.cm.ScalarMappable(shown.norm, plt.get_cmap(shown.cmap))
+        fig.colorbar(mappable, ax=axes, shrink=0.6, aspect=30, label=shown.label)
+
+
+def _unstable_style(k: int) -> tuple[str, str]:
+    color = UNSTABLE_COLORS[k] if k < len(UNSTABLE_COLORS) else "0.6"
+    return color, "stable" if k == 0 else f"{k} unstable mode{'s' if k > 1 else ''}"
+
+
+def _draw_fixed_points(ax, ds: xr.Dataset, task, member: int, points: np.ndarray, shown: Probes) -> set:
+    """A network's valid fixed points ``points`` [conditions, K, 2 or 3] as [U] draws them: flip-flop by
+    number of unstable modes (Fig. 1e), sine one colour per condition's ω (Fig. 2d), cdi the first
+    context's as black dots (Fig. 3b).  Returns the unstable-mode counts drawn (flip-flop)."""
+    net = ds.sel(member=member)
+    valid = net.fp_valid.values
+    drawn = set()
+    if task.name == "sine":
+        cmap = plt.get_cmap(shown.cmap)
+        for c in range(points.shape[0]):
+            if valid[c].any():
+                color = cmap(shown.norm(shown.values[c]))
+                ax.scatter(*points[c, valid[c]].T, s=40, color=color, edgecolors="black", linewidths=0.6,
+                           zorder=4, **({"depthshade": False} if ax.name == "3d" else {}))  # fmt: skip
+    elif task.name == "cdi":
+        ax.scatter(*points[0, valid[0]].T, s=14, color="black", zorder=4,
+                   **({"depthshade": False} if ax.name == "3d" else {}))  # fmt: skip
+    else:
+        n_unstable = net.fp_n_unstable.values
+        for k in sorted(set(n_unstable[valid].tolist())):
+            sel = valid & (n_unstable == k)
+            color, _ = _unstable_style(k)
+            ax.scatter(*points[sel].T, s=40, color=color, edgecolors="white", linewidths=0.6, zorder=4,
+                       **({"depthshade": False} if ax.name == "3d" else {}))  # fmt: skip
+            drawn.add(k)
+    return drawn
+
+
+def _fixed_point_handles(task, drawn: set) -> tuple[list, list]:
+    dot = dict(marker="o", linestyle="")
+    if task.name == "sine":
+        return [plt.Line2D([], [], color="0.6", markeredgecolor="black", **dot)], [
+            "fixed points (colour: the ω of their input)"
+        ]
+    if task.name == "cdi":
+        return [plt.Line2D([], [], color="black", markersize=4, **dot)], ["fixed points (context 1)"]
+    handles, labels = [], []
+    for k in sorted(drawn):
+        color, label = _unstable_style(k)
+        handles.append(plt.Line2D([], [], color=color, **dot))
+        labels.append(f"fixed point, {label}")
+    handles.append(plt.Line2D([], [], color="0.55", linewidth=0.8))
+    labels.append("probe trajectories")
+    return handles, labels
+
+
+def _dot(color, edge, size: float) -> plt.Line2D:
+    """A legend handle: one round marker."""
+    return plt.Line2D([], [], marker="o", linestyle="", color=color, markeredgecolor=edge, markersize=size)
+
+
+def _net_title(ds: xr.Dataset, member: int) -> str:
+    net = ds.sel(member=member)
+    return f"network {member} ({net.arch.item()}, {net.activation.item()}, {net.units.item()} units)"
+
+
+def trajectories(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> list[Path]:
+    """[U] Figs. 1b, 2b, 3b: for each (arch, activation) among the non-diverged networks, one example
+    (the pair's first non-diverged member): its states on the task's probe inputs projected on their top
+    three principal components (3-D), and its fixed points.  Flip-flop: grey trajectories, fixed points by
+    number of unstable modes; sine: trajectories and fixed points coloured by the command frequency ω;
+    cdi: the first context's probes, blue → red by μ, and that context's fixed points (black)."""
+    run_dir = Path(run_dir)
+    task = _sweep(run_dir).task
+    shown = probes(task)
+    ok = _trained(ds)
+    archs, acts = _values(ds, "arch", ok), _values(ds, "activation", ok)
+    ncols, nrows = max(len(archs), 1), max(len(acts), 1)
+    fig = plt.figure(figsize=(3.6 * ncols + 1.2, 3.5 * nrows + 0.8), layout="constrained")
+    axes, drawn = [], set()
+    for r, act in enumerate(acts):
+        for c, arch in enumerate(archs):
+            ax = fig.add_subplot(nrows, ncols, r * ncols + c + 1, projection="3d")
+            axes.append(ax)
+            rows = ok & (ds.arch.values == arch) & (ds.activation.values == act)
+            if not rows.any():
+                ax.set_axis_off()
+                ax.text2D(0.5, 0.5, f"no trained {arch} {act} network", ha="center", va="center",
+                          transform=ax.transAxes, color="0.4")  # fmt: skip
+                continue
+            member = int(ds.member.values[np.argmax(rows)])
+            net = network(run_dir, ds, member)
+            states = net.states[shown.index]
+            centre, pcs, explained = _pca(states, 3)
+            _draw_states(ax, (states - centre) @ pcs.T, shown)
+            if net.fp_states is not None:
+                drawn |= _draw_fixed_points(ax, ds, task, member, (net.fp_states - centre) @ pcs.T, shown)
+            ax.set_title(f"{arch}, {act}: network {member}", fontsize="medium")
+            for axis, name in zip("xyz", range(3)):
+                getattr(ax, f"set_{axis}label")(f"PC {name + 1} ({100 * explained[name]:.0f} %)",
+                                                fontsize="x-small", labelpad=-6)  # fmt: skip
+            ax.tick_params(labelsize="xx-small", pad=-2)
+    if not axes:
+        ax = fig.add_subplot()
+        _empty(ax, "no trained networks")
+    _colorbar(fig, axes, shown)
+    handles, labels = _fixed_point_handles(task, drawn)
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
+    fig.suptitle(f"{task.name}: probe trajectories{' of context 1' if task.name == 'cdi' else ''} on their top 3 "
+                 "PCs, and fixed points\none example network per architecture and activation")  # fmt: skip
+    return _save(fig, prefix)
+
+
+OUTPUT_COLOR = "#D55E00"  # the network's output in example trials ([U] Fig. 1a: red)
+STREAM_COLORS = (
+    "#0072B2",
+    "#CC79A7",
+    "#009E73",
+    "#E69F00",
+)  # cdi's input streams ([U] Fig. 3a: blue, red), not the output's
+
+
+def _cdi_trials(task) -> tuple[np.ndarray, np.ndarray]:
+    """The first trial of each context among ``task.sample(key(probe_seed), 64)``: inputs and targets."""
+    inputs, targets = (np.asarray(a) for a in task.sample(jax.random.key(task.param("probe_seed")), 64))
+    k = inputs.shape[-1] // 2
+    context = inputs[:, 0, :k].argmax(-1)
+    picks = [int(np.argmax(context == c)) for c in range(k) if (context == c).any()]
+    return inputs[picks], targets[picks]
+
+
+def example_trials(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> list[Path]:
+    """[U] Fig. 1a and its sine and cdi analogues, for the example network (:func:`example_member`):
+    flip-flop, one probe trial, a row per channel with the input pulses (black), the target (dashed) and
+    the output (red); sine, the probes of the lowest, middle and highest frequency, target (dashed) against
+    output; cdi, one trial per context — the probes hold the cued stream constant, so these are trials of
+    the task's own noisy inputs (Fig. 3a), drawn from ``key(probe_seed)`` — its two input streams (top)
+    and the target and output (bottom)."""
+    run_dir = Path(run_dir)
+    task = _sweep(run_dir).task
+    member = example_member(ds)
+    net = network(run_dir, ds, member)
+    t = np.arange(task.T)
+    target_style = dict(color="black", linestyle="--", linewidth=1.3, label="target")
+    output_style = dict(color=OUTPUT_COLOR, linewidth=1.3, label="network output")
+    if task.name == "cdi":
+        inputs, targets = _cdi_trials(task)
+        outputs = np.asarray(_outputs(net.model, net.params, inputs))
+        k = inputs.shape[-1] // 2
+        fig, axes = plt.subplots(2, len(inputs), figsize=(4.6 * len(inputs), 5.0), sharex=True, squeeze=False,
+                                 layout="constrained")  # fmt: skip
+        for j in range(len(inputs)):
+            top, bottom = axes[0, j], axes[1, j]
+            cued = int(inputs[j, 0, :k].argmax())
+            for s in range(k):
+                top.plot(t, inputs[j, :, k + s], color=STREAM_COLORS[s % len(STREAM_COLORS)], linewidth=0.9,
+                         alpha=1.0 if s == cued else 0.45,
+                         label=f"stream {s + 1}" + (" (cued)" if s == cued else ""))  # fmt: skip
+            top.set_title(f"context {cued + 1}: integrate stream {cued + 1}")
+            top.set_ylabel("input")
+            top.legend(fontsize="x-small", loc="upper left")
+            bottom.plot(t, targets[j, :, 0], **target_style)
+            bottom.plot(t, outputs[j, :, 0], **output_style)
+            bottom.set_xlabel("time step")
+            bottom.set_ylabel("output")
+        fig.legend(
+            *axes[1, 0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small"
+        )
+    elif task.name == "sine":
+        inputs, targets = np.asarray(task.probe_inputs), np.asarray(task.probe_targets)
+        n = inputs.shape[0]
+        picks = list(dict.fromkeys([0, n // 2, n - 1]))
+        outputs = np.asarray(_outputs(net.model, net.params, inputs[np.array(picks)]))
+        omega = probes(task).values
+        fig, axes = plt.subplots(len(picks), 1, figsize=(7.0, 1.9 * len(picks) + 0.8), sharex=True,
+                                 squeeze=False, layout="constrained")  # fmt: skip
+        for j, i in enumerate(picks):
+            ax = axes[j, 0]
+            ax.plot(t, targets[i, :, 0], **target_style)
+            ax.plot(t, outputs[j, :, 0], **output_style)
+            ax.set_ylabel("output")
+            ax.set_title(
+                f"ω = {omega[i]:.3f} cycles / step (input x = {inputs[i, 0, 0]:.2f})", fontsize="medium"
+            )
+        axes[-1, 0].set_xlabel("time step")
+        fig.legend(
+            *axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small"
+        )
+    else:  # flip-flop
+        inputs, targets = np.asarray(task.probe_inputs[:1]), np.asarray(task.probe_targets[:1])
+        outputs = np.asarray(_outputs(net.model, net.params, inputs))
+        k = inputs.shape[-1]
+        fig, axes = plt.subplots(k, 1, figsize=(7.0, 1.5 * k + 0.9), sharex=True, squeeze=False,
+                                 layout="constrained")  # fmt: skip
+        for c in range(k):
+            ax = axes[c, 0]
+            pulse = np.flatnonzero(inputs[0, :, c])
+            ax.vlines(t[pulse], 0, inputs[0, pulse, c], color="black", linewidth=1.6, label="input pulses")
+            ax.plot(t, targets[0, :, c], drawstyle="steps-post", **target_style)
+            ax.plot(t, outputs[0, :, c], **output_style)
+            ax.axhline(0, color="0.85", linewidth=0.6, zorder=0)
+            ax.set_ylim(-1.5, 1.5)
+            ax.set_ylabel(f"bit {c + 1}")
+        axes[-1, 0].set_xlabel("time step")
+        fig.legend(
+            *axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize="small"
+        )
+    fig.suptitle(f"{task.name}: example trials of {_net_title(ds, member)}")
+    return _save(fig, prefix)
+
+
+def primary_eigenvalues(
+    ds: xr.Dataset,
+    member: int,
+    states: Float[np.ndarray, "probes time state"],
+    fp_states: np.ndarray,
+    burn_in: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sine, per condition, the fixed point ``popdyn.dynamics`` reads the oscillation from — the valid point
+    nearest the orbit's centre (the mean state of probe c after the fraction ``burn_in`` of the trial) —
+    and its primary oscillatory eigenvalue, the complex one of largest modulus: (point index [C] or −1,
+    eigenvalue [C], NaN where there is none)."""
+    net = ds.sel(member=member)
+    valid = net.fp_valid.values
+    eig = net.fp_eigenvalues.values
+    centre = states[:, int(burn_in * states.shape[1]) :].mean(axis=1)  # probe c is condition c
+    point = np.full(valid.shape[0], -1)
+    primary = np.full(valid.shape[0], np.nan + 0j)
+    for c in range(valid.shape[0]):
+        if not valid[c].any():
+            continue
+        dist = np.where(valid[c], np.linalg.norm(np.nan_to_num(fp_states[c] - centre[c]), axis=-1), np.inf)
+        i = int(np.argmin(dist))
+        w = eig[c, i]
+        oscillatory = np.isfinite(w) & (np.abs(w.imag) > 1e-6)
+        point[c] = i
+        if oscillatory.any():
+            primary[c] = w[np.argmax(np.where(oscillatory, np.abs(w), -1.0))]
+    return point, primary
+
+
+def sine_eigenvalues(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> list[Path]:
+    """[U] Fig. 2d for the example network: left, its probe trajectories in their top-two-PC plane
+    coloured by ω, with each condition's input-dependent fixed point (the one nearest the orbit's centre,
+    coloured by ω; other valid points grey); right, the eigenvalues of every condition's fixed points
+    overlaid in the complex plane (grey) with the unit circle, each condition's primary oscillatory pair
+    λ, λ̄ (the complex eigenvalue of largest modulus at that point) coloured by ω."""
+    run_dir = Path(run_dir)
+    sweep = _sweep(run_dir)
+    task = sweep.task
+    shown = probes(task)
+    member = example_member(ds)
+    net = network(run_dir, ds, member)
+    point, primary = primary_eigenvalues(ds, member, net.states, net.fp_states, sweep.topology.burn_in)
+    cmap = plt.get_cmap(shown.cmap)
+    colors = [cmap(shown.norm(w)) for w in shown.values]
+    fig, axes = plt.subplots(1, 2, figsize=(10.8, 4.8), layout="constrained")
+    centre, pcs, explained = _pca(net.states, 2)
+    _draw_states(axes[0], (net.states - centre) @ pcs.T, shown, alpha=0.7)
+    xy = (net.fp_states - centre) @ pcs.T
+    valid = ds.fp_valid.sel(member=member).values
+    others = valid.copy()
+    for c, i in enumerate(point):
+        if i >= 0:
+            others[c, i] = False
+    if others.any():
+        axes[0].scatter(*xy[others].T, s=14, color="0.6", zorder=3, label="other fixed points")
+    for c, i in enumerate(point):
+        if i >= 0:
+            axes[0].scatter(*xy[c, i], s=55, color=colors[c], edgecolors="black", linewidths=0.7, zorder=4)
+    axes[0].set_xlabel(f"PC 1 ({100 * explained[0]:.0f} % of variance)")
+    axes[0].set_ylabel(f"PC 2 ({100 * explained[1]:.0f} % of variance)")
+    axes[0].set_title("trajectories and input-dependent fixed points")
+    handles = [_dot("0.6", "black", 7)] if (point >= 0).any() else []
+    labels = ["fixed point of each input (colour: its ω)"] if handles else []
+    if others.any():
+        handles, labels = [*handles, _dot("0.6", "none", 4)], [*labels, "other fixed points"]
+    if handles:
+        axes[0].legend(handles, labels, fontsize="x-small", loc="upper right")
+    ax = axes[1]
+    circle = np.linspace(0, 2 * np.pi, 361)
+    ax.plot(np.cos(circle), np.sin(circle), color="black", linestyle="--", linewidth=0.8, label="|λ| = 1")
+    eig = ds.fp_eigenvalues.sel(member=member).values[valid].ravel()
+    eig = eig[np.isfinite(eig)]
+    ax.scatter(eig.real, eig.imag, s=8, color="0.75", label="all eigenvalues", zorder=2)
+    found = np.isfinite(primary)
+    for c in np.flatnonzero(found):
+        ax.scatter([primary[c].real] * 2, [primary[c].imag, -primary[c].imag], s=36, color=colors[c],
+                   edgecolors="black", linewidths=0.5, zorder=3)  # fmt: skip
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("Re λ")
+    ax.set_ylabel("Im λ")
+    ax.set_title(f"eigenvalues at the fixed points of {valid.shape[0]} inputs"
+                 + (f" ({int((~found).sum())} without an oscillatory pair)" if (~found).any() else ""))  # fmt: skip
+    handles, labels = ax.get_legend_handles_labels()
+    if found.any():
+        handles, labels = (
+            [*handles, _dot("0.6", "black", 6)],
+            [*labels, "primary oscillatory pair (colour: ω)"],
+        )
+    ax.legend(handles, labels, fontsize="x-small", loc="upper right")
+    _colorbar(fig, axes, shown)
+    fig.suptitle(f"sine: linearised dynamics of {_net_title(ds, member)}")
+    return _save(fig, prefix)
+
+
+def trained_untrained_states(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> list[Path]:
+    """[U] Fig. 4a: the representation of the probe inputs — probe states in each network's own top-two-PC
+    plane — of a trained and an untrained network per activation (the first non-diverged member of each
+    activation of the untrained-twin arch, vanilla when it is one, and its twin).  The untrained twin's
+    parameters are regenerated exactly as ``popdyn.analysis.compare_run`` made them (same keys
+    ``member_key(seed, "untrained/<m>")``, same ``jax.vmap(model.init)``; :func:`network`).  cdi: the first
+    context's probes, blue → red by μ; sine: by ω; flip-flop: by probe trial.  Each title gives the
+    SVCCA distance to the trained network of the first activation."""
+    run_dir = Path(run_dir)
+    task = _sweep(run_dir).task
+    shown = probes(task, by_index=16)  # 64 overlaid flip-flop trials are a tangle
+    sim = store.load_similarity(run_dir)
+    untrained = ~sim.trained.values
+    archs = _values(sim, "arch", untrained)
+    arch = "vanilla" if "vanilla" in archs else archs[0]
+    twins = set(sim.member.values[untrained & (sim.arch.values == arch)].tolist())
+    ok = _trained(ds) & (ds.arch.values == arch) & np.isin(ds.member.values, list(twins))
+    acts = sorted(_values(ds, "activation", ok), key=lambda a: a != "tanh")  # [U] Fig. 4a: tanh first
+    panels = [(act, trained) for trained in (True, False) for act in acts]  # [U] Fig. 4a's order
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.9 * max(len(panels), 1) + 1.4, 4.4),
+                             squeeze=False, layout="constrained")  # fmt: skip
+
+    def row(member: int, trained: bool) -> int:
+        return int(np.flatnonzero((sim.member.values == member) & (sim.trained.values == trained))[0])
+
+    first = {act: int(ds.member.values[np.argmax(ok & (ds.activation.values == act))]) for act in acts}
+    reference = row(first[acts[0]], True) if acts else None
+    for ax, (act, trained) in zip(axes[0], panels, strict=True):
+        member = first[act]
+        states = network(run_dir, ds, member, trained=trained).states[shown.index]
+        name = f"{'trained' if trained else 'untrained'} {arch} {act}"
+        if not np.isfinite(states).all():
+            _empty(ax, "states not finite")
+            ax.set_title(name)
+            continue
+        centre, pcs, explained = _pca(states, 2)
+        _draw_states(ax, (states - centre) @ pcs.T, shown, alpha=0.8, linewidth=0.9)
+        d = float(sim.svcca_distance.values[row(member, trained), reference])
+        twin = "" if trained else ", untrained twin"
+        ax.set_title(f"{name}\n(network {member}{twin})\n"
+                     f"SVCCA distance to trained {acts[0]}: {d:.2f}", fontsize="medium")  # fmt: skip
+        ax.set_xlabel(f"PC 1 ({100 * explained[0]:.0f} %)")
+        ax.set_ylabel(f"PC 2 ({100 * explained[1]:.0f} %)")
+    if not acts:
+        _empty(axes[0, 0], f"no trained {arch} network with an untrained twin")
+    _colorbar(fig, axes, shown)
+    n = len(task.probe_inputs)
+    which = (
+        " of context 1"
+        if task.name == "cdi"
+        else f" (first {len(shown.index)} of {n})"
+        if len(shown.index) < n
+        else ""
+    )
+    fig.suptitle(
+        f"{task.name}: probe states{which} of trained and untrained networks, each in its own top-2 PCs"
+    )
+    return _save(fig, prefix)
+
+
+FACTOR_NAMES = {"arch": "architecture", "activation": "activation", "units": "width", "l2": "L2",
+                "trained": "trained vs untrained"}  # fmt: skip
+
+
+def _p_text(p: float) -> str:
+    return "" if not np.isfinite(p) else f"p<{0.001:g}" if p < 0.001 else f"p={p:.2g}"
+
+
+def statistics(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
+    """How much each grid factor explains each distance (``ds.statistics``, ``popdyn.statistics``): left,
+    PERMANOVA R² per factor, a bar per metric with its bootstrap interval over seeds and the permutation
+    p-value above it; right, the leave-one-out nearest-neighbour accuracy with its interval, and its
+    chance level as a black tick.  Factors with one value (NaN throughout) are left out."""
+    table = ds.statistics
+    metrics = [str(m) for m in table.metric.values]
+    stat = {s: table.sel(statistic=s).values for s in ("R2", "R2_low", "R2_high", "p_value", "nn_accuracy",
+                                                        "nn_chance", "nn_low", "nn_high", "groups", "n")}  # fmt: skip
+    present = np.isfinite(stat["R2"]).any(axis=0) | np.isfinite(stat["nn_accuracy"]).any(axis=0)
+    factors = [str(f) for f in table.factor.values[present]]
+    cols = np.flatnonzero(present)
+    fig, axes = plt.subplots(
+        1, 2, figsize=(2 * max(5.2, 1.1 * len(factors) + 2.0), 4.8), layout="constrained"
+    )
+    width = 0.8 / max(len(metrics), 1)
+    x = np.arange(len(factors))
+    labels = []
+    for f in cols:
+        groups, n = (stat[k][:, f][np.isfinite(stat[k][:, f])] for k in ("groups", "n"))
+        g = f"\n{int(groups.max())} groups, {int(n.max())} networks" if len(groups) else ""
+        labels.append(FACTOR_NAMES.get(str(table.factor.values[f]), str(table.factor.values[f])) + g)
+    for m, metric in enumerate(metrics):
+        pos = x + (m - (len(metrics) - 1) / 2) * width
+        color = METRIC_COLORS.get(metric, "0.5")
+        name = METRIC_NAMES.get(metric, metric)
+        for ax, key, low, high in (
+            (axes[0], "R2", "R2_low", "R2_high"),
+            (axes[1], "nn_accuracy", "nn_low", "nn_high"),
+        ):
+            v = stat[key][m, cols]
+            lo, hi = stat[low][m, cols], stat[high][m, cols]
+            err = np.stack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
+            err = np.where(np.isfinite(err), err, 0.0)
+            ax.bar(
+                pos,
+                np.nan_to_num(v),
+                width * 0.92,
+                color=color,
+                label=name,
+                edgecolor=DARK_EDGE,
+                linewidth=0.6,
+            )
+            ax.errorbar(pos, np.where(np.isfinite(v), v, np.nan), yerr=err, fmt="none", ecolor="0.2",
+                        elinewidth=0.9, capsize=2)  # fmt: skip
+        for xp, r2, hi, p in zip(pos, stat["R2"][m, cols], stat["R2_high"][m, cols], stat["p_value"][m, cols],
+                                 strict=True):  # fmt: skip
+            top = np.nanmax([r2, hi]) if np.isfinite([r2, hi]).any() else np.nan
+            if np.isfinite(top):
+                axes[0].text(xp, top + 0.02, _p_text(p), rotation=90, ha="center", va="bottom", fontsize=6.5)
+            else:
+                axes[0].text(
+                    xp, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=6.5, color="0.5"
+                )
+        chance = stat["nn_chance"][m, cols]
+        axes[1].hlines(chance, pos - width * 0.46, pos + width * 0.46, color="black", linewidth=1.6,
+                       label="chance" if m == 0 else None, path_effects=[path_effects.Stroke(linewidth=3.2,
+                       foreground="white"), path_effects.Normal()])  # fmt: skip
+    axes[0].set_ylabel("R² (share of the squared distances)")
+    axes[0].set_ylim(0, 1.25)
+    axes[0].set_title("PERMANOVA R² (p: permutation test)")
+    axes[1].set_ylabel("leave-one-out 1-NN accuracy")
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_title("leave-one-out 1-NN accuracy (black: chance)")
+    for ax in axes:
+        ax.set_xticks(x, labels, fontsize="small")
+        ax.set_xlabel("factor")
+    axes[0].legend(fontsize="small", title="distance", loc="upper right", ncols=len(metrics))
+    if not factors:
+        for ax in axes:
+            _empty(ax, "no factor with two values or more")
+    fig.suptitle(f"{ds.attrs.get('task', '')}: how much each grid factor explains each distance (PERMANOVA R², "
+                 "1-NN accuracy)\nerror bars: bootstrap intervals over training seeds")  # fmt: skip
+    return _save(fig, prefix)
 
 
 def eigenmodes(ds: xr.Dataset, member: int, length: int, prefix: str | Path) -> list[Path]:
@@ -636,27 +1310,39 @@ def memory_curves(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
 
 def draw_all(run_dir: str | Path, progress: bool = False) -> list[Path]:
     """Every figure the run's task and results allow, into ``<run_dir>/figures/`` (PNG and PDF each):
-    ``mds_<metric>``, ``distance_<metric>`` (each metric computed), ``fixed_points`` (dynamics analysed),
-    ``sine_frequency``, ``cdi_linear`` (those tasks), ``trained_untrained`` (untrained twins compared),
+    ``mds_<metric>``, ``distance_<metric>`` (each metric computed), ``statistics`` (each grid factor's share
+    of each distance), ``fixed_points`` (dynamics analysed); for flip-flop, sine and cdi with dynamics
+    analysed ``trajectories`` (one 3-D example per arch × activation) and ``example_trials``;
+    ``sine_frequency`` and ``sine_eigenvalues`` (sine), ``cdi_linear`` (cdi); with untrained twins
+    compared ``trained_untrained`` (their MDS) and — flip-flop, sine, cdi — ``trained_untrained_states``;
     ``text_manifold``, ``eigenmodes``, ``readout_angles``, ``dimensions`` (text classification),
     ``bifurcation_training``, ``contractivity_training``, ``loss_line`` (parameters saved in training),
-    ``memory_curves`` (``memory.max_delay`` > 0).
+    ``memory_curves`` (``memory.max_delay`` > 0).  The example network of the single-network figures is
+    :func:`example_member`'s.
     Returns the paths written; ``RunDirError`` for a missing or unfinished run."""
     run_dir = Path(run_dir)
     ds = store.load(run_dir)
+    task = ds.attrs.get("task", "")
     jobs = {}
     for m in METRICS:
         if f"mds_{m}" in ds:
             jobs[f"mds_{m}"] = partial(mds_embedding, ds, m)
             jobs[f"distance_{m}"] = partial(distance_matrix, ds, m)
+    if "statistics" in ds:
+        jobs["statistics"] = partial(statistics, ds)
     if "fp_valid" in ds:
         member = example_member(ds)
         jobs["fixed_points"] = lambda prefix: fixed_points(
             ds, member, *example_states(run_dir, ds, member)[:2], prefix
         )
+        if task in UNIVERSALITY_TASKS:
+            jobs["trajectories"] = partial(trajectories, ds, run_dir)
+            jobs["example_trials"] = partial(example_trials, ds, run_dir)
+        if task == "sine":
+            jobs["sine_eigenvalues"] = partial(sine_eigenvalues, ds, run_dir)
     if "readout_angle" in ds:  # text classification ([A])
-        task = build_sweep(store.read_config(run_dir)).task
-        labels = np.asarray(task.probe_targets).argmax(-1)
+        sweep_task = build_sweep(store.read_config(run_dir)).task
+        labels = np.asarray(sweep_task.probe_targets).argmax(-1)
 
         def manifold(prefix):
             states, fps, params = example_states(run_dir, ds, member)
@@ -665,7 +1351,7 @@ def draw_all(run_dir: str | Path, progress: bool = False) -> list[Path]:
 
         jobs["text_manifold"] = manifold
         if "fp_mode_overlap" in ds:
-            jobs["eigenmodes"] = partial(eigenmodes, ds, member, task.T)
+            jobs["eigenmodes"] = partial(eigenmodes, ds, member, sweep_task.T)
         jobs["readout_angles"] = partial(readout_angles, ds)
         jobs["dimensions"] = partial(dimensions, ds)
     if "bif_y" in ds:  # [R]: parameters were saved during training
@@ -683,6 +1369,8 @@ def draw_all(run_dir: str | Path, progress: bool = False) -> list[Path]:
         sim = store.load_similarity(run_dir)
         if not sim.trained.values.all():
             jobs["trained_untrained"] = partial(trained_untrained, sim)
+            if task in UNIVERSALITY_TASKS:
+                jobs["trained_untrained_states"] = partial(trained_untrained_states, ds, run_dir)
     paths = []
     for name, draw in tqdm(jobs.items(), desc="figures", unit="figure", disable=not progress):
         paths += draw(run_dir / FIGURES / name)

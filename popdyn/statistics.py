@@ -323,7 +323,8 @@ def statistics_table(
 
 
 def format_table(table: xr.DataArray) -> str:
-    """Plain text for a log, one line per metric × factor: R² [CI], pseudo-F, p, NN accuracy [CI] vs chance, n."""
+    """Plain text for a log, one line per metric × factor that has a value (NaN cells are left out):
+    R² [CI], pseudo-F, p, NN accuracy [CI] vs chance, n."""
     table = table.transpose("metric", "factor", "statistic")
     at = {str(k): i for i, k in enumerate(table.coords["statistic"].values)}
     metrics = [str(m) for m in table.coords["metric"].values]
@@ -334,6 +335,8 @@ def format_table(table: xr.DataArray) -> str:
     for i, metric in enumerate(metrics):
         for j, factor in enumerate(factors):
             s = {k: float(table.values[i, j, at[k]]) for k in STATISTICS}
+            if np.isnan(s["R2"]):  # a factor with one value, or a metric it does not apply to
+                continue
             lines.append(
                 f"{metric:<{wm}}  {factor:<{wf}}  R2 {s['R2']:.3f} [{s['R2_low']:.3f}, {s['R2_high']:.3f}]"
                 f"  F {s['pseudo_F']:8.2f}  p {s['p_value']:<6.3g}"
