@@ -228,7 +228,8 @@ def test_analysis_is_deterministic_and_shaped_for_every_task():
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
         c = task.x_star.shape[0]
-        assert a["fp_states"].shape == (c, 16, 5) and a["n_fixed_points"].shape == (c,)  # K = n_initial
+        k = FixedPointOptions().max_points  # slots beyond the 16 initial states are padding
+        assert a["fp_states"].shape == (c, k, 5) and a["n_fixed_points"].shape == (c,)
         if name == "sine":
             assert a["sine_frequency"].shape == (4,) and a["sine_graph"].shape == (4, 4)
         if name == "cdi":
