@@ -44,8 +44,22 @@ def settings_dict(sweep: Sweep) -> dict:
     return {**asdict(sweep.fixed_points), **asdict(sweep.topology)}
 
 
-def _check_settings(run_dir: Path, settings: dict, name: str = store.DYNAMICS_CONFIG) -> None:
-    """Refuse to mix analyses made with different settings in one run directory."""
+def check_settings(sweep: Sweep, run_dir: Path) -> None:
+    """``RunDirError`` now, before anything is computed or written, if ``run_dir`` was analysed with other
+    dynamics or similarity settings than ``sweep``'s."""
+    _check_settings(run_dir, settings_dict(sweep), write=False)
+    _check_settings(run_dir, _similarity_settings(sweep), store.SIMILARITY_CONFIG, write=False)
+
+
+def _similarity_settings(sweep: Sweep) -> dict:
+    return asdict(sweep.similarity) | {"untrained": list(sweep.similarity.untrained)}
+
+
+def _check_settings(
+    run_dir: Path, settings: dict, name: str = store.DYNAMICS_CONFIG, write: bool = True
+) -> None:
+    """Refuse to mix analyses made with different settings in one run directory; with ``write``, record
+    ``settings`` if there are none yet."""
     path = run_dir / name
     section, results = (
         ("dynamics", f"groups/*/{store.DYNAMICS}")
@@ -61,7 +75,7 @@ def _check_settings(run_dir: Path, settings: dict, name: str = store.DYNAMICS_CO
                 f"{run_dir} was analysed with {section}.{k}={old.get(k)!r}, not {settings.get(k)!r}; "
                 f"remove {path.name} and {results} to analyse it again with new settings"
             )
-    else:
+    elif write:
         store.write_text(path, yaml.safe_dump(settings, sort_keys=False))
 
 
@@ -310,7 +324,7 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     distances between trained members, 2-D MDS of each, into ``similarity.npz``; return ``run_dir``."""
     run_dir = Path(run_dir)
     opts = sweep.similarity
-    _check_settings(run_dir, asdict(opts) | {"untrained": list(opts.untrained)}, store.SIMILARITY_CONFIG)
+    _check_settings(run_dir, _similarity_settings(sweep), store.SIMILARITY_CONFIG)
     groups = store.load_params(run_dir)
     path = run_dir / store.SIMILARITY
     if path.exists():

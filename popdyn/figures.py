@@ -10,6 +10,7 @@ networks (``ARCH_MARKERS``), so that no figure relies on hue alone.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -99,10 +100,21 @@ def loss_curves(ds: xr.Dataset, path: str | Path) -> Path:
     fig = _loss_figure(ds)
     path = Path(path)
     try:
-        fig.savefig(path, dpi=120)
+        _savefig(fig, path, dpi=120)
     finally:
         plt.close(fig)
     return path
+
+
+def _savefig(fig: plt.Figure, path: Path, **kwargs) -> None:
+    """``fig.savefig`` to a temporary name renamed into place: a figure file that exists is whole (a
+    finished run's figures are not drawn again)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, format=path.suffix[1:], **kwargs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------- the paper's figures
@@ -145,8 +157,8 @@ def _save(fig: plt.Figure, prefix: str | Path) -> list[Path]:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     png, pdf = (prefix.with_name(prefix.name + ext) for ext in (".png", ".pdf"))
     try:
-        fig.savefig(png, dpi=150)
-        fig.savefig(pdf, metadata={"CreationDate": None})
+        _savefig(fig, png, dpi=150)
+        _savefig(fig, pdf, metadata={"CreationDate": None})
     finally:
         plt.close(fig)
     return [png, pdf]
@@ -1308,7 +1320,7 @@ def memory_curves(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     return _save(fig, prefix)
 
 
-def draw_all(run_dir: str | Path, progress: bool = False) -> list[Path]:
+def draw_all(run_dir: str | Path, progress: bool = False, missing_only: bool = False) -> list[Path]:
     """Every figure the run's task and results allow, into ``<run_dir>/figures/`` (PNG and PDF each):
     ``mds_<metric>``, ``distance_<metric>`` (each metric computed), ``statistics`` (each grid factor's share
     of each distance), ``fixed_points`` (dynamics analysed); for flip-flop, sine and cdi with dynamics
@@ -1319,8 +1331,31 @@ def draw_all(run_dir: str | Path, progress: bool = False) -> list[Path]:
     ``bifurcation_training``, ``contractivity_training``, ``loss_line`` (parameters saved in training),
     ``memory_curves`` (``memory.max_delay`` > 0).  The example network of the single-network figures is
     :func:`example_member`'s.
+    With ``missing_only``, only those not drawn yet (a finished run's figures are left as they are).
     Returns the paths written; ``RunDirError`` for a missing or unfinished run."""
     run_dir = Path(run_dir)
+    jobs = _jobs(run_dir)
+    if missing_only:
+        todo = missing(run_dir, jobs)
+        jobs = {name: draw for name, draw in jobs.items() if name in todo}
+    paths = []
+    for name, draw in tqdm(jobs.items(), desc="figures", unit="figure", disable=not progress):
+        paths += draw(run_dir / FIGURES / name)
+    return paths
+
+
+def missing(run_dir: str | Path, jobs: dict | None = None) -> list[str]:
+    """The figures :func:`draw_all` would draw of which the PNG or the PDF is not there yet."""
+    run_dir = Path(run_dir)
+    return [
+        name
+        for name in (_jobs(run_dir) if jobs is None else jobs)
+        if not all((run_dir / FIGURES / f"{name}{ext}").exists() for ext in (".png", ".pdf"))
+    ]
+
+
+def _jobs(run_dir: Path) -> dict:
+    """``{figure name: draw(prefix) -> paths}`` for every figure the run's task and results allow."""
     ds = store.load(run_dir)
     task = ds.attrs.get("task", "")
     jobs = {}
@@ -1371,7 +1406,4 @@ def draw_all(run_dir: str | Path, progress: bool = False) -> list[Path]:
             jobs["trained_untrained"] = partial(trained_untrained, sim)
             if task in UNIVERSALITY_TASKS:
                 jobs["trained_untrained_states"] = partial(trained_untrained_states, ds, run_dir)
-    paths = []
-    for name, draw in tqdm(jobs.items(), desc="figures", unit="figure", disable=not progress):
-        paths += draw(run_dir / FIGURES / name)
-    return paths
+    return jobs

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -32,6 +33,11 @@ from popdyn.population import Group, HParams, member_ids, member_key, search_mem
 from popdyn.train import GroupTrainer
 
 log = logging.getLogger("popdyn")
+LOSS_CURVES = "loss_curves.png"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training, saying where it stopped (the group's state is saved there when it can be)."""
 
 
 def _final_loss(losses: np.ndarray, window: int) -> np.ndarray:
@@ -68,6 +74,8 @@ def _train_phase(
     bar = tqdm(total=s.steps, desc=f"{group.name} {phase}", unit="step", disable=not progress, leave=True)
     bar.update(int(to_host(state.step).max()))
     last_save = [time.monotonic()]
+    start = int(to_host(state.step).max())
+    last = {"state": None, "losses": losses, "done": start, "saved": start}  # for Ctrl-C
     gdir = store.group_dir(run_dir, group.name)
 
     def snapshot(state, done):
@@ -81,6 +89,7 @@ def _train_phase(
     snapshot(state, int(to_host(state.step).max()))
 
     def on_chunk(state, losses, done):
+        last.update(state=state, losses=losses, done=done)
         snapshot(state, done)
         recent = losses[:n, max(0, done - s.log_every) : done]
         diverged = int(to_host(state.diverged)[:n].sum())
@@ -92,8 +101,13 @@ def _train_phase(
         if hosts.agree(due):  # process 0's clock decides: gathering the state takes every process
             store.save_checkpoint(ckpt, phase, to_host(state), losses)
             last_save[0] = time.monotonic()
+            last["saved"] = done
 
-    state, losses = trainer.run(hp, state, losses, on_chunk)
+    try:
+        state, losses = trainer.run(hp, state, losses, on_chunk)
+    except KeyboardInterrupt:
+        bar.close()
+        raise Interrupted(_interrupted(group.name, phase, s.steps, ckpt, **last)) from None
     bar.close()
     params = jax.tree.map(lambda a: a[:n], to_host(state.params))
     val = trainer.val_loss(state.params, *validation)[:n]
@@ -102,6 +116,18 @@ def _train_phase(
     else:
         val = {"val_loss": val}
     return params, losses[:n], to_host(state.diverged)[:n], val
+
+
+def _interrupted(group: str, phase: str, steps: int, ckpt: Path, state, losses, done: int, saved: int) -> str:
+    """Save the state of the last finished chunk unless it is saved already (in a run of one process:
+    saving takes every process, and Ctrl-C reaches one); say where training stopped."""
+    if state is not None and saved < done and jax.process_count() == 1:
+        store.save_checkpoint(ckpt, phase, to_host(state), losses)
+        saved = done
+    return (
+        f"training stopped in {group} ({phase}) at step {done} of {steps}; "
+        f"the same command resumes from step {saved}"
+    )
 
 
 def _choose(group: Group, sweep: Sweep, rows: list[dict], val: np.ndarray, diverged: np.ndarray) -> dict:
@@ -183,10 +209,14 @@ def train_group(
     return trainer
 
 
-def run_sweep(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
+def run_sweep(
+    sweep: Sweep, run_dir: str | Path, progress: bool = True, on_start: Callable[[Path], None] | None = None
+) -> Path:
     """Train (or finish training) every group of ``sweep`` into ``run_dir``, then (``sweep.analyze``)
     analyse, compare and draw it; return ``run_dir``.  The directory is locked meanwhile
-    (``store.locked``): a second process pointed at it is refused."""
+    (``store.locked``): a second process pointed at it is refused.  ``on_start(run_dir)`` runs once the
+    directory is locked, its config and analysis settings are checked, and there is something to do; a
+    finished run is left untouched."""
     run_dir = Path(run_dir)
     if jax.process_count() > 1 and sweep.devices:
         raise ConfigError(
@@ -197,7 +227,45 @@ def run_sweep(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
     if not (run_dir / store.CONFIG).exists():  # a new run: can it be written, will it fit?
         store.check_writable(run_dir, results_bytes(sweep))
     with store.locked(run_dir):
+        store.prepare_run(run_dir, sweep.config)
+        if sweep.analyze:
+            analysis.check_settings(sweep, run_dir)
+        if finished(sweep, run_dir):
+            log.info("%s is finished: nothing to do, nothing changed", run_dir)
+            return run_dir
+        if on_start is not None:
+            on_start(run_dir)
         return _run_sweep(sweep, run_dir, progress and hosts.writer())
+
+
+def finished(sweep: Sweep, run_dir: Path) -> bool:
+    """Whether everything a re-run of ``sweep`` would write into ``run_dir`` is there already."""
+    done = (run_dir / store.CONFIG).exists() and all(store.group_done(run_dir, g.name) for g in sweep.groups)
+    if not done or not _tables_written(sweep, run_dir):
+        return False
+    left = [*run_dir.glob(".*.tmp-*"), *run_dir.glob(f"{store.GROUPS}/*/.*.tmp-*")]
+    if left or list(run_dir.glob(f"{store.GROUPS}/*/checkpoint.npz")):  # what a kill left: cleared
+        return False
+    if not sweep.analyze:
+        return True
+    for g in sweep.groups:
+        gdir = store.group_dir(run_dir, g.name)
+        if not (gdir / store.DYNAMICS).exists():
+            return False
+        if sweep.memory.max_delay and not (gdir / store.MEMORY).exists():
+            return False
+        if list(gdir.glob("snapshot-*.npz")) and not (gdir / store.TRAINING).exists():
+            return False
+    if sweep.task.classification and not (run_dir / store.LSA).exists():
+        return False
+    return sweep.num_shards > 1 or ((run_dir / store.SIMILARITY).exists() and not figures.missing(run_dir))
+
+
+def _tables_written(sweep: Sweep, run_dir: Path) -> bool:
+    """The run-level tables and the loss curves (written after them, atomically) are there."""
+    return all((run_dir / f).exists() for f in (store.MEMBERS, LOSS_CURVES)) and (
+        sweep.grid.trials == 0 or (run_dir / store.TRIALS).exists()
+    )
 
 
 def results_bytes(sweep: Sweep) -> int:
@@ -215,7 +283,6 @@ def results_bytes(sweep: Sweep) -> int:
 
 
 def _run_sweep(sweep: Sweep, run_dir: Path, progress: bool) -> Path:
-    store.prepare_run(run_dir, sweep.config)
     devices = jax.devices()[: sweep.devices] if sweep.devices else None
     groups = sweep.groups
     part = f" (shard {sweep.shard} of {sweep.num_shards})" if sweep.num_shards > 1 else ""
@@ -232,9 +299,9 @@ def _run_sweep(sweep: Sweep, run_dir: Path, progress: bool) -> Path:
             continue
         train_group(sweep, group, run_dir, progress, devices)
     hosts.barrier("trained")  # every group written by process 0 before anyone reads them
-    if hosts.writer():
+    if hosts.writer() and not _tables_written(sweep, run_dir):
         store.write_tables(run_dir, [g.name for g in groups])
-        figures.loss_curves(store.load(run_dir), run_dir / "loss_curves.png")
+        figures.loss_curves(store.load(run_dir), run_dir / LOSS_CURVES)
     if sweep.analyze:
         analysis.analyze_run(sweep, run_dir, progress)
         hosts.barrier("analysed")
@@ -246,6 +313,6 @@ def _run_sweep(sweep: Sweep, run_dir: Path, progress: bool) -> Path:
             return run_dir
         analysis.compare_run(sweep, run_dir, progress)
         if hosts.writer():
-            paths = figures.draw_all(run_dir, progress)
-            log.info("%d figures in %s", len(paths), run_dir / "figures")
+            paths = figures.draw_all(run_dir, progress, missing_only=True)
+            log.info("%d figure files written in %s", len(paths), run_dir / figures.FIGURES)
     return run_dir
