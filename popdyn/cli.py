@@ -3,18 +3,80 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+from hydra.errors import (
+    ConfigCompositionException,
+    HydraException,
+    MissingConfigException,
+    OverrideParseException,
+)
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from popdyn import analysis, hosts, store
 from popdyn.config import ConfigError, build_sweep
-from popdyn.sweep import run_sweep
+from popdyn.sweep import Interrupted, run_sweep
 
 log = logging.getLogger("popdyn")
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's own, for the run's log file
+_made: dict[Path, Path] = {}  # run directory → its nearest ancestor that existed before Hydra made it
+
+
+def main(hydra_main: Callable[[], None]) -> None:
+    """Call a ``@hydra.main`` function with Hydra's config errors (an unknown task or grid, a misspelt key,
+    an override that does not parse) as popdyn's one line, exit 2, and Ctrl-C as one line, exit 130."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its own report and exiting 1
+    try:
+        hydra_main()
+    except (HydraException, OmegaConfBaseException) as e:
+        fail(_hydra_error(e))
+    except KeyboardInterrupt:
+        interrupted("what was finished is kept; the same command resumes")
+
+
+def _hydra_error(e: Exception) -> str:
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
+        group, name = e.missing_cfg_file.rsplit("/", 1)
+        return f"unknown {group} {name!r}; allowed: {', '.join(e.options or [])}"
+    cause = e.__cause__
+    parent = getattr(cause, "parent_node", None)
+    if isinstance(e, ConfigCompositionException) and getattr(cause, "full_key", None) and parent is not None:
+        section = cause.full_key.rpartition(".")[0] or "the config"
+        keys = ", ".join(str(k) for k in parent.keys()) if isinstance(parent, DictConfig) else "no keys"
+        return f"unknown key {cause.full_key}; {section} has: {keys}"
+    if isinstance(e, OverrideParseException):
+        return f"cannot parse {e.override}: {str(e).splitlines()[0]}"
+    return "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+
+
+class RunDirCheck(Callback):
+    """Before Hydra makes the run directory: refuse one that cannot be made (popdyn's one line, not a
+    traceback from inside Hydra), and note which of its parents exist, so that a refused new run leaves
+    none of the directories Hydra made for it."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        run_dir = Path(str(config.hydra.run.dir)).absolute()
+        base = run_dir
+        while not base.exists():
+            base = base.parent
+        if base != run_dir:
+            try:
+                store.check_writable(run_dir, 0)
+            except store.RunDirError as e:
+                fail(str(e))
+        _made[run_dir] = base
+
+
+def interrupted(message: str) -> None:
+    print(f"popdyn: interrupted: {message}", file=sys.stderr)
+    sys.exit(130)
 
 
 def _output_dir() -> Path:
@@ -24,9 +86,8 @@ def _output_dir() -> Path:
 
 
 def _discard_if_new(run_dir: Path) -> None:
-    """Remove what Hydra put in ``run_dir`` (.hydra/, the log) if popdyn never wrote results there; the
-    directory itself too unless another process holds it.  Not in a multi-process run: the others may
-    still be using it."""
+    """Remove ``run_dir`` if popdyn never wrote results there and no other process holds it, and the empty
+    parents Hydra made for it.  Not in a multi-process run: the others may still be using it."""
     import jax
 
     if jax.distributed.is_initialized() or (run_dir / store.CONFIG).exists() or not run_dir.is_dir():
@@ -36,10 +97,14 @@ def _discard_if_new(run_dir: Path) -> None:
     try:
         with store.locked(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
-    except store.RunDirError:  # in use: leave its lock file alone
-        for p in run_dir.iterdir():
-            if p.name != store.LOCK:
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    except store.RunDirError:  # in use: leave it and its lock file alone
+        return
+    run_dir = run_dir.absolute()
+    existed = _made.get(run_dir, run_dir.parent)
+    for parent in run_dir.parents:
+        if parent == existed or not parent.is_relative_to(existed) or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 def fail(message: str, run_dir: Path | None = None) -> None:
@@ -55,14 +120,36 @@ def sweep(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     try:
         hosts.initialize(cfg.get("distributed"))
         spec = build_sweep(OmegaConf.to_container(cfg, resolve=True))
-        run_sweep(spec, run_dir, progress=bool(cfg.get("progress", True)))
+        progress = bool(cfg.get("progress", True))
+        run_sweep(spec, run_dir, progress, on_start=lambda run_dir: _record_command(run_dir, cfg))
     except (ConfigError, hosts.DistributedError, store.RunDirError) as e:
         fail(str(e), run_dir)  # every process gets these alike
+    except Interrupted as e:
+        interrupted(str(e))
+    except KeyboardInterrupt:
+        interrupted("what was finished is kept; the same command resumes")
     except Exception:
         hosts.abandon()  # one process of several failed alone: end it so the others stop too
         raise
     log.info("results in %s — popdyn.store.load(%r)", run_dir, str(run_dir))
     return run_dir
+
+
+def _record_command(run_dir: Path, cfg: DictConfig) -> None:
+    """Once the run is checked and has work to do: Hydra's record of the command in ``.hydra/`` (Hydra
+    itself writes none, ``hydra.output_subdir: null``, so a refused command changes nothing) and the log
+    file ``<job>.log`` (the console only, ``hydra/job_logging: popdyn``, until now)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or not hosts.writer():  # called as a function, or not process 0
+        return
+    hydra_cfg = HydraConfig.instance().cfg  # {"hydra": ...}
+    record = {"config.yaml": cfg, "hydra.yaml": hydra_cfg, "overrides.yaml": hydra_cfg.hydra.overrides.task}
+    for name, node in record.items():
+        store.write_text(run_dir / ".hydra" / name, OmegaConf.to_yaml(node), record=False)
+    handler = logging.FileHandler(run_dir / f"{hydra_cfg.hydra.job.name}.log")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
 
 
 def analyze(cfg: DictConfig) -> Path:

@@ -218,8 +218,9 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
     _atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text))
+def write_text(path: Path, text: str, record: bool = True) -> None:
+    """``text`` into ``path`` atomically; with ``record``, in the directory's manifest."""
+    _atomic(path, lambda tmp: tmp.write_text(text), record)
 
 
 def flatten(tree: Any) -> dict[str, np.ndarray]:
@@ -277,7 +278,10 @@ def locked(run_dir: str | Path):
     if hosts.writer():
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            f = open(run_dir / LOCK, "a")  # noqa: SIM115  (held open for the whole block)
+            try:
+                f = open(run_dir / LOCK, "a")  # noqa: SIM115  (held open for the whole block)
+            except PermissionError:  # a read-only run: flock needs no write access (a finished run no write)
+                f = open(run_dir / LOCK)  # noqa: SIM115
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             if f is None:
