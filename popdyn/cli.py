@@ -62,7 +62,7 @@ class RunDirCheck(Callback):
     none of the directories Hydra made for it."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        run_dir = Path(str(config.hydra.run.dir)).absolute()
+        run_dir = Path(os.path.abspath(str(config.hydra.run.dir)))  # as Hydra's runtime.output_dir
         base = run_dir
         while not base.exists():
             base = base.parent
@@ -99,7 +99,7 @@ def _discard_if_new(run_dir: Path) -> None:
             shutil.rmtree(run_dir, ignore_errors=True)
     except store.RunDirError:  # in use: leave it and its lock file alone
         return
-    run_dir = run_dir.absolute()
+    run_dir = Path(os.path.abspath(run_dir))
     existed = _made.get(run_dir, run_dir.parent)
     for parent in run_dir.parents:
         if parent == existed or not parent.is_relative_to(existed) or any(parent.iterdir()):
