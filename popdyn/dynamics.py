@@ -80,9 +80,12 @@ class FixedPointOptions:
             v = getattr(self, f.name)
             if f.type == "bool" or (f.name == "max_points" and v is None):
                 continue
-            bad = v < 0 if f.name in ("newton_steps", "dq_tol", "noise") else v <= 0
-            if bad or (f.name == "lr_decay" and v > 1):
-                raise ValueError(f"dynamics.{f.name} = {v!r} is impossible")
+            zero_ok = f.name in ("newton_steps", "dq_tol", "noise")
+            if (v < 0 if zero_ok else v <= 0) or (f.name == "lr_decay" and v > 1):
+                allowed = "in (0, 1]" if f.name == "lr_decay" else "≥ 0" if zero_ok else "> 0"
+                if f.name == "max_points":
+                    allowed += " (or null: every distinct point)"
+                raise ValueError(f"dynamics.{f.name} = {v!r} is impossible; it must be {allowed}")
 
 
 class FixedPoints(NamedTuple):
@@ -422,10 +425,10 @@ class TopologyOptions:
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if (v < 0 if f.name in ("readout_decimals", "burn_in") else v <= 0) or (
-                f.name == "burn_in" and v >= 1
-            ):
-                raise ValueError(f"dynamics.{f.name} = {v!r} is impossible")
+            zero_ok = f.name in ("readout_decimals", "burn_in")
+            if (v < 0 if zero_ok else v <= 0) or (f.name == "burn_in" and v >= 1):
+                allowed = "in [0, 1)" if f.name == "burn_in" else "≥ 0" if zero_ok else "> 0"
+                raise ValueError(f"dynamics.{f.name} = {v!r} is impossible; it must be {allowed}")
 
 
 def initial_states(model, task, params: dict, key: Array, options: FixedPointOptions):

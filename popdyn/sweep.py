@@ -193,6 +193,11 @@ def run_sweep(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
             f"train.devices={sweep.devices} in a run of {jax.process_count()} processes: leave it null, "
             "the members are split over every device of every process"
         )
+    if sweep.devices and sweep.devices > len(jax.devices()):
+        raise ConfigError(
+            f"train.devices = {sweep.devices} but there are {len(jax.devices())} {jax.default_backend()} "
+            f"device(s); allowed: null (all of them) or 1 … {len(jax.devices())}"
+        )
     hosts.same_everywhere(str(run_dir.absolute()), "run directory")
     if not (run_dir / store.CONFIG).exists():  # a new run: can it be written, will it fit?
         store.check_writable(run_dir, results_bytes(sweep))

@@ -64,6 +64,18 @@ BAD = [
     ("similarity.keep_variance=1.5", "similarity.keep_variance"),
     ("similarity.untrained=[transformer]", "transformer"),
     ("+similarity.metric=dsa", "metric"),
+    # issue 18 item 11: values that used to be accepted, and range errors that name the range
+    ("train.log_every=41", "at most train.steps = 40"),
+    ("train.final_window=41", "train.final_window = 41 must be at most train.steps"),
+    ("grid.hparams.momentum=1.0", "grid.hparams.momentum must be in [0, 1), got 1.0"),
+    ("grid.hparams.decay=1.5", "grid.hparams.decay must be in (0, 1], got 1.5"),
+    ("grid.search.momentum=[0.5,1.2,linear]", "grid.search.momentum high must be in [0.5, 1]"),
+    ("grid.search.decay=[1.1,1.2,linear]", "grid.search.decay low must be in (0, 1]"),
+    ("dynamics.lr_decay=2", "dynamics.lr_decay = 2.0 is impossible; it must be in (0, 1]"),
+    ("dynamics.noise=-1", "dynamics.noise = -1.0 is impossible; it must be ≥ 0"),
+    ("dynamics.max_points=0", "it must be > 0 (or null: every distinct point)"),
+    ("dynamics.burn_in=1", "it must be in [0, 1)"),
+    ("similarity.samples=-1", "it must be ≥ 0 (0: all)"),
 ]
 
 
@@ -75,6 +87,16 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, capsys, overr
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("popdyn: error:") and named in err and err.count("\n") == 1
+    assert not run_dir.exists()
+
+
+def test_more_devices_than_there_are_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        cli.sweep(config(f"train.devices={len(jax.devices()) + 1}"), run_dir)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("popdyn: error: train.devices") and f"1 … {len(jax.devices())}" in err
     assert not run_dir.exists()
 
 
