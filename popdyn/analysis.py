@@ -44,14 +44,29 @@ def settings_dict(sweep: Sweep) -> dict:
     return {**asdict(sweep.fixed_points), **asdict(sweep.topology)}
 
 
-def _check_settings(run_dir: Path, settings: dict, name: str = store.DYNAMICS_CONFIG) -> None:
-    """Refuse to mix analyses made with different settings in one run directory."""
+# each analysis's settings file: (config section, the results made with those settings)
+_SETTINGS = {
+    store.DYNAMICS_CONFIG: ("dynamics", f"groups/*/{store.DYNAMICS}"),
+    store.SIMILARITY_CONFIG: ("similarity", store.SIMILARITY),
+    store.MEMORY_CONFIG: ("memory", f"groups/*/{store.MEMORY}"),
+    store.RECORD_CONFIG: ("record", f"groups/*/{store.TRAINING}"),
+}
+
+
+def _plain_settings(options) -> dict:
+    """A settings dataclass as YAML-safe plain values (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()}
+
+
+def _check_settings(
+    run_dir: Path, settings: dict, name: str = store.DYNAMICS_CONFIG, legacy_ok: bool = True
+) -> None:
+    """Refuse to mix analyses made with different settings in one run directory: the first analysis
+    records its settings in ``name``, every later one must match them.  ``legacy_ok=False``: results
+    without a settings file (written before popdyn recorded them) are refused too, since nothing says
+    what they were made with."""
     path = run_dir / name
-    section, results = (
-        ("dynamics", f"groups/*/{store.DYNAMICS}")
-        if name == store.DYNAMICS_CONFIG
-        else ("similarity", store.SIMILARITY)
-    )
+    section, results = _SETTINGS[name]
     if path.exists():
         old = yaml.safe_load(path.read_text()) or {}
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
@@ -61,8 +76,13 @@ def _check_settings(run_dir: Path, settings: dict, name: str = store.DYNAMICS_CO
                 f"{run_dir} was analysed with {section}.{k}={old.get(k)!r}, not {settings.get(k)!r}; "
                 f"remove {path.name} and {results} to analyse it again with new settings"
             )
-    else:
-        store.write_text(path, yaml.safe_dump(settings, sort_keys=False))
+        return
+    if not legacy_ok and (made := sorted(run_dir.glob(results))):
+        raise store.RunDirError(
+            f"{made[0]} has no {path.name} saying which {section}.* settings made it; remove "
+            f"{results} to analyse it again with these settings"
+        )
+    store.write_text(path, yaml.safe_dump(settings, sort_keys=False))
 
 
 def member_keys(seed: int, members: np.ndarray) -> np.ndarray:
@@ -142,6 +162,11 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     run_dir = Path(run_dir)
     _check_settings(run_dir, settings_dict(sweep))
     groups = store.load_params(run_dir)  # every group must be trained: RunDirError names the missing
+    if sweep.memory.max_delay:
+        _check_settings(run_dir, _plain_settings(sweep.memory), store.MEMORY_CONFIG, legacy_ok=False)
+    if any((store.group_dir(run_dir, g) / store.TRAINING).exists() or store.has_snapshots(run_dir, g)
+           for g in groups):  # fmt: skip
+        _check_settings(run_dir, _plain_settings(sweep.record), store.RECORD_CONFIG, legacy_ok=False)
     devices = jax.devices()[: sweep.devices] if sweep.devices else None
     if sweep.task.classification and not (run_dir / store.LSA).exists():
         store.write_npz(run_dir / store.LSA, text_lsa(sweep))

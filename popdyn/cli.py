@@ -78,8 +78,10 @@ def analyze(cfg: DictConfig) -> Path:
         for section, recorded in (
             ("dynamics", store.DYNAMICS_CONFIG),
             ("similarity", store.SIMILARITY_CONFIG),
+            ("memory", store.MEMORY_CONFIG),
+            ("record", store.RECORD_CONFIG),
         ):
-            given = OmegaConf.to_container(cfg[section], resolve=True)
+            given = OmegaConf.to_container(cfg[section], resolve=True) if section in cfg else {}
             settings = dict(config.get(section) or given)
             if (run_dir / recorded).exists():
                 settings |= yaml.safe_load((run_dir / recorded).read_text()) or {}

@@ -52,6 +52,8 @@ LSA = "lsa.npz"  # text classification: the dataset's class × word counts and t
 SNAPSHOT = "snapshot-{step:08d}.npz"  # parameters saved during training (train.record_every)
 TRAINING = "training.npz"  # [R]'s measurements at every saved step (popdyn.analysis.record_run)
 MEMORY = "memory.npz"  # [V]'s memory curves (popdyn.analysis.memory_run)
+MEMORY_CONFIG = "memory.yaml"  # the memory.* settings memory.npz was made with
+RECORD_CONFIG = "record.yaml"  # the record.* settings training.npz was made with
 SIMILARITY_METRICS = ("svcca", "cka")
 # config entries that do not change any number a run produces, so they may differ when resuming
 # (dynamics settings are checked against dynamics.yaml by popdyn.analysis instead)
@@ -404,10 +406,19 @@ def write_snapshot(run_dir: Path, group: str, step: int, params: dict, member: n
     write_npz(group_dir(run_dir, group) / SNAPSHOT.format(step=step), {**flatten(params), "member": member})
 
 
+def _snapshot_paths(run_dir: str | Path, group: str) -> list[Path]:
+    return sorted(group_dir(Path(run_dir), group).glob(SNAPSHOT.replace("{step:08d}", "*")))
+
+
+def has_snapshots(run_dir: str | Path, group: str) -> bool:
+    """Whether parameters were saved during the group's training (``train.record_every``)."""
+    return bool(_snapshot_paths(run_dir, group))
+
+
 def load_snapshots(run_dir: str | Path, group: str) -> tuple[np.ndarray, dict, np.ndarray] | None:
     """``(steps [S], params with leading axes [S, members], member)`` of the parameters saved during a
     group's training, in step order; ``None`` if none were saved."""
-    paths = sorted(group_dir(Path(run_dir), group).glob(SNAPSHOT.replace("{step:08d}", "*")))
+    paths = _snapshot_paths(run_dir, group)
     if not paths:
         return None
     steps, trees = [], []
