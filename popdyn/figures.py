@@ -99,7 +99,7 @@ def loss_curves(ds: xr.Dataset, path: str | Path) -> Path:
     fig = _loss_figure(ds)
     path = Path(path)
     try:
-        fig.savefig(path, dpi=120)
+        store.write_file(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     finally:
         plt.close(fig)
     return path
@@ -140,13 +140,14 @@ NAMES = {"arch": "architecture", "activation": "activation"}
 def _save(fig: plt.Figure, prefix: str | Path) -> list[Path]:
     """Write ``prefix``.png and ``prefix``.pdf and close ``fig``.
 
-    The PDF carries no creation date, so the same data give the same bytes (a re-run changes nothing)."""
+    The PDF carries no creation date, so the same data give the same bytes (a re-run changes nothing).
+    Each file is written under a temporary name and renamed into place (``store.write_file``), so a
+    figure is never left half-written under its real name; a full disk is one ``RunDirError``."""
     prefix = Path(prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
     png, pdf = (prefix.with_name(prefix.name + ext) for ext in (".png", ".pdf"))
     try:
-        fig.savefig(png, dpi=150)
-        fig.savefig(pdf, metadata={"CreationDate": None})
+        store.write_file(png, lambda tmp: fig.savefig(tmp, dpi=150, format="png"))
+        store.write_file(pdf, lambda tmp: fig.savefig(tmp, format="pdf", metadata={"CreationDate": None}))
     finally:
         plt.close(fig)
     return [png, pdf]

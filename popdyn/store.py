@@ -21,6 +21,7 @@ checkpoint continues from it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -105,11 +106,35 @@ def _atomic(path: Path, write, record: bool = True) -> None:
             new = _fingerprint(tmp)
             _record(path, [*_accepted(path), new])
         os.replace(tmp, path)
+    except Exception as e:
+        if _disk_full(e, path.parent):
+            raise RunDirError(
+                f"no space left on the device to write {path} (nothing was replaced); free some space and "
+                "run the same command again: it resumes where this one stopped"
+            ) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
     if record:
         _record(path, [new])
+
+
+def _disk_full(error: BaseException, directory: Path) -> bool:
+    """Whether a failed write failed for want of space: ENOSPC / EDQUOT, or (writers such as zlib or
+    matplotlib's PDF backend that report a failed write in their own words) under 1 MiB left."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(directory).free < 2**20
+    except OSError:
+        return False
+
+
+def write_file(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary name, then rename to ``path`` (figures: outside the manifests, since
+    they are drawn from the results and can always be drawn again); a full disk is a ``RunDirError``."""
+    _atomic(Path(path), write, record=False)
 
 
 def remove(path: Path) -> None:
@@ -315,7 +340,7 @@ def check_writable(run_dir: Path, needed: int) -> None:
     if free < needed:
         raise RunDirError(
             f"{run_dir} has {free / 2**30:.2f} GiB free, but this run needs about {needed / 2**30:.2f} GiB "
-            "(parameters, checkpoints, losses); free some space or pick another directory"
+            "(parameters, checkpoints, losses, figures); free some space or pick another directory"
         )
 
 

@@ -207,7 +207,7 @@ def run_sweep(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
 
 def results_bytes(sweep: Sweep) -> int:
     """About how many bytes a run writes at most: per member its parameters, its checkpoint (parameters
-    and momentum), its logged losses; twice for the search trials."""
+    and momentum), its logged losses; twice for the search trials; and the figures."""
     total = 0
     for g in sweep.groups:
         model = Model.for_task(g.arch, g.activation, g.units, sweep.task)
@@ -216,6 +216,8 @@ def results_bytes(sweep: Sweep) -> int:
         members = len(g.l2) * max(sweep.grid.seeds, sweep.grid.trials)
         logged = sweep.train.steps // sweep.train.log_every
         total += 2 * members * 4 * (3 * n_params + logged)
+    if sweep.analyze:  # the figures: 1.1 MB for +grid=tiny's 4 networks, 2.8 MB for 32 (PNG and PDF each)
+        total += 4 * 2**20 + 64 * 2**10 * sweep.grid.n_members
     return total
 
 
