@@ -13,6 +13,7 @@ states — trained members, plus an untrained twin of each member of the archs i
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict
 from functools import partial
@@ -97,23 +98,35 @@ def analyze_group(sweep: Sweep, gp: store.GroupParams, devices=None) -> dict[str
     device; the rest (``dynamics.analyze_finish``) as well on accelerators, but on one host device per
     process on a CPU (``hosts.finish_devices``): its LAPACK work (eig, solve) goes through host callbacks,
     and a callback in a program sharded over 2 host devices on 2 cores waits forever for an XLA pool
-    thread (jaxlib 0.10.2; the same deadlock as XLA's own batched LAPACK kernels)."""
+    thread (jaxlib 0.10.2; the same deadlock as XLA's own batched LAPACK kernels).  The programs are
+    built once per (model, task, settings, devices) and reused by every group of that kind (compiling
+    them takes seconds on a CPU: ≈ 8 s for a 64-unit flip-flop group on 2 cores)."""
     devices = tuple(devices or jax.devices())
     n = len(gp.member)
     keys = member_keys(sweep.seed, gp.member)
-    descend = partial(analyze_descend, gp.model, sweep.task, sweep.fixed_points)
-    finish = partial(analyze_finish, gp.model, sweep.task, sweep.fixed_points, sweep.topology)
+    descend, finish = _group_programs(
+        gp.model, sweep.task, sweep.fixed_points, sweep.topology, devices, sweep.member_batch
+    )
 
-    def run(f, devs, *args):
+    def run(program, devs, *args):
         size = padded_size(n, len(devs))
         idx = np.concatenate([np.arange(n), np.zeros(size - n, int)])
-        mesh = Mesh(np.array(devs), ("member",))
-        program = population_program(f, mesh, sweep.member_batch)
-        sharding = NamedSharding(mesh, PartitionSpec("member"))
+        sharding = NamedSharding(Mesh(np.array(devs), ("member",)), PartitionSpec("member"))
         out = program(
             *(jax.device_put(jax.tree.map(lambda a: np.asarray(a)[idx], a), sharding) for a in args)
         )
         return jax.tree.map(lambda v: v[:n], to_host(out))
+
+    h0, h = run(descend, devices, gp.params, keys)
+    return run(finish, finish_devices(devices), gp.params, keys, h0, h)
+
+
+@functools.cache
+def _group_programs(model, task, fp_opts, topo, devices: tuple, member_batch):
+    """The two jitted population programs of :func:`analyze_group` (descend on ``devices``, finish on
+    ``finish_devices(devices)``), shared by every group of that model, task and settings."""
+    descend = partial(analyze_descend, model, task, fp_opts)
+    finish = partial(analyze_finish, model, task, fp_opts, topo)
 
     def descend_member(params, raw_key):
         return descend(params, jax.random.wrap_key_data(raw_key))
@@ -121,8 +134,10 @@ def analyze_group(sweep: Sweep, gp: store.GroupParams, devices=None) -> dict[str
     def finish_member(params, raw_key, h0, h):
         return finish(params, jax.random.wrap_key_data(raw_key), h0, h)
 
-    h0, h = run(descend_member, devices, gp.params, keys)
-    return run(finish_member, finish_devices(devices), gp.params, keys, h0, h)
+    def program(f, devs):
+        return population_program(f, Mesh(np.array(devs), ("member",)), member_batch)
+
+    return program(descend_member, devices), program(finish_member, finish_devices(devices))
 
 
 def text_geometry(sweep: Sweep, gp: store.GroupParams, dynamics: dict) -> dict[str, np.ndarray]:

@@ -386,6 +386,16 @@ def test_group_analysis_over_two_devices_equals_each_member_alone(tiny_run):
         assert int(alone["n_fixed_points"][0]) == int(group["n_fixed_points"][i, 0]) >= 1
         for k in ("fp_states", "fp_valid", "fp_n_unstable", "transition"):
             np.testing.assert_allclose(group[k][i], np.asarray(alone[k]), rtol=1e-4, atol=1e-5, err_msg=k)
+    # a second group of the same kind reuses the compiled programs (compiling them takes seconds)
+    from popdyn.analysis import _group_programs
+
+    programs = _group_programs(
+        gp.model, s.task, s.fixed_points, s.topology, tuple(jax.devices()), s.member_batch
+    )
+    sizes = [p._cache_size() for p in programs]
+    again = analyze_group(s, gp, jax.devices())
+    assert [p._cache_size() for p in programs] == sizes == [1, 1]
+    jax.tree.map(np.testing.assert_array_equal, again, group)
 
 
 def test_analyze_script_resumes_refuses_other_settings_and_missing_dirs(tiny_run, tmp_path):
