@@ -134,7 +134,7 @@ def train_group(
     if grid.trials == 0:
         chosen = {l2: sweep.hparams for l2 in group.l2}
     elif (gdir / store.TRIALS).exists():
-        trials = pd.read_csv(gdir / store.TRIALS)
+        trials = store.read_csv(gdir / store.TRIALS)
         chosen = {r["l2"]: r for r in trials[trials.chosen].to_dict("records")}
     else:
         rows = search_members(group, grid, sweep.seed)
