@@ -476,6 +476,49 @@ def group_done(run_dir: Path, group: str) -> bool:
     return (group_dir(run_dir, group) / MEMBERS).exists()
 
 
+def damaged(run_dir: Path, group: str) -> str | None:
+    """Why a group's training files can be neither used nor resumed from — one of them (those there and
+    those its manifest names) is missing, truncated, altered or unrecorded — or None."""
+    d = group_dir(run_dir, group)
+    if not d.is_dir():
+        return None
+    try:
+        names = {p.name for p in d.iterdir() if p.is_file()} | set(_read_manifest(d / MANIFEST))
+        for name in sorted(names):
+            if name in TRAINED or name.startswith("snapshot-"):
+                problem = _check(d / name)
+                if problem is not None:
+                    return problem
+    except RunDirError as e:  # an unreadable manifest
+        return str(e)
+    return None
+
+
+def reset_group(run_dir: Path, group: str) -> None:
+    """Delete every file of a group (training files, analysis, manifest), to train it from the start."""
+    if hosts.writer():
+        shutil.rmtree(group_dir(run_dir, group), ignore_errors=True)
+    invalidate(run_dir, group)
+
+
+def invalidate(run_dir: Path, group: str) -> None:
+    """Before a group is trained: delete what was computed from parameters it had before — its analysis
+    (dynamics, memory, through-training measurements), its snapshots unless it resumes from a checkpoint,
+    the run's tables and similarity (and a multirun sweep directory's similarity, when popdyn wrote it)."""
+    run_dir = Path(run_dir)
+    d = group_dir(run_dir, group)
+    derived = [d / DYNAMICS, d / TRAINING, d / MEMORY, *(run_dir / n for n in (MEMBERS, TRIALS, SIMILARITY))]
+    if not (d / "checkpoint.npz").exists():
+        derived += d.glob(SNAPSHOT.replace("{step:08d}", "*"))
+    sweep_dir = run_dir.parent  # the sweep of a multirun shard: its comparison includes this group
+    if not (sweep_dir / CONFIG).exists() and SIMILARITY in _read_manifest(sweep_dir / MANIFEST):
+        derived.append(sweep_dir / SIMILARITY)
+    for path in derived:
+        if path.exists():
+            log.info("%s: removed, made from parameters of %s that are trained again", path, group)
+            remove(path)
+
+
 def save_checkpoint(path: Path, phase: str, state: Any, losses: np.ndarray) -> None:
     arrays = {f"state/{k}": v for k, v in flatten(state).items()}
     write_npz(path, {**arrays, "losses": losses, "phase": np.array(phase)})

@@ -4,6 +4,7 @@ removed), and what reading, resuming and analysing them does."""
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pandas as pd
@@ -174,7 +175,7 @@ def test_analyze_reads_no_altered_settings(run, capsys):
     assert e.value.code == 2 and "dynamics.yaml is truncated or altered" in err and "Traceback" not in err
 
 
-# --------------------------------------------- item 12: the advice for a damaged file works
+# --------------------------------------------- items 3 and 12: a re-run recomputes what it must, nothing else
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One small group trained for real (no analysis), and the settings that made it."""
@@ -196,6 +197,73 @@ def _copy(trained, tmp_path, analysed=True):
         store.write_npz(gdir / store.MEMORY, {"member": member, "singular_values": np.ones((1, 2, 2))})
         store.write_npz(out / store.SIMILARITY, _similarity(member))
     return s, out, gdir
+
+
+def test_resume_reads_no_altered_search(trained, tmp_path, caplog):
+    """The seeds of a group whose search is done resume from its trials.csv: an altered one is not used to
+    choose them, the group is searched again."""
+    s, run, gdir = _copy(trained, tmp_path, analysed=False)
+    trials = pd.read_csv(gdir / store.TRIALS)
+    lr = trials.lr[trials.chosen].item()
+    for name in (store.MEMBERS, "params.npz", "losses.npz"):  # as if killed in the seeds phase
+        store.remove(gdir / name)
+    trials.loc[trials.chosen, "lr"] = 0.5
+    trials.to_csv(gdir / store.TRIALS, index=False)
+    caplog.set_level("WARNING", logger="popdyn")
+    sweep_mod.run_sweep(s, run, progress=False)
+    assert "trials.csv is truncated or altered" in caplog.text
+    assert store.load(run).lr.item() == pytest.approx(lr) != 0.5
+    store.verify(gdir / store.TRIALS)
+
+
+def test_missing_group_table_retrains_the_group_and_drops_its_analysis(trained, tmp_path, caplog):
+    s, run, gdir = _copy(trained, tmp_path)
+    params = (gdir / "params.npz").read_bytes()
+    (gdir / store.MEMBERS).unlink()
+    caplog.set_level("WARNING", logger="popdyn")
+    sweep_mod.run_sweep(s, run, progress=False)
+    assert "vanilla-tanh-8" in caplog.text and "members.csv is missing" in caplog.text
+    # what was made from the old parameters is gone; what is there checks
+    assert not (gdir / store.DYNAMICS).exists() and not (gdir / store.MEMORY).exists()
+    assert not (run / store.SIMILARITY).exists()
+    assert (gdir / "params.npz").read_bytes() == params  # the same settings train the same numbers
+    store.load(run)
+    store.load_params(run)
+
+
+def test_rewritten_parameters_drop_the_analysis_made_from_the_old(trained, tmp_path):
+    """Even with members.csv and its manifest entry both gone (the group looks never finished)."""
+    s, run, gdir = _copy(trained, tmp_path)
+    store.remove(gdir / store.MEMBERS)
+    sweep_mod.run_sweep(s, run, progress=False)
+    assert not (gdir / store.DYNAMICS).exists() and not (run / store.SIMILARITY).exists()
+    store.load(run)
+
+
+def test_truncated_parameters_the_advice_given_works(trained, tmp_path, caplog):
+    """Item 12: the error says to re-run the sweep; the re-run retrains that group, then it loads."""
+    s, run, gdir = _copy(trained, tmp_path, analysed=False)
+    path = gdir / "params.npz"
+    good = path.read_bytes()
+    path.write_bytes(good[:-10])
+    with pytest.raises(store.RunDirError, match=r"params.npz is truncated.*re-run the sweep") as e:
+        store.load_params(run)
+    assert "retrains group vanilla-tanh-8" in str(e.value)
+    caplog.set_level("WARNING", logger="popdyn")
+    sweep_mod.run_sweep(s, run, progress=False)
+    assert "params.npz is truncated or altered" in caplog.text
+    assert path.read_bytes() == good
+    store.load_params(run)
+
+
+def test_a_sound_run_is_not_retrained(trained, tmp_path):
+    s, run, gdir = _copy(trained, tmp_path)
+    before = {p: p.read_bytes() for p in run.rglob("*.npz")}
+    stamp = (gdir / "params.npz").stat().st_mtime_ns
+    time.sleep(0.01)
+    sweep_mod.run_sweep(s, run, progress=False)
+    assert {p: p.read_bytes() for p in run.rglob("*.npz")} == before
+    assert (gdir / "params.npz").stat().st_mtime_ns == stamp
 
 
 def test_analysis_advice_names_analyze_and_it_recomputes(trained, tmp_path, monkeypatch, capsys):
