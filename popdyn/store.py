@@ -16,7 +16,9 @@ Layout of a run directory (plain, open formats; no pickle)::
 
 Every file is written to a temporary name and renamed into place, so an interrupted run never leaves a
 half-written file under a real name, and a re-run resumes: finished groups are skipped, a group with a
-checkpoint continues from it.
+checkpoint continues from it.  Each directory's ``manifest.json`` records what popdyn wrote there; every
+read checks the file against it (:func:`verify`), and a file it does not name is refused like an altered
+one (a run older than manifests: :func:`adopt`).
 """
 
 from __future__ import annotations
