@@ -452,6 +452,8 @@ def prepare_run(run_dir: Path, config: dict) -> None:
                 f"{run_dir} holds results of a different config; nothing was changed. "
                 f"Use another directory (hydra.run.dir=...) or the same settings as {path}"
             )
+        if not _manifests(run_dir):  # its first write made one: these files are older than manifests
+            raise RunDirError(f"{_check(path)}; nothing was changed")
         return
     write_text(path, yaml.safe_dump(config, sort_keys=False))
 

@@ -128,6 +128,18 @@ def test_a_run_written_before_manifests_is_read_after_adopt(run):
         store.load(run)
 
 
+def test_a_sweep_refuses_a_run_written_before_manifests_and_keeps_it(tmp_path):
+    """Re-running the sweep on such a run retrains nothing and deletes nothing: it points to adopt."""
+    run = tmp_path / "run"
+    s = write_run(run)
+    for m in run.rglob(store.MANIFEST):
+        m.unlink()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(store.RunDirError, match=r"no manifest.json anywhere.*popdyn.store.adopt"):
+        sweep_mod.run_sweep(s, run, progress=False)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != store.LOCK} == before
+
+
 def test_adopt_refuses_a_run_that_has_manifests(run):
     """adopt is for runs older than manifests, not a way to bless a file altered in a newer one."""
     (run / "groups" / GROUPS[0] / store.MANIFEST).unlink()
