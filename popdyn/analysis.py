@@ -69,7 +69,7 @@ def _check_settings(
     path = run_dir / name
     section, results = _SETTINGS[name]
     if path.exists():
-        old = yaml.safe_load(path.read_text()) or {}
+        old = store.read_yaml(path)
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if diff:
             k = diff[0]
@@ -183,11 +183,11 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
            for g in groups):  # fmt: skip
         _check_settings(run_dir, _plain_settings(sweep.record), store.RECORD_CONFIG, legacy_ok=False)
     devices = jax.devices()[: sweep.devices] if sweep.devices else None
-    if sweep.task.classification and not (run_dir / store.LSA).exists():
+    if sweep.task.classification and not store.intact(run_dir / store.LSA):
         store.write_npz(run_dir / store.LSA, text_lsa(sweep))
     record_run(sweep, run_dir, groups, progress)
     memory_run(sweep, run_dir, groups, progress)
-    todo = [g for g in groups if not (store.group_dir(run_dir, g) / store.DYNAMICS).exists()]
+    todo = [g for g in groups if not store.intact(store.group_dir(run_dir, g) / store.DYNAMICS)]
     if not todo:
         log.info("dynamics: every group already analysed")
         return run_dir
@@ -223,7 +223,7 @@ def record_run(sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True)
     every saved step — one compiled program per group, vmapped over its members and run once per saved
     step (vmapping the steps too would hold every step's Jacobians at once) — into
     ``groups/<g>/training.npz``."""
-    todo = [g for g in groups if not (store.group_dir(run_dir, g) / store.TRAINING).exists()]
+    todo = [g for g in groups if not store.intact(store.group_dir(run_dir, g) / store.TRAINING)]
     todo = [(g, snaps) for g in todo if (snaps := store.load_snapshots(run_dir, g)) is not None]
     for g, (steps, params, member) in tqdm(todo, desc="through training", unit="group", disable=not progress):
         program = jax.jit(jax.vmap(partial(record_one, groups[g].model, sweep.task, sweep.record)))
@@ -247,7 +247,7 @@ def memory_run(sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True)
     if not opts.max_delay:
         return
     inputs = sweep.task.probe_inputs[: opts.probes]
-    todo = [g for g in groups if not (store.group_dir(run_dir, g) / store.MEMORY).exists()]
+    todo = [g for g in groups if not store.intact(store.group_dir(run_dir, g) / store.MEMORY)]
     for g in tqdm(todo, desc="memory", unit="group", disable=not progress):
         gp = groups[g]
         sv = jax.jit(jax.vmap(lambda p, gp=gp: network_memory(gp.model, opts, p, inputs)))(gp.params)
@@ -353,7 +353,7 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     _check_settings(run_dir, asdict(opts) | {"untrained": list(opts.untrained)}, store.SIMILARITY_CONFIG)
     groups = store.load_params(run_dir)
     path = run_dir / store.SIMILARITY
-    if path.exists():
+    if store.intact(path):
         log.info("similarity: already computed")
         return run_dir
     rows = sample_rows(sweep)

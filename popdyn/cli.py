@@ -7,7 +7,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from popdyn import analysis, hosts, store
@@ -84,7 +83,7 @@ def analyze(cfg: DictConfig) -> Path:
             given = OmegaConf.to_container(cfg[section], resolve=True) if section in cfg else {}
             settings = dict(config.get(section) or given)
             if (run_dir / recorded).exists():
-                settings |= yaml.safe_load((run_dir / recorded).read_text()) or {}
+                settings |= store.read_yaml(run_dir / recorded)
             for key in _overridden(section, given):
                 settings[key] = given[key]
             config[section] = settings
@@ -93,6 +92,7 @@ def analyze(cfg: DictConfig) -> Path:
         with store.locked(run_dir):
             analysis.analyze_run(spec, run_dir, progress)
             analysis.compare_run(spec, run_dir, progress)
+            store.check_run(run_dir)  # success only if every result file there is as popdyn wrote it
     except (ConfigError, store.RunDirError) as e:
         fail(str(e), run_dir)
     log.info(

@@ -8,7 +8,9 @@
    With ``grid.trials = 0`` every configuration uses ``grid.hparams``.
 2. *seeds* — ``grid.seeds`` networks per configuration with the chosen hyper-parameters, the same program.
 
-Finished groups are skipped on a re-run; an unfinished one resumes from its last checkpoint.
+Finished groups are skipped on a re-run; an unfinished one resumes from its last checkpoint; one whose files
+fail their manifest (``store.damaged``) is trained again from the start.  Whatever was computed from a
+group's earlier parameters is removed before it is trained (``store.invalidate``).
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ def train_group(
     if grid.trials == 0:
         chosen = {l2: sweep.hparams for l2 in group.l2}
     elif (gdir / store.TRIALS).exists():
-        trials = pd.read_csv(gdir / store.TRIALS)
+        trials = store.read_csv(gdir / store.TRIALS)
         chosen = {r["l2"]: r for r in trials[trials.chosen].to_dict("records")}
     else:
         rows = search_members(group, grid, sweep.seed)
@@ -233,10 +235,16 @@ def _run_sweep(sweep: Sweep, run_dir: Path, progress: bool) -> Path:
     )  # fmt: skip
     store.clean(run_dir)
     for group in groups:
+        problem = store.damaged(run_dir, group.name)
+        if hosts.agree(problem is not None):  # process 0's file system decides, as for every write
+            log.warning("%s: %s; training the group again", group.name, problem or "damaged on process 0")
+            store.reset_group(run_dir, group.name)
+            hosts.barrier(f"reset {group.name}")
         if store.group_done(run_dir, group.name):
             log.info("%s: already done, skipped", group.name)
             store.remove(store.group_dir(run_dir, group.name) / "checkpoint.npz")  # killed right after
             continue
+        store.invalidate(run_dir, group.name)  # what was made from parameters about to be rewritten
         train_group(sweep, group, run_dir, progress, devices)
     hosts.barrier("trained")  # every group written by process 0 before anyone reads them
     if hosts.writer():
