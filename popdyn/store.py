@@ -79,9 +79,23 @@ _NOT_RESULTS = {
 
 MEMBER_COLUMNS = [
     "member", "group", "arch", "activation", "units", "l2", "seed",
-    "lr", "decay", "momentum", "clip", "final_loss", "val_loss", "diverged",
+    "lr", "decay", "momentum", "clip", "final_loss", "val_loss", "diverged", "status",
 ]  # fmt: skip
 OPTIONAL_COLUMNS = ["val_accuracy"]  # classification tasks only
+
+# A final loss above this, though finite, is no trained network: a network that outputs 0 scores at most
+# 1 (MSE, targets in [−1, 1]) or log(classes) (cross-entropy) on every popdyn task.
+EXPLODED_LOSS = 1e6
+TRAINED, DIVERGED, EXPLODED = "trained", "diverged", "exploded"  # the values of the status column
+
+
+def member_status(final_loss: np.ndarray, diverged: np.ndarray) -> np.ndarray:
+    """Each network's ``status``: ``diverged`` (its loss turned non-finite, ``train`` froze it),
+    ``exploded`` (finite final loss above :data:`EXPLODED_LOSS`) or ``trained``."""
+    loss = np.asarray(final_loss, np.float64)
+    bad = np.asarray(diverged, bool) | ~np.isfinite(loss)
+    with np.errstate(invalid="ignore"):
+        return np.where(bad, DIVERGED, np.where(loss > EXPLODED_LOSS, EXPLODED, TRAINED))
 
 
 class RunDirError(RuntimeError):
@@ -733,7 +747,7 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
     """A run's results as an ``xarray.Dataset`` over ``member``.
 
     Coordinates ``arch``, ``activation``, ``units``, ``l2``, ``seed``, ``group`` (per member) and ``step``;
-    data ``final_loss``, ``val_loss``, ``diverged``, ``lr``, ``decay``, ``momentum``, ``clip`` (member) and
+    data ``final_loss``, ``val_loss``, ``diverged``, ``status`` (:func:`member_status`), ``lr``, ``decay``, ``momentum``, ``clip`` (member) and
     ``loss`` (member × step, the training MSE).  ``partial=True`` loads the finished groups of an
     unfinished run.  Select like ``ds.where(ds.arch == "gru", drop=True)`` or
     ``ds.set_index(member=["arch", "activation", "units", "l2", "seed"])``.
@@ -763,12 +777,15 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
     }
     data = {c: ("member", frame[c].to_numpy()) for c in MEMBER_COLUMNS[7:] + OPTIONAL_COLUMNS if c in frame}
     data["diverged"] = ("member", frame["diverged"].to_numpy().astype(bool))
+    status = frame["status"] if "status" in frame else member_status(frame["final_loss"], frame["diverged"])
+    data["status"] = ("member", np.asarray(status, str))
     data["loss"] = (("member", "step"), loss)
     ds = xr.Dataset(data, coords={"member": frame["member"].to_numpy(), "step": steps, **coords})
     ds.attrs.update(task=config["task"]["name"], run_dir=str(run_dir))
     groups = list(dict.fromkeys(frame["group"]))
     if all((group_dir(run_dir, g) / DYNAMICS).exists() for g in groups):
-        ds = ds.assign(_dynamics(run_dir, groups, frame["member"].to_numpy(), ds.diverged.to_numpy()))
+        excluded = ds.status.to_numpy() != TRAINED
+        ds = ds.assign(_dynamics(run_dir, groups, frame["member"].to_numpy(), excluded))
         if (run_dir / LSA).exists():  # text tasks: the dataset's LSA, and the words of the per-word results
             lsa = _lsa(run_dir)
             ds = ds.assign_coords(word=lsa.pop("word")).assign(lsa)
@@ -949,8 +966,9 @@ def _pad(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _dynamics(run_dir: Path, groups: list[str], members: np.ndarray, diverged: np.ndarray) -> dict:
-    """The analysis arrays of every group, in ``members`` order, plus ``topology_ok``."""
+def _dynamics(run_dir: Path, groups: list[str], members: np.ndarray, excluded: np.ndarray) -> dict:
+    """The analysis arrays of every group, in ``members`` order, plus ``topology_ok`` (never for the
+    members ``excluded``: diverged or exploded, whose analyses are NaN)."""
     parts: dict[str, list] = {}
     ids = []
     for g in groups:
@@ -970,9 +988,10 @@ def _dynamics(run_dir: Path, groups: list[str], members: np.ndarray, diverged: n
     out = {k: (("member", *DYNAMICS_DIMS[k]), _pad(v)[order]) for k, v in parts.items()}
     # [U] §3.1: networks whose fixed-point count differs from the modal count are set aside
     counts = out["n_fixed_points"][1][:, 0]
-    values, freq = np.unique(counts[~diverged], return_counts=True)
+    counted = ~excluded & np.isfinite(counts)
+    values, freq = np.unique(counts[counted], return_counts=True)
     modal = values[np.argmax(freq)] if len(values) else -1
-    out["topology_ok"] = ("member", (counts == modal) & ~diverged)
+    out["topology_ok"] = ("member", (counts == modal) & counted)
     return out
 
 

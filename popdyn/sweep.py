@@ -150,6 +150,7 @@ def train_group(
         for k, v in val.items():
             trials[k] = v
         trials["diverged"] = diverged
+        trials["status"] = store.member_status(trials["final_loss"], diverged)
         trials["chosen"] = [r is chosen_rows[r["l2"]] for r in rows]
         store.write_csv(gdir / store.TRIALS, trials)
         chosen = chosen_rows
@@ -174,13 +175,16 @@ def train_group(
             "diverged": diverged,
         }
     )
+    members["status"] = store.member_status(members["final_loss"], diverged)
     loss, step = store.downsample(losses, s.log_every)
     store.write_group(run_dir, group.name, params, members, loss, step)
     n_div = int(diverged.sum())
+    n_exploded = int((members.status == store.EXPLODED).sum())
     log.info(
-        "%s: %d networks, median final loss %.4g, %d diverged, %d trace(s)",
+        "%s: %d networks, median final loss %.4g, %d diverged (non-finite loss), %d exploded (final loss "
+        "above %g), %d trace(s)",
         group.name, len(rows), float(np.nanmedian(members.final_loss)) if n_div < len(rows) else float("nan"),
-        n_div, trainer.traces,
+        n_div, n_exploded, store.EXPLODED_LOSS, trainer.traces,
     )  # fmt: skip
     return trainer
 

@@ -131,7 +131,10 @@ def test_tiny_sweep_writes_and_reloads(tiny_run):
     assert (ds.loss.isel(step=-1) < ds.loss.isel(step=0)).all()  # every network learned something
     members = pd.read_csv(tiny_run / "members.csv")
     assert list(members.columns) == store.MEMBER_COLUMNS
+    assert (members.status == store.member_status(members.final_loss, members.diverged)).all()
+    assert (ds.status.values == members.status.values).all()
     trials = pd.read_csv(tiny_run / "trials.csv")
+    assert (trials.status == store.member_status(trials.final_loss, trials.diverged)).all()
     assert len(trials) == 2 * s.grid.trials and trials.chosen.sum() == 2
     # the seeds use the hyper-parameters of the trial with the lowest validation loss
     for g, t in trials.groupby("group"):
@@ -411,3 +414,93 @@ def test_analyze_script_resumes_refuses_other_settings_and_missing_dirs(tiny_run
     r = run_script(f"run_dir={missing}", cwd=tmp_path, script="analyze.py")
     assert r.returncode == 2 and "not a popdyn run directory" in r.stderr and "Traceback" not in r.stderr
     assert not missing.exists()
+
+
+def test_a_finite_but_astronomical_loss_is_named_exploded():
+    """status: non-finite loss (or the training's flag) → diverged; finite but above EXPLODED_LOSS →
+    exploded (a network that outputs 0 scores ≤ 1); else trained."""
+    big = store.EXPLODED_LOSS
+    loss = np.array([0.05, np.nan, 1e30, 2 * big, big, np.inf, 0.3])
+    diverged = np.array([False, True, False, False, False, False, True])
+    t, d, e = store.TRAINED, store.DIVERGED, store.EXPLODED
+    assert store.member_status(loss, diverged).tolist() == [t, d, e, e, t, d, d]
+
+
+def _mark(run: Path, status: dict[int, str]) -> None:
+    """Rewrite the run's members.csv (through the store, so that the manifests vouch for them) with the
+    members ``status`` diverged (final loss NaN) or exploded (final loss 1e30), weights untouched: a
+    diverged member is frozen at finite weights, which look like a trained network's."""
+    for g in (run / "groups").iterdir():
+        frame = pd.read_csv(g / store.MEMBERS)
+        for m, s in status.items():
+            row = frame.member == m
+            frame.loc[row, "final_loss"] = np.nan if s == store.DIVERGED else 1e30
+            frame.loc[row, "diverged"] = s == store.DIVERGED
+        frame["status"] = store.member_status(frame.final_loss, frame.diverged)
+        store.write_csv(g / store.MEMBERS, frame)
+    store.write_tables(run, [g.name for g in (run / "groups").iterdir()])
+    for name in (store.SIMILARITY, store.SIMILARITY_CONFIG, store.DYNAMICS_CONFIG):
+        (run / name).unlink(missing_ok=True)
+    for g in (run / "groups").iterdir():
+        (g / store.DYNAMICS).unlink(missing_ok=True)
+    shutil.rmtree(run / "figures", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_diverged_and_exploded_members_are_nan_in_every_analysis_and_comparison(tiny_run, tmp_path, caplog):
+    """A mixed population — one member diverged, one exploded, two trained — analysed, compared and drawn:
+    the two have no fixed points, distances, MDS coordinates or share in any statistic (NaN), the log
+    counts them and its median distance is over the trained pairs alone; then every member
+    non-trained (the degenerate run): NaN everywhere, and the run still completes with its figures."""
+    import logging
+    import re
+
+    from popdyn import analysis, figures
+
+    s = build_sweep(store.read_config(tiny_run))
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    bad = {1: store.DIVERGED, 2: store.EXPLODED}  # one of each group (0, 1: vanilla; 2, 3: gru)
+    _mark(run, bad)
+    with caplog.at_level(logging.INFO, logger="popdyn"):
+        analysis.analyze_run(s, run, progress=False)
+        analysis.compare_run(s, run, progress=False)
+    assert figures.draw_all(run)
+    ds = store.load(run)
+    assert ds.status.values.tolist() == ["trained", "diverged", "exploded", "trained"]
+    out, ok = ds.member.isin(list(bad)).values, ~ds.member.isin(list(bad)).values
+    assert np.isnan(ds.n_fixed_points.values[out]).all() and not ds.fp_valid.values[out].any()
+    assert np.isnan(ds.transition.values[out]).all() and not ds.topology_ok.values[out].any()
+    assert (ds.n_fixed_points.values[ok] >= 1).all() and ds.topology_ok.values[ok].all()
+    for m in ("svcca", "cka", "topology"):
+        d = ds[f"{m}_distance"].values
+        assert np.isnan(d[out]).all() and np.isnan(d[:, out]).all()
+        assert np.isfinite(d[np.ix_(ok, ok)]).all()
+        assert np.isnan(ds[f"mds_{m}"].values[out]).all() and np.isfinite(ds[f"mds_{m}"].values[ok]).all()
+    # two trained networks are too few for any statistic over the trained members (n counts only them)
+    n = ds.statistics.sel(statistic="n").drop_sel(factor="trained").values
+    assert not (n > ok.sum()).any()
+    # the untrained twins of the vanilla members (the diverged one's too) are compared
+    full = store.load_similarity(run)
+    twins = ~full.trained.values
+    assert np.isfinite(full.svcca_distance.values[np.ix_(twins, twins)]).all()
+    assert "1 diverged networks left out" in caplog.text and "1 exploded networks left out" in caplog.text
+    assert "1 (diverged)" in caplog.text and "2 (exploded)" in caplog.text  # the dynamics log names them
+    compared = full.svcca_distance.values[np.ix_(~np.isin(full.member, list(bad)) | twins,
+                                                 ~np.isin(full.member, list(bad)) | twins)]  # fmt: skip
+    median = float(np.median(compared[np.triu_indices(len(compared), 1)]))
+    logged = re.search(r"median SVCCA distance ([0-9.]+)", caplog.text).group(1)
+    assert logged == f"{median:.3f}"
+
+    # every member diverged or exploded: nothing is compared, and the run completes
+    run2 = tmp_path / "run2"
+    shutil.copytree(tiny_run, run2)
+    _mark(run2, {0: store.DIVERGED, 1: store.EXPLODED, 2: store.DIVERGED, 3: store.DIVERGED})
+    analysis.analyze_run(s, run2, progress=False)
+    analysis.compare_run(s, run2, progress=False)
+    assert figures.draw_all(run2)
+    ds = store.load(run2)
+    assert np.isnan(ds.n_fixed_points.values).all()
+    for m in ("svcca", "cka", "topology"):
+        assert np.isnan(ds[f"mds_{m}"].values).all() and not ds.topology_compared.values.any()
+    assert np.isnan(ds.statistics.drop_sel(factor="trained").values).all()
