@@ -13,7 +13,9 @@ states — trained members, plus an untrained twin of each member of the archs i
 
 from __future__ import annotations
 
+import functools
 import logging
+import warnings
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -46,28 +48,54 @@ def settings_dict(sweep: Sweep) -> dict:
 
 def check_settings(sweep: Sweep, run_dir: Path) -> None:
     """``RunDirError`` now, before anything is computed or written, if ``run_dir`` was analysed with other
-    dynamics or similarity settings than ``sweep``'s."""
+    settings than ``sweep``'s (the checks of :func:`analyze_run` and :func:`compare_run`, writing nothing)."""
     _check_settings(run_dir, settings_dict(sweep), write=False)
     _check_settings(run_dir, _similarity_settings(sweep), store.SIMILARITY_CONFIG, write=False)
+    groups = [g.name for g in sweep.groups]
+    if sweep.memory.max_delay:
+        _check_settings(
+            run_dir, _plain_settings(sweep.memory), store.MEMORY_CONFIG, legacy_ok=False, write=False
+        )
+    if any((store.group_dir(run_dir, g) / store.TRAINING).exists() or store.has_snapshots(run_dir, g)
+           for g in groups):  # fmt: skip
+        _check_settings(
+            run_dir, _plain_settings(sweep.record), store.RECORD_CONFIG, legacy_ok=False, write=False
+        )
 
 
 def _similarity_settings(sweep: Sweep) -> dict:
     return asdict(sweep.similarity) | {"untrained": list(sweep.similarity.untrained)}
 
 
+# each analysis's settings file: (config section, the results made with those settings)
+_SETTINGS = {
+    store.DYNAMICS_CONFIG: ("dynamics", f"groups/*/{store.DYNAMICS}"),
+    store.SIMILARITY_CONFIG: ("similarity", store.SIMILARITY),
+    store.MEMORY_CONFIG: ("memory", f"groups/*/{store.MEMORY}"),
+    store.RECORD_CONFIG: ("record", f"groups/*/{store.TRAINING}"),
+}
+
+
+def _plain_settings(options) -> dict:
+    """A settings dataclass as YAML-safe plain values (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()}
+
+
 def _check_settings(
-    run_dir: Path, settings: dict, name: str = store.DYNAMICS_CONFIG, write: bool = True
+    run_dir: Path,
+    settings: dict,
+    name: str = store.DYNAMICS_CONFIG,
+    legacy_ok: bool = True,
+    write: bool = True,
 ) -> None:
-    """Refuse to mix analyses made with different settings in one run directory; with ``write``, record
-    ``settings`` if there are none yet."""
+    """Refuse to mix analyses made with different settings in one run directory: the first analysis
+    records its settings in ``name``, every later one must match them.  ``legacy_ok=False``: results
+    without a settings file (written before popdyn recorded them) are refused too, since nothing says
+    what they were made with.  ``write=False``: only check, recording nothing."""
     path = run_dir / name
-    section, results = (
-        ("dynamics", f"groups/*/{store.DYNAMICS}")
-        if name == store.DYNAMICS_CONFIG
-        else ("similarity", store.SIMILARITY)
-    )
+    section, results = _SETTINGS[name]
     if path.exists():
-        old = yaml.safe_load(path.read_text()) or {}
+        old = store.read_yaml(path)
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if diff:
             k = diff[0]
@@ -75,7 +103,13 @@ def _check_settings(
                 f"{run_dir} was analysed with {section}.{k}={old.get(k)!r}, not {settings.get(k)!r}; "
                 f"remove {path.name} and {results} to analyse it again with new settings"
             )
-    elif write:
+        return
+    if not legacy_ok and (made := sorted(run_dir.glob(results))):
+        raise store.RunDirError(
+            f"{made[0]} has no {path.name} saying which {section}.* settings made it; remove "
+            f"{results} to analyse it again with these settings"
+        )
+    if write:
         store.write_text(path, yaml.safe_dump(settings, sort_keys=False))
 
 
@@ -91,23 +125,35 @@ def analyze_group(sweep: Sweep, gp: store.GroupParams, devices=None) -> dict[str
     device; the rest (``dynamics.analyze_finish``) as well on accelerators, but on one host device per
     process on a CPU (``hosts.finish_devices``): its LAPACK work (eig, solve) goes through host callbacks,
     and a callback in a program sharded over 2 host devices on 2 cores waits forever for an XLA pool
-    thread (jaxlib 0.10.2; the same deadlock as XLA's own batched LAPACK kernels)."""
+    thread (jaxlib 0.10.2; the same deadlock as XLA's own batched LAPACK kernels).  The programs are
+    built once per (model, task, settings, devices) and reused by every group of that kind (compiling
+    them takes seconds on a CPU: ≈ 8 s for a 64-unit flip-flop group on 2 cores)."""
     devices = tuple(devices or jax.devices())
     n = len(gp.member)
     keys = member_keys(sweep.seed, gp.member)
-    descend = partial(analyze_descend, gp.model, sweep.task, sweep.fixed_points)
-    finish = partial(analyze_finish, gp.model, sweep.task, sweep.fixed_points, sweep.topology)
+    descend, finish = _group_programs(
+        gp.model, sweep.task, sweep.fixed_points, sweep.topology, devices, sweep.member_batch
+    )
 
-    def run(f, devs, *args):
+    def run(program, devs, *args):
         size = padded_size(n, len(devs))
         idx = np.concatenate([np.arange(n), np.zeros(size - n, int)])
-        mesh = Mesh(np.array(devs), ("member",))
-        program = population_program(f, mesh, sweep.member_batch)
-        sharding = NamedSharding(mesh, PartitionSpec("member"))
+        sharding = NamedSharding(Mesh(np.array(devs), ("member",)), PartitionSpec("member"))
         out = program(
             *(jax.device_put(jax.tree.map(lambda a: np.asarray(a)[idx], a), sharding) for a in args)
         )
         return jax.tree.map(lambda v: v[:n], to_host(out))
+
+    h0, h = run(descend, devices, gp.params, keys)
+    return run(finish, finish_devices(devices), gp.params, keys, h0, h)
+
+
+@functools.cache
+def _group_programs(model, task, fp_opts, topo, devices: tuple, member_batch):
+    """The two jitted population programs of :func:`analyze_group` (descend on ``devices``, finish on
+    ``finish_devices(devices)``), shared by every group of that model, task and settings."""
+    descend = partial(analyze_descend, model, task, fp_opts)
+    finish = partial(analyze_finish, model, task, fp_opts, topo)
 
     def descend_member(params, raw_key):
         return descend(params, jax.random.wrap_key_data(raw_key))
@@ -115,8 +161,50 @@ def analyze_group(sweep: Sweep, gp: store.GroupParams, devices=None) -> dict[str
     def finish_member(params, raw_key, h0, h):
         return finish(params, jax.random.wrap_key_data(raw_key), h0, h)
 
-    h0, h = run(descend_member, devices, gp.params, keys)
-    return run(finish_member, finish_devices(devices), gp.params, keys, h0, h)
+    def program(f, devs):
+        return population_program(f, Mesh(np.array(devs), ("member",)), member_batch)
+
+    return program(descend_member, devices), program(finish_member, finish_devices(devices))
+
+
+def not_trained(run_dir: Path) -> dict[int, str]:
+    """``{member: status}`` of the members that are no trained network (``store.member_status``:
+    diverged, or exploded): their analyses are emptied (:func:`mask_members`), their distances NaN."""
+    ds = store.load(run_dir, partial=True)
+    bad = ds.status.values != store.TRAINED
+    return dict(zip(ds.member.values[bad].tolist(), ds.status.values[bad].tolist()))
+
+
+def mask_members(arrays: dict[str, np.ndarray], bad: np.ndarray) -> dict[str, np.ndarray]:
+    """``arrays`` (``[members, ...]`` each, plus ``member``) with the rows of the members ``bad`` emptied:
+    NaN (per-network counts such as ``n_fixed_points`` become float32 to hold it), False for masks
+    (no valid fixed point), 0 for per-point counts (``fp_n_unstable``: 0 where not valid).  A diverged
+    member is frozen at finite weights, so its analysis runs and gives numbers: they describe no trained
+    network."""
+    bad = np.asarray(bad, bool)
+    if not bad.any():
+        return arrays
+    out = {}
+    for k, a in arrays.items():
+        a = np.asarray(a)
+        if k != "member":
+            per_point = "fixed_point" in store.DYNAMICS_DIMS.get(k, ())
+            if a.dtype == np.bool_:
+                a = a & ~bad.reshape(-1, *[1] * (a.ndim - 1))
+            elif per_point and np.issubdtype(a.dtype, np.integer):
+                a = np.where(bad.reshape(-1, *[1] * (a.ndim - 1)), 0, a).astype(a.dtype)
+            else:
+                a = a.astype(np.float32) if np.issubdtype(a.dtype, np.integer) else a.copy()
+                a[bad] = np.nan
+        out[k] = a
+    return out
+
+
+def _nanmedian(a: np.ndarray, axis=None):
+    """``np.nanmedian`` without the warning of an all-NaN slice (NaN there)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(np.asarray(a, np.float64), axis=axis)
 
 
 def text_geometry(sweep: Sweep, gp: store.GroupParams, dynamics: dict) -> dict[str, np.ndarray]:
@@ -156,12 +244,18 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     run_dir = Path(run_dir)
     _check_settings(run_dir, settings_dict(sweep))
     groups = store.load_params(run_dir)  # every group must be trained: RunDirError names the missing
+    if sweep.memory.max_delay:
+        _check_settings(run_dir, _plain_settings(sweep.memory), store.MEMORY_CONFIG, legacy_ok=False)
+    if any((store.group_dir(run_dir, g) / store.TRAINING).exists() or store.has_snapshots(run_dir, g)
+           for g in groups):  # fmt: skip
+        _check_settings(run_dir, _plain_settings(sweep.record), store.RECORD_CONFIG, legacy_ok=False)
     devices = jax.devices()[: sweep.devices] if sweep.devices else None
-    if sweep.task.classification and not (run_dir / store.LSA).exists():
+    if sweep.task.classification and not store.intact(run_dir / store.LSA):
         store.write_npz(run_dir / store.LSA, text_lsa(sweep))
     record_run(sweep, run_dir, groups, progress)
-    memory_run(sweep, run_dir, groups, progress)
-    todo = [g for g in groups if not (store.group_dir(run_dir, g) / store.DYNAMICS).exists()]
+    skip = not_trained(run_dir)
+    memory_run(sweep, run_dir, groups, progress, skip)
+    todo = [g for g in groups if not store.intact(store.group_dir(run_dir, g) / store.DYNAMICS)]
     if not todo:
         log.info("dynamics: every group already analysed")
         return run_dir
@@ -171,12 +265,14 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         out = analyze_group(sweep, groups[g], devices)
         if sweep.task.classification:
             out |= text_geometry(sweep, groups[g], out)
-        out = store.trim_points(out)
-        store.write_npz(store.group_dir(run_dir, g) / store.DYNAMICS, {**out, "member": groups[g].member})
+        bad = np.isin(groups[g].member, list(skip))
+        out = store.trim_points(mask_members({**out, "member": groups[g].member}, bad))
+        store.write_npz(store.group_dir(run_dir, g) / store.DYNAMICS, out)
         counts = out["n_fixed_points"]
         log.info(
-            "%s: fixed points per condition median %s, stable %s",
-            g, np.median(counts, axis=0).tolist(), np.median(out["n_stable"], axis=0).tolist(),
+            "%s: fixed points per condition median %s, stable %s%s",
+            g, _nanmedian(counts, axis=0).tolist(), _nanmedian(out["n_stable"], axis=0).tolist(),
+            _left_out(groups[g].member[bad], skip),
         )  # fmt: skip
         cut = out["fp_truncated"].any(axis=1)
         if cut.any():
@@ -184,11 +280,19 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
                 "%s: %d of %d networks found more distinct fixed points than dynamics.max_points = %d "
                 "(up to %d) and kept only the lowest-q %d: their sets are incomplete (fp_truncated); "
                 "raise dynamics.max_points to keep every point",
-                g, int(cut.sum()), len(cut), sweep.fixed_points.max_points, int(out["fp_n_found"].max()),
+                g, int(cut.sum()), len(cut), sweep.fixed_points.max_points, int(np.nanmax(out["fp_n_found"])),
                 sweep.fixed_points.max_points,
             )  # fmt: skip
     bar.close()
     return run_dir
+
+
+def _left_out(members: np.ndarray, status: dict[int, str]) -> str:
+    """``"; 2 not analysed (NaN): 3 (diverged), 5 (exploded)"`` for the log, or ``""``."""
+    if not len(members):
+        return ""
+    names = ", ".join(f"{m} ({status[m]})" for m in members.tolist())
+    return f"; {len(members)} not analysed (NaN, no trained network): {names}"
 
 
 def record_run(sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True) -> None:
@@ -197,7 +301,7 @@ def record_run(sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True)
     every saved step — one compiled program per group, vmapped over its members and run once per saved
     step (vmapping the steps too would hold every step's Jacobians at once) — into
     ``groups/<g>/training.npz``."""
-    todo = [g for g in groups if not (store.group_dir(run_dir, g) / store.TRAINING).exists()]
+    todo = [g for g in groups if not store.intact(store.group_dir(run_dir, g) / store.TRAINING)]
     todo = [(g, snaps) for g in todo if (snaps := store.load_snapshots(run_dir, g)) is not None]
     for g, (steps, params, member) in tqdm(todo, desc="through training", unit="group", disable=not progress):
         program = jax.jit(jax.vmap(partial(record_one, groups[g].model, sweep.task, sweep.record)))
@@ -213,24 +317,28 @@ def record_run(sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True)
         )  # fmt: skip
 
 
-def memory_run(sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True) -> None:
+def memory_run(
+    sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True, skip: dict[int, str] | None = None
+) -> None:
     """[V]: with ``memory.max_delay`` > 0, the singular values of every member's normalised state
     gradients per delay (``memory.network_memory`` on the first ``memory.probes`` probe sequences),
-    one program per group vmapped over members, into ``groups/<g>/memory.npz``."""
+    one program per group vmapped over members, into ``groups/<g>/memory.npz``; NaN for the members
+    ``skip`` (:func:`not_trained`)."""
     opts = sweep.memory
     if not opts.max_delay:
         return
     inputs = sweep.task.probe_inputs[: opts.probes]
-    todo = [g for g in groups if not (store.group_dir(run_dir, g) / store.MEMORY).exists()]
+    todo = [g for g in groups if not store.intact(store.group_dir(run_dir, g) / store.MEMORY)]
     for g in tqdm(todo, desc="memory", unit="group", disable=not progress):
         gp = groups[g]
         sv = jax.jit(jax.vmap(lambda p, gp=gp: network_memory(gp.model, opts, p, inputs)))(gp.params)
-        store.write_npz(
-            store.group_dir(run_dir, g) / store.MEMORY,
-            {"singular_values": np.asarray(sv), "member": gp.member},
-        )
-        log.info("%s: memory Σσ at delay 0 / %d: median %.3g / %.3g", g, opts.max_delay,
-                 float(np.median(np.asarray(sv)[:, 0].sum(-1))), float(np.median(np.asarray(sv)[:, -1].sum(-1))))  # fmt: skip
+        bad = np.isin(gp.member, list(skip or {}))
+        out = mask_members({"singular_values": np.asarray(sv), "member": gp.member}, bad)
+        store.write_npz(store.group_dir(run_dir, g) / store.MEMORY, out)
+        sv = out["singular_values"]
+        log.info("%s: memory Σσ at delay 0 / %d: median %.3g / %.3g%s", g, opts.max_delay,
+                 float(_nanmedian(sv[:, 0].sum(-1))), float(_nanmedian(sv[:, -1].sum(-1))),
+                 _left_out(gp.member[bad], skip or {}))  # fmt: skip
 
 
 def reported_words(task) -> tuple[str, ...]:
@@ -305,15 +413,15 @@ def _prepare_group(sweep: Sweep, model, params: dict, rows: np.ndarray, block: i
 
 def _log_set_aside(ds, compared: np.ndarray, rule: str) -> None:
     """Count and name the networks the topology distance could not compare, and why."""
-    healthy = ~ds.diverged.values
-    log.info("topology (%s): %d of %d non-diverged networks compared", rule, int((compared & healthy).sum()),
+    healthy = ds.status.values == store.TRAINED
+    log.info("topology (%s): %d of %d trained (neither diverged nor exploded) networks compared", rule, int((compared & healthy).sum()),
              int(healthy.sum()))  # fmt: skip
     left = healthy & ~compared
     if left.any():
         none = left & (ds.n_fixed_points.values.sum(axis=1) == 0)
         names = ", ".join(f"{m} ({g})" for m, g in zip(ds.member.values[left], ds.group.values[left]))
         log.warning(
-            "topology: %d non-diverged networks not compared (%d without any fixed point%s): %s",
+            "topology: %d trained networks not compared (%d without any fixed point%s): %s",
             int(left.sum()), int(none.sum()),
             "; the others have a fixed-point count other than the modal one" if rule == "modal" else "", names,
         )  # fmt: skip
@@ -327,7 +435,7 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     _check_settings(run_dir, _similarity_settings(sweep), store.SIMILARITY_CONFIG)
     groups = store.load_params(run_dir)
     path = run_dir / store.SIMILARITY
-    if path.exists():
+    if store.intact(path):
         log.info("similarity: already computed")
         return run_dir
     rows = sample_rows(sweep)
@@ -354,11 +462,14 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     prep = Prepared(*(a[order] for a in prep))
     network, trained, ok = network[order], trained[order], ok[order]
     ds = store.load(run_dir)
-    # a diverged member is frozen at finite weights, so its states look comparable: it is not
-    diverged = trained & ds.diverged.sel(member=network).values
-    ok &= ~diverged
-    if diverged.any():
-        log.info("similarity: %d diverged networks left out of every comparison", int(diverged.sum()))
+    # a diverged member is frozen at finite weights, so its states look comparable: it is not, nor is an
+    # exploded one (store.member_status); their untrained twins are compared
+    status = np.where(trained, ds.status.sel(member=network).values, store.TRAINED)
+    ok &= status == store.TRAINED
+    for s in (store.DIVERGED, store.EXPLODED):
+        if (status == s).any():
+            log.info("similarity: %d %s networks left out of every comparison (NaN rows, no MDS "
+                     "coordinates, no statistics)", int((status == s).sum()), s)  # fmt: skip
     n = len(network)
     total = len(METRICS) * n * (n + 1) // 2  # pairs, counted once per metric
     with tqdm(total=total, desc="similarity", unit="pair", disable=not progress) as bar:
@@ -386,9 +497,12 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
             "statistics_factor": np.array(table.factor.values, str),
             "statistics_statistic": np.array(table.statistic.values, str)}  # fmt: skip
     store.write_npz(path, out)
+    pairs = np.triu_indices(n, 1)  # each pair of distinct networks once; NaN rows (left out) ignored
     log.info(
-        "similarity: %d networks (%d untrained twins) on %d probe states; median SVCCA distance %.3f, CKA %.3f",
-        n, n - n_trained, len(rows), float(np.nanmedian(dist["svcca"])), float(np.nanmedian(dist["cka"])),
+        "similarity: %d networks (%d untrained twins, %d compared) on %d probe states; median SVCCA distance "
+        "%.3f, CKA %.3f over the pairs compared",
+        n, n - n_trained, int(ok.sum()), len(rows), float(_nanmedian(dist["svcca"][pairs])),
+        float(_nanmedian(dist["cka"][pairs])),
     )  # fmt: skip
     log.info("how much each grid factor explains each distance (PERMANOVA R² [%d%% CI over seeds], pseudo-F, "
              "permutation p; 1-NN accuracy [CI] vs chance; networks):\n%s", round(100 * table.attrs["ci"]),

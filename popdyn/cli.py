@@ -9,7 +9,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
 from hydra.errors import (
     ConfigCompositionException,
     HydraException,
@@ -146,7 +145,8 @@ def _record_command(run_dir: Path, cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.instance().cfg  # {"hydra": ...}
     record = {"config.yaml": cfg, "hydra.yaml": hydra_cfg, "overrides.yaml": hydra_cfg.hydra.overrides.task}
     for name, node in record.items():
-        store.write_text(run_dir / ".hydra" / name, OmegaConf.to_yaml(node), record=False)
+        text = OmegaConf.to_yaml(node)
+        store.write_file(run_dir / ".hydra" / name, lambda tmp, text=text: tmp.write_text(text))
     handler = logging.FileHandler(run_dir / f"{hydra_cfg.hydra.job.name}.log")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.getLogger().addHandler(handler)
@@ -165,11 +165,13 @@ def analyze(cfg: DictConfig) -> Path:
         for section, recorded in (
             ("dynamics", store.DYNAMICS_CONFIG),
             ("similarity", store.SIMILARITY_CONFIG),
+            ("memory", store.MEMORY_CONFIG),
+            ("record", store.RECORD_CONFIG),
         ):
-            given = OmegaConf.to_container(cfg[section], resolve=True)
+            given = OmegaConf.to_container(cfg[section], resolve=True) if section in cfg else {}
             settings = dict(config.get(section) or given)
             if (run_dir / recorded).exists():
-                settings |= yaml.safe_load((run_dir / recorded).read_text()) or {}
+                settings |= store.read_yaml(run_dir / recorded)
             for key in _overridden(section, given):
                 settings[key] = given[key]
             config[section] = settings
@@ -178,6 +180,7 @@ def analyze(cfg: DictConfig) -> Path:
         with store.locked(run_dir):
             analysis.analyze_run(spec, run_dir, progress)
             analysis.compare_run(spec, run_dir, progress)
+            store.check_run(run_dir)  # success only if every result file there is as popdyn wrote it
     except (ConfigError, store.RunDirError) as e:
         fail(str(e), run_dir)
     log.info(

@@ -119,12 +119,36 @@ def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _float(where: str, value: Any, low: float = -math.inf, strict: bool = False) -> float:
+def _float(
+    where: str,
+    value: Any,
+    low: float = -math.inf,
+    strict: bool = False,
+    high: float = math.inf,
+    strict_high: bool = False,
+) -> float:
+    """A finite number in [low, high] (``strict``: low excluded; ``strict_high``: high excluded)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ConfigError(f"{where} must be a finite number, got {value!r}")
-    if value < low or (strict and value == low):
-        raise ConfigError(f"{where} must be {'>' if strict else '≥'} {low:g}, got {value!r}")
+    too_low = value < low or (strict and value == low)
+    too_high = value > high or (strict_high and value == high)
+    if too_low or too_high:
+        if high == math.inf:
+            want = f"{'>' if strict else '≥'} {low:g}"
+        else:
+            want = f"in {'(' if strict else '['}{low:g}, {high:g}{')' if strict_high else ']'}"
+        raise ConfigError(f"{where} must be {want}, got {value!r}")
     return float(value)
+
+
+# the range of each training hyper-parameter: (low, high, low excluded, high excluded); momentum ≥ 1
+# never forgets a gradient (the velocity grows without bound), a decay above 1 makes the rate grow
+HPARAM_RANGE = {
+    "lr": (0.0, math.inf, True, False),
+    "decay": (0.0, 1.0, True, False),
+    "momentum": (0.0, 1.0, False, True),
+    "clip": (0.0, math.inf, True, False),
+}
 
 
 def _search(value: Any) -> dict:
@@ -135,8 +159,16 @@ def _search(value: Any) -> dict:
         spec = _as_list(spec)
         if len(spec) != 3 or spec[2] not in ("log", "linear"):
             raise ConfigError(f"grid.search.{name} must be [low, high, log|linear], got {spec!r}")
-        low = _float(f"grid.search.{name} low", spec[0], 0.0, strict=spec[2] == "log")
-        high = _float(f"grid.search.{name} high", spec[1], low)
+        lo, hi, lo_open, hi_open = HPARAM_RANGE[name]
+        low = _float(
+            f"grid.search.{name} low",
+            spec[0],
+            lo,
+            strict=lo_open or spec[2] == "log",
+            high=hi,
+            strict_high=hi_open,
+        )
+        high = _float(f"grid.search.{name} high", spec[1], low, high=hi)  # draws lie in [low, high)
         search[name] = (low, high, spec[2])
     return search
 
@@ -150,10 +182,8 @@ def _hparams(value: Any) -> dict:
         )
     hp = {"lr": 0.01, "decay": 0.5, "momentum": 0.9, "clip": 1.0, **value}
     return {
-        "lr": _float("grid.hparams.lr", hp["lr"], 0.0, strict=True),
-        "decay": _float("grid.hparams.decay", hp["decay"], 0.0, strict=True),
-        "momentum": _float("grid.hparams.momentum", hp["momentum"], 0.0),
-        "clip": _float("grid.hparams.clip", hp["clip"], 0.0, strict=True),
+        name: _float(f"grid.hparams.{name}", hp[name], lo, strict=lo_open, high=hi, strict_high=hi_open)
+        for name, (lo, hi, lo_open, hi_open) in HPARAM_RANGE.items()
     }
 
 
@@ -218,6 +248,11 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         final_window=_int("train.final_window", t.get("final_window", 100), 1),
         optimizer=_choice("train.optimizer", t.get("optimizer", "sgd"), OPTIMIZERS),
     )
+    for key in ("log_every", "final_window"):
+        if getattr(settings, key) > settings.steps:
+            raise ConfigError(
+                f"train.{key} = {getattr(settings, key)} must be at most train.steps = {settings.steps}"
+            )
     devices = t.get("devices")
     fixed_points, topology = _dynamics(cfg.get("dynamics") or {})
     num_shards = _int("num_shards", cfg.get("num_shards", 1), 1)

@@ -13,7 +13,7 @@ FixedPointFinder), from many initial states at once:
 3. the descents that ended within ``unique_tol`` of each other are merged (the lowest q kept), and
    ``newton_steps`` Newton steps on ``F(h) − h = 0`` refine each distinct candidate, each step kept only
    where it lowers q (true fixed points are then found to float precision; slow points stay where Adam
-   left them) — so that with many initial states the cost follows the distinct points, not their number;
+   left them; a point whose ``J − I`` is singular skips that step, the others are unaffected) — so that with many initial states the cost follows the distinct points, not their number;
 4. points with ``q ≥ q_tol`` are dropped, as are (``exclude_distance_outliers``) points farther from the
    centroid of the initial states than ``outlier_distance_scale`` × their mean distance to it;
 5. duplicates closer than ``unique_tol`` (Euclidean) are merged again, keeping the lowest q, and at most
@@ -80,9 +80,12 @@ class FixedPointOptions:
             v = getattr(self, f.name)
             if f.type == "bool" or (f.name == "max_points" and v is None):
                 continue
-            bad = v < 0 if f.name in ("newton_steps", "dq_tol", "noise") else v <= 0
-            if bad or (f.name == "lr_decay" and v > 1):
-                raise ValueError(f"dynamics.{f.name} = {v!r} is impossible")
+            zero_ok = f.name in ("newton_steps", "dq_tol", "noise")
+            if (v < 0 if zero_ok else v <= 0) or (f.name == "lr_decay" and v > 1):
+                allowed = "in (0, 1]" if f.name == "lr_decay" else "≥ 0" if zero_ok else "> 0"
+                if f.name == "max_points":
+                    allowed += " (or null: every distinct point)"
+                raise ValueError(f"dynamics.{f.name} = {v!r} is impossible; it must be {allowed}")
 
 
 class FixedPoints(NamedTuple):
@@ -228,16 +231,33 @@ def _host_eig(a: np.ndarray, wanted: np.ndarray, vectors: bool = True):
     return w.reshape(*lead, d), vl.reshape(a.shape), vr.reshape(a.shape)
 
 
+def _host_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a⁻¹ b`` over any leading axes; NaN for each singular system alone (``np.linalg.solve`` raises
+    for the whole batch if one matrix is singular — a GRU whose update gates saturate has J − I = 0
+    along the saturated units), so that only that point's Newton step is rejected."""
+    try:
+        return np.linalg.solve(a, b[..., None])[..., 0].astype(np.float32)
+    except np.linalg.LinAlgError:
+        pass
+    lead = b.shape[:-1]
+    flat_a, flat_b = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, b.shape[-1])
+    out = np.full(flat_b.shape, np.nan, np.float32)
+    for i in range(len(flat_b)):
+        try:
+            out[i] = np.linalg.solve(flat_a[i], flat_b[i])
+        except np.linalg.LinAlgError:
+            continue
+    return out.reshape(*lead, b.shape[-1])
+
+
 def _solve(a, b):
-    """``a⁻¹ b`` for one square system (vmapped by the caller)."""
+    """``a⁻¹ b`` for one square system (vmapped by the caller); NaN (or ±inf from XLA's LU) where ``a``
+    is singular, which the caller's finiteness test rejects."""
     if _xla_solve():
         return jnp.linalg.solve(a, b)
 
-    def host(a, b):
-        return np.linalg.solve(a, b[..., None])[..., 0].astype(np.float32)
-
     out = jax.ShapeDtypeStruct(b.shape, jnp.float32)
-    return jax.pure_callback(host, out, a, b, vmap_method="broadcast_all")
+    return jax.pure_callback(_host_solve, out, a, b, vmap_method="broadcast_all")
 
 
 def _eig(a, wanted):
@@ -422,10 +442,10 @@ class TopologyOptions:
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if (v < 0 if f.name in ("readout_decimals", "burn_in") else v <= 0) or (
-                f.name == "burn_in" and v >= 1
-            ):
-                raise ValueError(f"dynamics.{f.name} = {v!r} is impossible")
+            zero_ok = f.name in ("readout_decimals", "burn_in")
+            if (v < 0 if zero_ok else v <= 0) or (f.name == "burn_in" and v >= 1):
+                allowed = "in [0, 1)" if f.name == "burn_in" else "≥ 0" if zero_ok else "> 0"
+                raise ValueError(f"dynamics.{f.name} = {v!r} is impossible; it must be {allowed}")
 
 
 def initial_states(model, task, params: dict, key: Array, options: FixedPointOptions):

@@ -10,7 +10,6 @@ networks (``ARCH_MARKERS``), so that no figure relies on hue alone.
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -100,21 +99,10 @@ def loss_curves(ds: xr.Dataset, path: str | Path) -> Path:
     fig = _loss_figure(ds)
     path = Path(path)
     try:
-        _savefig(fig, path, dpi=120)
+        store.write_file(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     finally:
         plt.close(fig)
     return path
-
-
-def _savefig(fig: plt.Figure, path: Path, **kwargs) -> None:
-    """``fig.savefig`` to a temporary name renamed into place: a figure file that exists is whole (a
-    finished run's figures are not drawn again)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        fig.savefig(tmp, format=path.suffix[1:], **kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------- the paper's figures
@@ -152,13 +140,14 @@ NAMES = {"arch": "architecture", "activation": "activation"}
 def _save(fig: plt.Figure, prefix: str | Path) -> list[Path]:
     """Write ``prefix``.png and ``prefix``.pdf and close ``fig``.
 
-    The PDF carries no creation date, so the same data give the same bytes (a re-run changes nothing)."""
+    The PDF carries no creation date, so the same data give the same bytes (a re-run changes nothing).
+    Each file is written under a temporary name and renamed into place (``store.write_file``), so a
+    figure is never left half-written under its real name; a full disk is one ``RunDirError``."""
     prefix = Path(prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
     png, pdf = (prefix.with_name(prefix.name + ext) for ext in (".png", ".pdf"))
     try:
-        _savefig(fig, png, dpi=150)
-        _savefig(fig, pdf, metadata={"CreationDate": None})
+        store.write_file(png, lambda tmp: fig.savefig(tmp, dpi=150, format="png"))
+        store.write_file(pdf, lambda tmp: fig.savefig(tmp, format="pdf", metadata={"CreationDate": None}))
     finally:
         plt.close(fig)
     return [png, pdf]

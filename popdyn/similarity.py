@@ -266,7 +266,8 @@ def topology_graphs(ds, rule: str = "grouped") -> tuple[np.ndarray, np.ndarray]:
     """Each trained network's fixed-point graph as a flat vector (NaN entries: not defined for that
     network), and which networks are compared.
 
-    ``rule="grouped"`` (popdyn's default) compares every non-diverged network that has a fixed point:
+    ``rule="grouped"`` (popdyn's default) compares every trained network (``status``: neither diverged
+    nor exploded) that has a fixed point:
     flip-flop: :func:`grouped_transitions`; sine: the per-condition graph of normalised distances between
     the input-dependent fixed points, NaN where a condition has no oscillatory point (pairs compare the
     entries both networks have, :func:`partial_distances`); cdi: every context's nearest-neighbour graph
@@ -277,7 +278,9 @@ def topology_graphs(ds, rule: str = "grouped") -> tuple[np.ndarray, np.ndarray]:
     if rule not in TOPOLOGY_RULES:
         raise ValueError(f"unknown topology rule {rule!r}; allowed: {', '.join(TOPOLOGY_RULES)}")
     task = ds.attrs["task"]
-    ok = ~ds.diverged.values & (ds.n_fixed_points.values.sum(axis=1) > 0)
+    # trained networks (store.member_status: neither diverged nor exploded) with a fixed point
+    trained = ds.status.values == "trained" if "status" in ds else ~ds.diverged.values
+    ok = trained & (ds.n_fixed_points.values.sum(axis=1) > 0)
     if task == "flipflop" and rule == "grouped":
         flat, _ = grouped_transitions(
             ds.fp_readout.values[:, 0], ds.fp_valid.values[:, 0], ds.transition.values

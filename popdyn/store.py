@@ -16,14 +16,18 @@ Layout of a run directory (plain, open formats; no pickle)::
 
 Every file is written to a temporary name and renamed into place, so an interrupted run never leaves a
 half-written file under a real name, and a re-run resumes: finished groups are skipped, a group with a
-checkpoint continues from it.
+checkpoint continues from it.  Each directory's ``manifest.json`` records what popdyn wrote there; every
+read checks the file against it (:func:`verify`), and a file it does not name is refused like an altered
+one (a run older than manifests: :func:`adopt`).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import zipfile
@@ -40,6 +44,8 @@ import yaml
 from popdyn import hosts
 from popdyn.model import Model
 
+log = logging.getLogger("popdyn")
+
 CONFIG = "config.yaml"
 MEMBERS = "members.csv"
 TRIALS = "trials.csv"
@@ -52,6 +58,8 @@ LSA = "lsa.npz"  # text classification: the dataset's class × word counts and t
 SNAPSHOT = "snapshot-{step:08d}.npz"  # parameters saved during training (train.record_every)
 TRAINING = "training.npz"  # [R]'s measurements at every saved step (popdyn.analysis.record_run)
 MEMORY = "memory.npz"  # [V]'s memory curves (popdyn.analysis.memory_run)
+MEMORY_CONFIG = "memory.yaml"  # the memory.* settings memory.npz was made with
+RECORD_CONFIG = "record.yaml"  # the record.* settings training.npz was made with
 SIMILARITY_METRICS = ("svcca", "cka")
 # config entries that do not change any number a run produces, so they may differ when resuming
 # (dynamics settings are checked against dynamics.yaml by popdyn.analysis instead)
@@ -71,9 +79,23 @@ _NOT_RESULTS = {
 
 MEMBER_COLUMNS = [
     "member", "group", "arch", "activation", "units", "l2", "seed",
-    "lr", "decay", "momentum", "clip", "final_loss", "val_loss", "diverged",
+    "lr", "decay", "momentum", "clip", "final_loss", "val_loss", "diverged", "status",
 ]  # fmt: skip
 OPTIONAL_COLUMNS = ["val_accuracy"]  # classification tasks only
+
+# A final loss above this, though finite, is no trained network: a network that outputs 0 scores at most
+# 1 (MSE, targets in [−1, 1]) or log(classes) (cross-entropy) on every popdyn task.
+EXPLODED_LOSS = 1e6
+TRAINED, DIVERGED, EXPLODED = "trained", "diverged", "exploded"  # the values of the status column
+
+
+def member_status(final_loss: np.ndarray, diverged: np.ndarray) -> np.ndarray:
+    """Each network's ``status``: ``diverged`` (its loss turned non-finite, ``train`` froze it),
+    ``exploded`` (finite final loss above :data:`EXPLODED_LOSS`) or ``trained``."""
+    loss = np.asarray(final_loss, np.float64)
+    bad = np.asarray(diverged, bool) | ~np.isfinite(loss)
+    with np.errstate(invalid="ignore"):
+        return np.where(bad, DIVERGED, np.where(loss > EXPLODED_LOSS, EXPLODED, TRAINED))
 
 
 class RunDirError(RuntimeError):
@@ -103,11 +125,35 @@ def _atomic(path: Path, write, record: bool = True) -> None:
             new = _fingerprint(tmp)
             _record(path, [*_accepted(path), new])
         os.replace(tmp, path)
+    except Exception as e:
+        if _disk_full(e, path.parent):
+            raise RunDirError(
+                f"no space left on the device to write {path} (nothing was replaced); free some space and "
+                "run the same command again: it resumes where this one stopped"
+            ) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
     if record:
         _record(path, [new])
+
+
+def _disk_full(error: BaseException, directory: Path) -> bool:
+    """Whether a failed write failed for want of space: ENOSPC / EDQUOT, or (writers such as zlib or
+    matplotlib's PDF backend that report a failed write in their own words) under 1 MiB left."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(directory).free < 2**20
+    except OSError:
+        return False
+
+
+def write_file(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary name, then rename to ``path`` (figures: outside the manifests, since
+    they are drawn from the results and can always be drawn again); a full disk is a ``RunDirError``."""
+    _atomic(Path(path), write, record=False)
 
 
 def remove(path: Path) -> None:
@@ -154,7 +200,7 @@ def _accepted(path: Path) -> list[dict]:
     return [] if entry is None else entry["content"]
 
 
-def _record(path: Path, content: list[dict]) -> None:
+def _record(path: Path, content: list[dict], adopted: bool = False) -> None:
     """Note in ``manifest.json`` beside ``path`` what produced it: its content's sha256 and size (so a
     truncated or altered file is caught on reading), the run's config hash, popdyn's and JAX's versions."""
     from popdyn import __version__
@@ -166,6 +212,7 @@ def _record(path: Path, content: list[dict]) -> None:
         "config_sha256": _config_hash(path) if path.name != CONFIG else None,
         "popdyn": __version__,
         "jax": jax.__version__,
+        **({"adopted": True} if adopted else {}),
     }
     _write_manifest(manifest_path, manifest)
 
@@ -184,26 +231,139 @@ def _read_manifest(path: Path) -> dict:
         raise RunDirError(f"{path} is unreadable ({e}); the files it describes cannot be checked") from None
 
 
-def verify(path: Path) -> Path:
-    """``path``, after checking it against its directory's manifest: ``RunDirError`` naming the file if it
-    is missing, truncated or altered since popdyn wrote it, or was written under another config than its
-    run's ``config.yaml``.  Files without a manifest entry (runs older than manifests) pass unchecked."""
-    path = Path(path)
-    entry = _read_manifest(path.parent / MANIFEST).get(path.name)
+def _run_of(path: Path) -> Path:
+    """The run directory a file belongs to: its own directory, or the one above ``groups/<g>/``."""
+    return path.parent.parent.parent if path.parent.parent.name == GROUPS else path.parent
+
+
+TRAINED = ("params.npz", "losses.npz", MEMBERS, TRIALS, "checkpoint.npz")  # a group's, besides snapshots
+ANALYSED = (DYNAMICS, TRAINING, MEMORY, SIMILARITY, LSA)  # what scripts/analyze.py computes if not intact
+
+
+def _advice(path: Path) -> str:
+    """What makes a damaged result file right again."""
+    run = _run_of(path)
+    if path.name in ANALYSED:
+        return f"run `python scripts/analyze.py run_dir={run}` again: it recomputes it"
+    if path.name in (DYNAMICS_CONFIG, SIMILARITY_CONFIG):
+        made = f"{GROUPS}/*/{DYNAMICS}" if path.name == DYNAMICS_CONFIG else SIMILARITY
+        return f"remove it and {made}, then run `python scripts/analyze.py run_dir={run}` again"
+    if path.name == CONFIG:
+        return "the settings of the run are unknown: restore it as popdyn wrote it, or start in another directory"
+    sweep = f"re-run the sweep with the settings of {run / CONFIG} (hydra.run.dir={run})"
+    if path.parent.parent.name == GROUPS:
+        return f"{sweep}: it retrains group {path.parent.name}"
+    return f"{sweep}: it rewrites it from the groups"
+
+
+def _manifests(run_dir: Path) -> list[Path]:
+    """Every manifest of a run directory (or of the shards of a multirun sweep directory)."""
+    return sorted(
+        p for pattern in (MANIFEST, f"{GROUPS}/*/{MANIFEST}", f"*/{MANIFEST}", f"*/{GROUPS}/*/{MANIFEST}")
+        for p in Path(run_dir).glob(pattern)
+    )  # fmt: skip
+
+
+def _check(path: Path) -> str | None:
+    """What is wrong with ``path`` by its directory's manifest (None: it is as popdyn wrote it, or it is
+    absent and the manifest does not name it)."""
+    manifest = path.parent / MANIFEST
+    entry = _read_manifest(manifest).get(path.name)
     if entry is None:
-        return path
+        if not path.exists():
+            return None
+        run = _run_of(path)
+        if not _manifests(run):
+            return (
+                f"{path} cannot be checked: {run} has no {MANIFEST} anywhere, as a run written before popdyn "
+                f"kept manifests. If its files are as that popdyn left them, `popdyn.store.adopt({str(run)!r})` "
+                "records them as they are now, and they load"
+            )
+        why = "is missing" if not manifest.exists() else "does not name it"
+        return (
+            f"{path} has no entry in its manifest ({manifest} {why}): popdyn did not write it, or its record "
+            "was removed, so its numbers cannot be checked"
+        )
     if not path.exists():
-        raise RunDirError(f"{path} is missing (its manifest says popdyn wrote it)")
+        return f"{path} is missing (its manifest says popdyn wrote it)"
     if _fingerprint(path) not in entry["content"]:
-        raise RunDirError(
+        return (
             f"{path} is truncated or altered since popdyn wrote it ({path.stat().st_size} bytes, "
-            f"{entry['content'][-1]['bytes']} written); its numbers cannot be trusted — re-run the command "
-            "that made it"
+            f"{entry['content'][-1]['bytes']} written); its numbers cannot be trusted"
         )
     config = _config_hash(path)
     if entry.get("config_sha256") and config and config != entry["config_sha256"]:
-        raise RunDirError(f"{path} was written under another config than the run's {CONFIG} now holds")
+        return f"{path} was written under another config than the run's {CONFIG} now holds"
+    return None
+
+
+def verify(path: Path) -> Path:
+    """``path``, after checking it against its directory's manifest: ``RunDirError`` naming the file and
+    what makes it right if it is missing, truncated or altered since popdyn wrote it, was written under
+    another config than its run's ``config.yaml``, or is there without a manifest entry (a run written
+    before manifests: :func:`adopt`).  An absent file the manifest does not name passes: its reader says
+    it is missing."""
+    path = Path(path)
+    problem = _check(path)
+    if problem is not None:
+        raise RunDirError(f"{problem}; {_advice(path)}")
     return path
+
+
+def intact(path: Path) -> bool:
+    """Whether ``path`` is there and as popdyn wrote it; a damaged one is logged (its caller makes it
+    again)."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    problem = _check(path)
+    if problem is not None:
+        log.warning("%s; computing it again", problem)
+    return problem is None
+
+
+def _result_files(run: Path) -> list[Path]:
+    """The files popdyn writes in one run directory (that are there), and every file its manifests name."""
+    files = [run / n for n in (CONFIG, MEMBERS, TRIALS, DYNAMICS_CONFIG, SIMILARITY_CONFIG, SIMILARITY, LSA)]
+    for d in [run, *sorted(d for d in (run / GROUPS).glob("*") if d.is_dir())]:
+        if d != run:  # a group's directory holds nothing but popdyn's files
+            files += [p for p in d.iterdir() if p.is_file() and p.name[0] != "." and p.name != MANIFEST]
+        files += [d / name for name in _read_manifest(d / MANIFEST)]
+    return sorted({p for p in files if p.exists() or p.name in _read_manifest(p.parent / MANIFEST)})
+
+
+def _runs(run_dir: Path) -> list[Path]:
+    run_dir = Path(run_dir)
+    return [run_dir] if (run_dir / CONFIG).exists() else [run_dir, *(shards(run_dir) or {}).values()]
+
+
+def check_run(run_dir: str | Path) -> None:
+    """``RunDirError`` naming the first result file of ``run_dir`` (or of its shards) that fails
+    :func:`verify`; what ``scripts/analyze.py`` does before it reports success."""
+    for run in _runs(run_dir):
+        for path in _result_files(run):
+            verify(path)
+
+
+def adopt(run_dir: str | Path) -> list[Path]:
+    """Record in new manifests every result file of a run written before popdyn kept manifests, as it is
+    now (entries marked ``"adopted"``), so that it loads; from then on its files are checked like any
+    run's.  Refused, nothing written, if the run has a manifest already: a file without an entry there
+    was not written by popdyn or lost its record, and the error reading it says what recomputes it.
+    Returns the files recorded."""
+    run_dir = Path(run_dir)
+    _config(run_dir)  # a run directory, or a sweep directory of shards
+    found = _manifests(run_dir)
+    if found:
+        raise RunDirError(
+            f"popdyn.store.adopt is for runs written before popdyn kept manifests, and {run_dir} has them "
+            f"({found[0]}); the error reading a file without an entry says what recomputes it"
+        )
+    files = [p for run in _runs(run_dir) for p in _result_files(run)]
+    for path in sorted(files, key=lambda p: p.name != CONFIG):  # config first: the others' hash names it
+        if hosts.writer():
+            _record(path, [_fingerprint(path)], adopted=True)
+    return files
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -218,9 +378,8 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
     _atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def write_text(path: Path, text: str, record: bool = True) -> None:
-    """``text`` into ``path`` atomically; with ``record``, in the directory's manifest."""
-    _atomic(path, lambda tmp: tmp.write_text(text), record)
+def write_text(path: Path, text: str) -> None:
+    _atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def flatten(tree: Any) -> dict[str, np.ndarray]:
@@ -317,7 +476,7 @@ def check_writable(run_dir: Path, needed: int) -> None:
     if free < needed:
         raise RunDirError(
             f"{run_dir} has {free / 2**30:.2f} GiB free, but this run needs about {needed / 2**30:.2f} GiB "
-            "(parameters, checkpoints, losses); free some space or pick another directory"
+            "(parameters, checkpoints, losses, figures); free some space or pick another directory"
         )
 
 
@@ -337,6 +496,8 @@ def prepare_run(run_dir: Path, config: dict) -> None:
                 f"{run_dir} holds results of a different config; nothing was changed. "
                 f"Use another directory (hydra.run.dir=...) or the same settings as {path}"
             )
+        if not _manifests(run_dir):  # its first write made one: these files are older than manifests
+            raise RunDirError(f"{_check(path)}; nothing was changed")
         return
     write_text(path, yaml.safe_dump(config, sort_keys=False))
 
@@ -361,6 +522,49 @@ def group_dir(run_dir: Path, group: str) -> Path:
 
 def group_done(run_dir: Path, group: str) -> bool:
     return (group_dir(run_dir, group) / MEMBERS).exists()
+
+
+def damaged(run_dir: Path, group: str) -> str | None:
+    """Why a group's training files can be neither used nor resumed from — one of them (those there and
+    those its manifest names) is missing, truncated, altered or unrecorded — or None."""
+    d = group_dir(run_dir, group)
+    if not d.is_dir():
+        return None
+    try:
+        names = {p.name for p in d.iterdir() if p.is_file()} | set(_read_manifest(d / MANIFEST))
+        for name in sorted(names):
+            if name in TRAINED or name.startswith("snapshot-"):
+                problem = _check(d / name)
+                if problem is not None:
+                    return problem
+    except RunDirError as e:  # an unreadable manifest
+        return str(e)
+    return None
+
+
+def reset_group(run_dir: Path, group: str) -> None:
+    """Delete every file of a group (training files, analysis, manifest), to train it from the start."""
+    if hosts.writer():
+        shutil.rmtree(group_dir(run_dir, group), ignore_errors=True)
+    invalidate(run_dir, group)
+
+
+def invalidate(run_dir: Path, group: str) -> None:
+    """Before a group is trained: delete what was computed from parameters it had before — its analysis
+    (dynamics, memory, through-training measurements), its snapshots unless it resumes from a checkpoint,
+    the run's tables and similarity (and a multirun sweep directory's similarity, when popdyn wrote it)."""
+    run_dir = Path(run_dir)
+    d = group_dir(run_dir, group)
+    derived = [d / DYNAMICS, d / TRAINING, d / MEMORY, *(run_dir / n for n in (MEMBERS, TRIALS, SIMILARITY))]
+    if not (d / "checkpoint.npz").exists():
+        derived += d.glob(SNAPSHOT.replace("{step:08d}", "*"))
+    sweep_dir = run_dir.parent  # the sweep of a multirun shard: its comparison includes this group
+    if not (sweep_dir / CONFIG).exists() and SIMILARITY in _read_manifest(sweep_dir / MANIFEST):
+        derived.append(sweep_dir / SIMILARITY)
+    for path in derived:
+        if path.exists():
+            log.info("%s: removed, made from parameters of %s that are trained again", path, group)
+            remove(path)
 
 
 def save_checkpoint(path: Path, phase: str, state: Any, losses: np.ndarray) -> None:
@@ -408,10 +612,19 @@ def write_snapshot(run_dir: Path, group: str, step: int, params: dict, member: n
     write_npz(group_dir(run_dir, group) / SNAPSHOT.format(step=step), {**flatten(params), "member": member})
 
 
+def _snapshot_paths(run_dir: str | Path, group: str) -> list[Path]:
+    return sorted(group_dir(Path(run_dir), group).glob(SNAPSHOT.replace("{step:08d}", "*")))
+
+
+def has_snapshots(run_dir: str | Path, group: str) -> bool:
+    """Whether parameters were saved during the group's training (``train.record_every``)."""
+    return bool(_snapshot_paths(run_dir, group))
+
+
 def load_snapshots(run_dir: str | Path, group: str) -> tuple[np.ndarray, dict, np.ndarray] | None:
     """``(steps [S], params with leading axes [S, members], member)`` of the parameters saved during a
     group's training, in step order; ``None`` if none were saved."""
-    paths = sorted(group_dir(Path(run_dir), group).glob(SNAPSHOT.replace("{step:08d}", "*")))
+    paths = _snapshot_paths(run_dir, group)
     if not paths:
         return None
     steps, trees = [], []
@@ -429,10 +642,10 @@ def load_snapshots(run_dir: str | Path, group: str) -> tuple[np.ndarray, dict, n
 
 def write_tables(run_dir: Path, groups: list[str]) -> None:
     """The run-level ``members.csv`` and ``trials.csv``, gathered from finished groups."""
-    members = pd.concat([pd.read_csv(group_dir(run_dir, g) / MEMBERS) for g in groups]).sort_values("member")
-    write_csv(Path(run_dir) / MEMBERS, members)
+    members = pd.concat([read_csv(group_dir(run_dir, g) / MEMBERS) for g in groups]).sort_values("member")
     trials = [group_dir(run_dir, g) / TRIALS for g in groups]
-    trials = [pd.read_csv(p) for p in trials if p.exists()]
+    trials = [read_csv(p) for p in trials if p.exists()]
+    write_csv(Path(run_dir) / MEMBERS, members)
     if trials:
         write_csv(Path(run_dir) / TRIALS, pd.concat(trials))
 
@@ -441,6 +654,22 @@ def write_tables(run_dir: Path, groups: list[str]) -> None:
 def read_config(run_dir: Path) -> dict:
     """The config a run directory was made with; ``RunDirError`` if there is no readable one."""
     return _config(run_dir)
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A table popdyn wrote, checked against its manifest (:func:`verify`)."""
+    try:
+        return pd.read_csv(verify(path))
+    except (*UNREADABLE, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise RunDirError(f"{path} is unreadable ({e}); {_advice(Path(path))}") from None
+
+
+def read_yaml(path: Path) -> dict:
+    """Settings popdyn wrote (``dynamics.yaml``, ``similarity.yaml``), checked against their manifest."""
+    try:
+        return _read_yaml(verify(path)) or {}
+    except OSError as e:
+        raise RunDirError(f"{path} is unreadable ({e}); {_advice(Path(path))}") from None
 
 
 def _read_yaml(path: Path) -> dict:
@@ -521,7 +750,7 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
     """A run's results as an ``xarray.Dataset`` over ``member``.
 
     Coordinates ``arch``, ``activation``, ``units``, ``l2``, ``seed``, ``group`` (per member) and ``step``;
-    data ``final_loss``, ``val_loss``, ``diverged``, ``lr``, ``decay``, ``momentum``, ``clip`` (member) and
+    data ``final_loss``, ``val_loss``, ``diverged``, ``status`` (:func:`member_status`), ``lr``, ``decay``, ``momentum``, ``clip`` (member) and
     ``loss`` (member × step, the training MSE).  ``partial=True`` loads the finished groups of an
     unfinished run.  Select like ``ds.where(ds.arch == "gru", drop=True)`` or
     ``ds.set_index(member=["arch", "activation", "units", "l2", "seed"])``.
@@ -551,12 +780,15 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
     }
     data = {c: ("member", frame[c].to_numpy()) for c in MEMBER_COLUMNS[7:] + OPTIONAL_COLUMNS if c in frame}
     data["diverged"] = ("member", frame["diverged"].to_numpy().astype(bool))
+    status = frame["status"] if "status" in frame else member_status(frame["final_loss"], frame["diverged"])
+    data["status"] = ("member", np.asarray(status, str))
     data["loss"] = (("member", "step"), loss)
     ds = xr.Dataset(data, coords={"member": frame["member"].to_numpy(), "step": steps, **coords})
     ds.attrs.update(task=config["task"]["name"], run_dir=str(run_dir))
     groups = list(dict.fromkeys(frame["group"]))
     if all((group_dir(run_dir, g) / DYNAMICS).exists() for g in groups):
-        ds = ds.assign(_dynamics(run_dir, groups, frame["member"].to_numpy(), ds.diverged.to_numpy()))
+        excluded = ds.status.to_numpy() != TRAINED
+        ds = ds.assign(_dynamics(run_dir, groups, frame["member"].to_numpy(), excluded))
         if (run_dir / LSA).exists():  # text tasks: the dataset's LSA, and the words of the per-word results
             lsa = _lsa(run_dir)
             ds = ds.assign_coords(word=lsa.pop("word")).assign(lsa)
@@ -737,8 +969,9 @@ def _pad(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _dynamics(run_dir: Path, groups: list[str], members: np.ndarray, diverged: np.ndarray) -> dict:
-    """The analysis arrays of every group, in ``members`` order, plus ``topology_ok``."""
+def _dynamics(run_dir: Path, groups: list[str], members: np.ndarray, excluded: np.ndarray) -> dict:
+    """The analysis arrays of every group, in ``members`` order, plus ``topology_ok`` (never for the
+    members ``excluded``: diverged or exploded, whose analyses are NaN)."""
     parts: dict[str, list] = {}
     ids = []
     for g in groups:
@@ -758,9 +991,10 @@ def _dynamics(run_dir: Path, groups: list[str], members: np.ndarray, diverged: n
     out = {k: (("member", *DYNAMICS_DIMS[k]), _pad(v)[order]) for k, v in parts.items()}
     # [U] §3.1: networks whose fixed-point count differs from the modal count are set aside
     counts = out["n_fixed_points"][1][:, 0]
-    values, freq = np.unique(counts[~diverged], return_counts=True)
+    counted = ~excluded & np.isfinite(counts)
+    values, freq = np.unique(counts[counted], return_counts=True)
     modal = values[np.argmax(freq)] if len(values) else -1
-    out["topology_ok"] = ("member", (counts == modal) & ~diverged)
+    out["topology_ok"] = ("member", (counts == modal) & counted)
     return out
 
 

@@ -8,7 +8,9 @@
    With ``grid.trials = 0`` every configuration uses ``grid.hparams``.
 2. *seeds* — ``grid.seeds`` networks per configuration with the chosen hyper-parameters, the same program.
 
-Finished groups are skipped on a re-run; an unfinished one resumes from its last checkpoint.
+Finished groups are skipped on a re-run; an unfinished one resumes from its last checkpoint; one whose files
+fail their manifest (``store.damaged``) is trained again from the start.  Whatever was computed from a
+group's earlier parameters is removed before it is trained (``store.invalidate``).
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ def train_group(
     if grid.trials == 0:
         chosen = {l2: sweep.hparams for l2 in group.l2}
     elif (gdir / store.TRIALS).exists():
-        trials = pd.read_csv(gdir / store.TRIALS)
+        trials = store.read_csv(gdir / store.TRIALS)
         chosen = {r["l2"]: r for r in trials[trials.chosen].to_dict("records")}
     else:
         rows = search_members(group, grid, sweep.seed)
@@ -174,6 +176,7 @@ def train_group(
         for k, v in val.items():
             trials[k] = v
         trials["diverged"] = diverged
+        trials["status"] = store.member_status(trials["final_loss"], diverged)
         trials["chosen"] = [r is chosen_rows[r["l2"]] for r in rows]
         store.write_csv(gdir / store.TRIALS, trials)
         chosen = chosen_rows
@@ -198,13 +201,16 @@ def train_group(
             "diverged": diverged,
         }
     )
+    members["status"] = store.member_status(members["final_loss"], diverged)
     loss, step = store.downsample(losses, s.log_every)
     store.write_group(run_dir, group.name, params, members, loss, step)
     n_div = int(diverged.sum())
+    n_exploded = int((members.status == store.EXPLODED).sum())
     log.info(
-        "%s: %d networks, median final loss %.4g, %d diverged, %d trace(s)",
+        "%s: %d networks, median final loss %.4g, %d diverged (non-finite loss), %d exploded (final loss "
+        "above %g), %d trace(s)",
         group.name, len(rows), float(np.nanmedian(members.final_loss)) if n_div < len(rows) else float("nan"),
-        n_div, trainer.traces,
+        n_div, n_exploded, store.EXPLODED_LOSS, trainer.traces,
     )  # fmt: skip
     return trainer
 
@@ -223,6 +229,11 @@ def run_sweep(
             f"train.devices={sweep.devices} in a run of {jax.process_count()} processes: leave it null, "
             "the members are split over every device of every process"
         )
+    if sweep.devices and sweep.devices > len(jax.devices()):
+        raise ConfigError(
+            f"train.devices = {sweep.devices} but there are {len(jax.devices())} {jax.default_backend()} "
+            f"device(s); allowed: null (all of them) or 1 … {len(jax.devices())}"
+        )
     hosts.same_everywhere(str(run_dir.absolute()), "run directory")
     if not (run_dir / store.CONFIG).exists():  # a new run: can it be written, will it fit?
         store.check_writable(run_dir, results_bytes(sweep))
@@ -239,10 +250,13 @@ def run_sweep(
 
 
 def finished(sweep: Sweep, run_dir: Path) -> bool:
-    """Whether everything a re-run of ``sweep`` would write into ``run_dir`` is there already."""
-    done = (run_dir / store.CONFIG).exists() and all(store.group_done(run_dir, g.name) for g in sweep.groups)
-    if not done or not _tables_written(sweep, run_dir):
+    """Whether everything a re-run of ``sweep`` would write into ``run_dir`` is there, as popdyn wrote it
+    (a damaged file is made again, so a run with one is not finished)."""
+    if not store.intact(run_dir / store.CONFIG) or not _tables_written(sweep, run_dir):
         return False
+    for g in sweep.groups:
+        if not store.group_done(run_dir, g.name) or store.damaged(run_dir, g.name) is not None:
+            return False
     left = [*run_dir.glob(".*.tmp-*"), *run_dir.glob(f"{store.GROUPS}/*/.*.tmp-*")]
     if left or list(run_dir.glob(f"{store.GROUPS}/*/checkpoint.npz")):  # what a kill left: cleared
         return False
@@ -250,27 +264,26 @@ def finished(sweep: Sweep, run_dir: Path) -> bool:
         return True
     for g in sweep.groups:
         gdir = store.group_dir(run_dir, g.name)
-        if not (gdir / store.DYNAMICS).exists():
+        if not store.intact(gdir / store.DYNAMICS):
             return False
-        if sweep.memory.max_delay and not (gdir / store.MEMORY).exists():
+        if sweep.memory.max_delay and not store.intact(gdir / store.MEMORY):
             return False
-        if list(gdir.glob("snapshot-*.npz")) and not (gdir / store.TRAINING).exists():
+        if store.has_snapshots(run_dir, g.name) and not store.intact(gdir / store.TRAINING):
             return False
-    if sweep.task.classification and not (run_dir / store.LSA).exists():
+    if sweep.task.classification and not store.intact(run_dir / store.LSA):
         return False
-    return sweep.num_shards > 1 or ((run_dir / store.SIMILARITY).exists() and not figures.missing(run_dir))
+    return sweep.num_shards > 1 or (store.intact(run_dir / store.SIMILARITY) and not figures.missing(run_dir))
 
 
 def _tables_written(sweep: Sweep, run_dir: Path) -> bool:
-    """The run-level tables and the loss curves (written after them, atomically) are there."""
-    return all((run_dir / f).exists() for f in (store.MEMBERS, LOSS_CURVES)) and (
-        sweep.grid.trials == 0 or (run_dir / store.TRIALS).exists()
-    )
+    """The run-level tables, as written, and the loss curves (written after them, atomically)."""
+    tables = [store.MEMBERS] + ([store.TRIALS] if sweep.grid.trials else [])
+    return all(store.intact(run_dir / t) for t in tables) and (run_dir / LOSS_CURVES).exists()
 
 
 def results_bytes(sweep: Sweep) -> int:
     """About how many bytes a run writes at most: per member its parameters, its checkpoint (parameters
-    and momentum), its logged losses; twice for the search trials."""
+    and momentum), its logged losses; twice for the search trials; and the figures."""
     total = 0
     for g in sweep.groups:
         model = Model.for_task(g.arch, g.activation, g.units, sweep.task)
@@ -279,6 +292,8 @@ def results_bytes(sweep: Sweep) -> int:
         members = len(g.l2) * max(sweep.grid.seeds, sweep.grid.trials)
         logged = sweep.train.steps // sweep.train.log_every
         total += 2 * members * 4 * (3 * n_params + logged)
+    if sweep.analyze:  # the figures: 1.1 MB for +grid=tiny's 4 networks, 2.8 MB for 32 (PNG and PDF each)
+        total += 4 * 2**20 + 64 * 2**10 * sweep.grid.n_members
     return total
 
 
@@ -293,10 +308,16 @@ def _run_sweep(sweep: Sweep, run_dir: Path, progress: bool) -> Path:
     )  # fmt: skip
     store.clean(run_dir)
     for group in groups:
+        problem = store.damaged(run_dir, group.name)
+        if hosts.agree(problem is not None):  # process 0's file system decides, as for every write
+            log.warning("%s: %s; training the group again", group.name, problem or "damaged on process 0")
+            store.reset_group(run_dir, group.name)
+            hosts.barrier(f"reset {group.name}")
         if store.group_done(run_dir, group.name):
             log.info("%s: already done, skipped", group.name)
             store.remove(store.group_dir(run_dir, group.name) / "checkpoint.npz")  # killed right after
             continue
+        store.invalidate(run_dir, group.name)  # what was made from parameters about to be rewritten
         train_group(sweep, group, run_dir, progress, devices)
     hosts.barrier("trained")  # every group written by process 0 before anyone reads them
     if hosts.writer() and not _tables_written(sweep, run_dir):

@@ -321,3 +321,33 @@ def test_eigenvalues_alone_match_the_decomposition_and_the_known_spectrum():
         np.testing.assert_allclose(
             jnp.conj(jnp.swapaxes(left, -1, -2)) @ right, np.broadcast_to(np.eye(4), jac.shape), atol=1e-4
         )
+
+
+@pytest.mark.parametrize("xla", [False, True], ids=["host-solve", "xla-solve"])
+def test_a_singular_newton_system_skips_that_point_only(xla, monkeypatch):
+    """F(h) = A h + b, except h' = h + c where h₀ > 2: there J − I = 0 exactly (the Newton system is
+    singular, like a GRU whose update gates saturate) and q = ½‖c‖² > 0, so no fixed point.  Those
+    points' Newton steps are skipped; the others' are kept, and the one fixed point h* = (I − A)⁻¹ b is
+    found to float precision from an Adam descent far too short to reach it (Newton on a linear map is
+    exact in one step).  Both solvers: the host's (CPU) and XLA's (GPU)."""
+    import popdyn.dynamics as dyn
+
+    monkeypatch.setattr(dyn, "_xla_solve", lambda: xla)
+    a = np.array([[0.5, 0.2], [-0.1, 0.3]], np.float32)
+    b = np.array([0.3, -0.2], np.float32)
+    c = jnp.array([0.1, 0.0], jnp.float32)
+
+    def step(p, h, x):  # a new function per case: nothing traced for the other solver is reused
+        return jnp.where(h[0] > 2.0, h + c, p["A"] @ h + p["b"]) + 0.0 * jnp.sum(x)
+
+    h_star = np.linalg.solve(np.eye(2) - a, b)
+    rng = np.random.default_rng(3)
+    near = h_star + 0.5 * rng.standard_normal((16, 2))
+    flat = np.column_stack([rng.uniform(3.0, 4.0, 8), rng.uniform(-1.0, 1.0, 8)])  # the singular region
+    h0 = jnp.asarray(np.concatenate([flat[:4], near, flat[4:]]), jnp.float32)
+    p = {"A": jnp.asarray(a), "b": jnp.asarray(b)}
+    opts = FixedPointOptions(steps=3, max_points=16, exclude_distance_outliers=False)
+    fp = find(step, p, jnp.zeros(1), h0, opts)
+    assert int(fp.count) == 1
+    np.testing.assert_allclose(valid(fp, "states")[0], h_star, atol=1e-6)
+    assert valid(fp, "q")[0] < 1e-12

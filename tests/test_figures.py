@@ -81,6 +81,54 @@ def test_sine_figure_from_a_hand_built_dataset_is_reproducible(tmp_path):
     assert_reproducible(partial(figures.sine_frequency, sine_dataset()), tmp_path / "sine_frequency")
 
 
+def test_a_full_disk_leaves_every_figure_whole_and_is_one_error(tmp_path, monkeypatch, capsys):
+    """Issue 18 item 9: a figure is written under a temporary name and renamed, so a write that fails
+    half-way (here: matplotlib's PDF writer dies in zlib with the disk full, as seen on a real full disk)
+    leaves the figure drawn before intact under its real name and no temporary file; the error says that
+    the disk is full, and ``scripts/figures.py`` prints it as one ``popdyn: error:`` line, exit 2."""
+    import shutil
+    import zlib
+
+    from matplotlib.figure import Figure
+    from omegaconf import OmegaConf
+
+    from popdyn import cli, store
+
+    prefix = tmp_path / "figures" / "sine_frequency"
+    paths = figures.sine_frequency(sine_dataset(), prefix)
+    before = {p: p.read_bytes() for p in paths}
+    real_savefig = Figure.savefig
+
+    def dies_half_way(fig, fname, **kwargs):
+        real_savefig(fig, fname, **kwargs)
+        Path(fname).write_bytes(Path(fname).read_bytes()[:100])  # what reached the disk
+        raise zlib.error("Error -2 while flushing: inconsistent stream state")
+
+    full = shutil.disk_usage(tmp_path)._replace(free=4096)
+    monkeypatch.setattr(Figure, "savefig", dies_half_way)
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: full)
+    with pytest.raises(store.RunDirError, match="no space left on the device to write .*sine_frequency.png"):
+        figures.sine_frequency(sine_dataset(), prefix)
+    assert {p: p.read_bytes() for p in paths} == before
+    assert sorted(p.name for p in prefix.parent.iterdir()) == sorted(p.name for p in paths)  # no temp file
+
+    run_dir = tmp_path / "run"  # the same through the figures script's entry point
+    (run_dir / figures.FIGURES).mkdir(parents=True)
+    monkeypatch.setattr(store, "read_config", lambda run_dir: {})
+    monkeypatch.setattr(
+        figures,
+        "draw_all",
+        lambda run_dir, progress: figures.sine_frequency(
+            sine_dataset(), Path(run_dir) / figures.FIGURES / "sine_frequency"
+        ),
+    )
+    with pytest.raises(SystemExit) as exit_:
+        cli.figures(OmegaConf.create({"run_dir": str(run_dir), "progress": False}))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("popdyn: error: no space left") and err.count("\n") == 1
+    assert not list((run_dir / figures.FIGURES).iterdir())
+
+
 def statistics_dataset() -> xr.Dataset:
     """``ds.statistics`` by hand: four metrics × five factors, activation and l2 with one value (NaN), no
     topology for ``trained`` (as popdyn.analysis.universality leaves it)."""

@@ -348,3 +348,32 @@ def test_bad_memory_settings_are_named():
         build_sweep(config("memory.max_delay=30", "task.T=20", grid="tiny"))
     s = build_sweep(config(grid="repetition"))
     assert s.train.optimizer == "adagrad" and s.memory.max_delay == 40 and s.grid.units == (50,)
+
+
+def test_memory_results_record_their_settings_and_refuse_others(tiny_run, tmp_path):
+    """Issue 18 item 4: ``memory.npz`` is kept only with the ``memory.*`` settings that made it
+    (``memory.yaml``); another ``memory.max_delay`` is refused before anything is computed, naming the
+    setting, and a ``memory.npz`` without ``memory.yaml`` is refused rather than trusted."""
+    import shutil
+
+    from popdyn import analysis, store
+    from popdyn.config import build_sweep
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    config = store.read_config(run_dir)
+
+    def sweep(**memory_settings):
+        return build_sweep({**config, "memory": {**config.get("memory", {}), **memory_settings}})
+
+    analysis.analyze_run(sweep(max_delay=3, probes=2), run_dir, progress=False)
+    assert store.yaml.safe_load((run_dir / store.MEMORY_CONFIG).read_text())["max_delay"] == 3
+    first = {p: p.read_bytes() for p in run_dir.glob(f"groups/*/{store.MEMORY}")}
+    assert len(first) == 2 and store.load(run_dir).sizes["delay"] == 4
+    analysis.analyze_run(sweep(max_delay=3, probes=2), run_dir, progress=False)  # the same: kept as is
+    with pytest.raises(store.RunDirError, match=r"memory\.max_delay=3, not 4.*remove memory\.yaml"):
+        analysis.analyze_run(sweep(max_delay=4, probes=2), run_dir, progress=False)
+    assert {p: p.read_bytes() for p in first} == first
+    (run_dir / store.MEMORY_CONFIG).unlink()  # results that do not say what made them
+    with pytest.raises(store.RunDirError, match=r"memory\.npz has no memory\.yaml"):
+        analysis.analyze_run(sweep(max_delay=3, probes=2), run_dir, progress=False)

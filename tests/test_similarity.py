@@ -355,3 +355,35 @@ def test_sine_and_cdi_topology_compare_networks_with_missing_points():
     )  # fmt: skip
     assert topology_distances(cdi)[1].all()
     assert topology_distances(cdi, "modal")[1].tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("rule", ["grouped", "modal"])
+@pytest.mark.parametrize("case", ["no fixed point anywhere", "none trained"])
+def test_degenerate_topologies_are_nan_rows_not_a_crash(rule, case):
+    """Modal fixed-point count 0 (no network has a point), or every network diverged or exploded: no
+    network is compared, every distance is NaN, and the MDS and statistics of it are NaN too."""
+    from popdyn import embed, statistics
+
+    n, k = 4, 3
+    none = case == "no fixed point anywhere"
+    counts = np.zeros(n, int) if none else np.full(n, k)
+    valid = np.arange(k)[None] < counts[:, None]
+    ds = xr.Dataset(
+        {
+            "transition": (("member", "fixed_point", "fixed_point_to"), np.where(valid[..., None], 0.5, 0.0)),
+            "fp_readout": (("member", "condition", "fixed_point", "output"),
+                           np.where(valid[:, None, :, None], 1.0, np.nan) * np.ones((n, 1, k, 2))),
+            "fp_valid": (("member", "condition", "fixed_point"), valid[:, None]),
+            "n_fixed_points": (("member", "condition"), counts[:, None]),
+            "topology_ok": ("member", np.full(n, none)),  # store.load: count == modal (0) where none
+            "diverged": ("member", np.full(n, not none)),
+            "status": ("member", np.array(["trained"] * n if none else ["diverged", "exploded"] * 2)),
+        },
+        attrs={"task": "flipflop"},
+    )  # fmt: skip
+    d, ok = topology_distances(ds, rule)
+    assert not ok.any() and d.shape == (n, n) and np.isnan(d).all()
+    assert np.isnan(embed.mds(d)).all()
+    table = statistics.statistics_table({"topology": d}, {"arch": np.array(["a", "a", "b", "b"])},
+                                        seeds=np.arange(n), permutations=9, bootstrap=9)  # fmt: skip
+    assert np.isnan(table.values).all()

@@ -64,6 +64,18 @@ BAD = [
     ("similarity.keep_variance=1.5", "similarity.keep_variance"),
     ("similarity.untrained=[transformer]", "transformer"),
     ("+similarity.metric=dsa", "metric"),
+    # issue 18 item 11: values that used to be accepted, and range errors that name the range
+    ("train.log_every=41", "at most train.steps = 40"),
+    ("train.final_window=41", "train.final_window = 41 must be at most train.steps"),
+    ("grid.hparams.momentum=1.0", "grid.hparams.momentum must be in [0, 1), got 1.0"),
+    ("grid.hparams.decay=1.5", "grid.hparams.decay must be in (0, 1], got 1.5"),
+    ("grid.search.momentum=[0.5,1.2,linear]", "grid.search.momentum high must be in [0.5, 1]"),
+    ("grid.search.decay=[1.1,1.2,linear]", "grid.search.decay low must be in (0, 1]"),
+    ("dynamics.lr_decay=2", "dynamics.lr_decay = 2.0 is impossible; it must be in (0, 1]"),
+    ("dynamics.noise=-1", "dynamics.noise = -1.0 is impossible; it must be ≥ 0"),
+    ("dynamics.max_points=0", "it must be > 0 (or null: every distinct point)"),
+    ("dynamics.burn_in=1", "it must be in [0, 1)"),
+    ("similarity.samples=-1", "it must be ≥ 0 (0: all)"),
 ]
 
 
@@ -75,6 +87,16 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, capsys, overr
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("popdyn: error:") and named in err and err.count("\n") == 1
+    assert not run_dir.exists()
+
+
+def test_more_devices_than_there_are_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        cli.sweep(config(f"train.devices={len(jax.devices()) + 1}"), run_dir)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("popdyn: error: train.devices") and f"1 … {len(jax.devices())}" in err
     assert not run_dir.exists()
 
 
@@ -109,7 +131,10 @@ def test_tiny_sweep_writes_and_reloads(tiny_run):
     assert (ds.loss.isel(step=-1) < ds.loss.isel(step=0)).all()  # every network learned something
     members = pd.read_csv(tiny_run / "members.csv")
     assert list(members.columns) == store.MEMBER_COLUMNS
+    assert (members.status == store.member_status(members.final_loss, members.diverged)).all()
+    assert (ds.status.values == members.status.values).all()
     trials = pd.read_csv(tiny_run / "trials.csv")
+    assert (trials.status == store.member_status(trials.final_loss, trials.diverged)).all()
     assert len(trials) == 2 * s.grid.trials and trials.chosen.sum() == 2
     # the seeds use the hyper-parameters of the trial with the lowest validation loss
     for g, t in trials.groupby("group"):
@@ -362,6 +387,16 @@ def test_group_analysis_over_two_devices_equals_each_member_alone(tiny_run):
         assert int(alone["n_fixed_points"][0]) == int(group["n_fixed_points"][i, 0]) >= 1
         for k in ("fp_states", "fp_valid", "fp_n_unstable", "transition"):
             np.testing.assert_allclose(group[k][i], np.asarray(alone[k]), rtol=1e-4, atol=1e-5, err_msg=k)
+    # a second group of the same kind reuses the compiled programs (compiling them takes seconds)
+    from popdyn.analysis import _group_programs
+
+    programs = _group_programs(
+        gp.model, s.task, s.fixed_points, s.topology, tuple(jax.devices()), s.member_batch
+    )
+    sizes = [p._cache_size() for p in programs]
+    again = analyze_group(s, gp, jax.devices())
+    assert [p._cache_size() for p in programs] == sizes == [1, 1]
+    jax.tree.map(np.testing.assert_array_equal, again, group)
 
 
 def test_analyze_script_resumes_refuses_other_settings_and_missing_dirs(tiny_run, tmp_path):
@@ -377,3 +412,93 @@ def test_analyze_script_resumes_refuses_other_settings_and_missing_dirs(tiny_run
     r = run_script(f"run_dir={missing}", cwd=tmp_path, script="analyze.py")
     assert r.returncode == 2 and "not a popdyn run directory" in r.stderr and "Traceback" not in r.stderr
     assert not missing.exists()
+
+
+def test_a_finite_but_astronomical_loss_is_named_exploded():
+    """status: non-finite loss (or the training's flag) → diverged; finite but above EXPLODED_LOSS →
+    exploded (a network that outputs 0 scores ≤ 1); else trained."""
+    big = store.EXPLODED_LOSS
+    loss = np.array([0.05, np.nan, 1e30, 2 * big, big, np.inf, 0.3])
+    diverged = np.array([False, True, False, False, False, False, True])
+    t, d, e = store.TRAINED, store.DIVERGED, store.EXPLODED
+    assert store.member_status(loss, diverged).tolist() == [t, d, e, e, t, d, d]
+
+
+def _mark(run: Path, status: dict[int, str]) -> None:
+    """Rewrite the run's members.csv (through the store, so that the manifests vouch for them) with the
+    members ``status`` diverged (final loss NaN) or exploded (final loss 1e30), weights untouched: a
+    diverged member is frozen at finite weights, which look like a trained network's."""
+    for g in (run / "groups").iterdir():
+        frame = pd.read_csv(g / store.MEMBERS)
+        for m, s in status.items():
+            row = frame.member == m
+            frame.loc[row, "final_loss"] = np.nan if s == store.DIVERGED else 1e30
+            frame.loc[row, "diverged"] = s == store.DIVERGED
+        frame["status"] = store.member_status(frame.final_loss, frame.diverged)
+        store.write_csv(g / store.MEMBERS, frame)
+    store.write_tables(run, [g.name for g in (run / "groups").iterdir()])
+    for name in (store.SIMILARITY, store.SIMILARITY_CONFIG, store.DYNAMICS_CONFIG):
+        (run / name).unlink(missing_ok=True)
+    for g in (run / "groups").iterdir():
+        (g / store.DYNAMICS).unlink(missing_ok=True)
+    shutil.rmtree(run / "figures", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_diverged_and_exploded_members_are_nan_in_every_analysis_and_comparison(tiny_run, tmp_path, caplog):
+    """A mixed population — one member diverged, one exploded, two trained — analysed, compared and drawn:
+    the two have no fixed points, distances, MDS coordinates or share in any statistic (NaN), the log
+    counts them and its median distance is over the trained pairs alone; then every member
+    non-trained (the degenerate run): NaN everywhere, and the run still completes with its figures."""
+    import logging
+    import re
+
+    from popdyn import analysis, figures
+
+    s = build_sweep(store.read_config(tiny_run))
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    bad = {1: store.DIVERGED, 2: store.EXPLODED}  # one of each group (0, 1: vanilla; 2, 3: gru)
+    _mark(run, bad)
+    with caplog.at_level(logging.INFO, logger="popdyn"):
+        analysis.analyze_run(s, run, progress=False)
+        analysis.compare_run(s, run, progress=False)
+    assert figures.draw_all(run)
+    ds = store.load(run)
+    assert ds.status.values.tolist() == ["trained", "diverged", "exploded", "trained"]
+    out, ok = ds.member.isin(list(bad)).values, ~ds.member.isin(list(bad)).values
+    assert np.isnan(ds.n_fixed_points.values[out]).all() and not ds.fp_valid.values[out].any()
+    assert np.isnan(ds.transition.values[out]).all() and not ds.topology_ok.values[out].any()
+    assert (ds.n_fixed_points.values[ok] >= 1).all() and ds.topology_ok.values[ok].all()
+    for m in ("svcca", "cka", "topology"):
+        d = ds[f"{m}_distance"].values
+        assert np.isnan(d[out]).all() and np.isnan(d[:, out]).all()
+        assert np.isfinite(d[np.ix_(ok, ok)]).all()
+        assert np.isnan(ds[f"mds_{m}"].values[out]).all() and np.isfinite(ds[f"mds_{m}"].values[ok]).all()
+    # two trained networks are too few for any statistic over the trained members (n counts only them)
+    n = ds.statistics.sel(statistic="n").drop_sel(factor="trained").values
+    assert not (n > ok.sum()).any()
+    # the untrained twins of the vanilla members (the diverged one's too) are compared
+    full = store.load_similarity(run)
+    twins = ~full.trained.values
+    assert np.isfinite(full.svcca_distance.values[np.ix_(twins, twins)]).all()
+    assert "1 diverged networks left out" in caplog.text and "1 exploded networks left out" in caplog.text
+    assert "1 (diverged)" in caplog.text and "2 (exploded)" in caplog.text  # the dynamics log names them
+    compared = full.svcca_distance.values[np.ix_(~np.isin(full.member, list(bad)) | twins,
+                                                 ~np.isin(full.member, list(bad)) | twins)]  # fmt: skip
+    median = float(np.median(compared[np.triu_indices(len(compared), 1)]))
+    logged = re.search(r"median SVCCA distance ([0-9.]+)", caplog.text).group(1)
+    assert logged == f"{median:.3f}"
+
+    # every member diverged or exploded: nothing is compared, and the run completes
+    run2 = tmp_path / "run2"
+    shutil.copytree(tiny_run, run2)
+    _mark(run2, {0: store.DIVERGED, 1: store.EXPLODED, 2: store.DIVERGED, 3: store.DIVERGED})
+    analysis.analyze_run(s, run2, progress=False)
+    analysis.compare_run(s, run2, progress=False)
+    assert figures.draw_all(run2)
+    ds = store.load(run2)
+    assert np.isnan(ds.n_fixed_points.values).all()
+    for m in ("svcca", "cka", "topology"):
+        assert np.isnan(ds[f"mds_{m}"].values).all() and not ds.topology_compared.values.any()
+    assert np.isnan(ds.statistics.drop_sel(factor="trained").values).all()
