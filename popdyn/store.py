@@ -236,7 +236,8 @@ def _run_of(path: Path) -> Path:
     return path.parent.parent.parent if path.parent.parent.name == GROUPS else path.parent
 
 
-TRAINED = ("params.npz", "losses.npz", MEMBERS, TRIALS, "checkpoint.npz")  # a group's, besides snapshots
+# a group's training files, besides snapshots
+TRAINING_FILES = ("params.npz", "losses.npz", MEMBERS, TRIALS, "checkpoint.npz")
 ANALYSED = (DYNAMICS, TRAINING, MEMORY, SIMILARITY, LSA)  # what scripts/analyze.py computes if not intact
 
 
@@ -533,7 +534,7 @@ def damaged(run_dir: Path, group: str) -> str | None:
     try:
         names = {p.name for p in d.iterdir() if p.is_file()} | set(_read_manifest(d / MANIFEST))
         for name in sorted(names):
-            if name in TRAINED or name.startswith("snapshot-"):
+            if name in TRAINING_FILES or name.startswith("snapshot-"):
                 problem = _check(d / name)
                 if problem is not None:
                     return problem
