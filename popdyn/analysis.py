@@ -170,9 +170,9 @@ def _group_programs(model, task, fp_opts, topo, devices: tuple, member_batch):
 def not_trained(run_dir: Path) -> dict[int, str]:
     """``{member: status}`` of the members that are no trained network (``store.member_status``:
     diverged, or exploded): their analyses are emptied (:func:`mask_members`), their distances NaN."""
-    ds = store.load(run_dir, partial=True)
-    bad = ds.status.values != store.TRAINED
-    return dict(zip(ds.member.values[bad].tolist(), ds.status.values[bad].tolist()))
+    table = store.members(run_dir, partial=True)
+    bad = table[table["status"] != store.TRAINED]
+    return dict(zip(bad["member"].tolist(), bad["status"].tolist()))
 
 
 def mask_members(arrays: dict[str, np.ndarray], bad: np.ndarray) -> dict[str, np.ndarray]:

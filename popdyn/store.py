@@ -747,6 +747,23 @@ def _groups(run_dir: Path, config: dict, partial: bool) -> list[str]:
     return done
 
 
+def members(run_dir: str | Path, partial: bool = False) -> pd.DataFrame:
+    """The rows of every (``partial``: every finished) group's ``members.csv``, each file checked, with
+    ``status`` (:func:`member_status`, worked out for runs written before the column) — without reading
+    any analysis, so that it serves while an analysis file is being recomputed."""
+    run_dir = Path(run_dir)
+    frames = []
+    for g in _groups(run_dir, _config(run_dir), partial):
+        try:
+            frames.append(pd.read_csv(verify(group_dir(run_dir, g) / MEMBERS)))
+        except (*UNREADABLE, pd.errors.ParserError) as e:
+            raise RunDirError(f"group {g} in {run_dir} is unreadable ({e})") from None
+    frame = pd.concat(frames, ignore_index=True).sort_values("member", kind="stable").reset_index(drop=True)
+    if "status" not in frame:
+        frame["status"] = member_status(frame["final_loss"], frame["diverged"])
+    return frame
+
+
 def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
     """A run's results as an ``xarray.Dataset`` over ``member``.
 

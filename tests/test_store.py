@@ -27,7 +27,7 @@ def _members(s, group) -> pd.DataFrame:
         {"member": ids[(group.arch, group.activation, group.units, l2, seed)], "group": group.name,
          "arch": group.arch, "activation": group.activation, "units": group.units, "l2": l2, "seed": seed,
          "lr": 0.01, "decay": 0.9, "momentum": 0.9, "clip": 1.0, "final_loss": 0.5, "val_loss": 0.6,
-         "diverged": False}
+         "diverged": False, "status": store.TRAINED}
         for l2 in group.l2 for seed in range(s.grid.seeds)
     ]  # fmt: skip
     return pd.DataFrame(rows)[store.MEMBER_COLUMNS]

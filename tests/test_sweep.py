@@ -41,8 +41,8 @@ def test_every_grid_config_validates(grid):
 
 
 def test_command_line_overrides_reach_the_sweep():
-    s = build_sweep(config("grid.units=[8,16]", "train.steps=7", "task.T=11", "seed=3", "grid.trials=0"))
-    assert s.grid.units == (8, 16) and s.train.steps == 7 and s.task.T == 11 and s.seed == 3
+    s = build_sweep(config("grid.units=[8,16]", "train.steps=17", "task.T=11", "seed=3", "grid.trials=0"))
+    assert s.grid.units == (8, 16) and s.train.steps == 17 and s.task.T == 11 and s.seed == 3
     assert len(s.grid.groups) == 4
 
 
