@@ -42,7 +42,7 @@ BLUE_RED = LinearSegmentedColormap.from_list("blue_red", ["#0072B2", "#D55E00"])
 def _loss_figure(ds: xr.Dataset) -> plt.Figure:
     """The figure of :func:`loss_curves`: one panel per arch (shared log y axis), in each one line per
     group — colour by width, solid tanh, dashed relu — at the median over its non-diverged members, shaded
-    between the quartiles; the legend counts each group's networks and diverged members."""
+    between the quartiles; the legend counts each group's networks and its diverged or exploded members."""
     from popdyn.tasks import LOSSES
 
     everyone = np.ones(ds.sizes["member"], bool)
@@ -55,7 +55,7 @@ def _loss_figure(ds: xr.Dataset) -> plt.Figure:
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols + 0.6, 3.4 * nrows + 0.6), sharex=True,
                              sharey=True, squeeze=False, layout="constrained")  # fmt: skip
     step = ds.step.values
-    diverged = ds.diverged.values
+    diverged = ~_trained(ds)  # diverged or exploded: left out of the median, counted in the legend
     for ax, arch in zip(axes.flat, archs):
         ax.set_title(arch)
         for act in acts:
@@ -65,7 +65,9 @@ def _loss_figure(ds: xr.Dataset) -> plt.Figure:
                     continue
                 n_div = int((rows & diverged).sum())
                 ok = rows & ~diverged
-                label = f"{act}, {units} units ({int(ok.sum())})" + (f", {n_div} diverged" if n_div else "")
+                label = f"{act}, {units} units ({int(ok.sum())})" + (
+                    f", {n_div} diverged or exploded" if n_div else ""
+                )
                 style = dict(
                     color=shade[units], linestyle=ACTIVATION_STYLES.get(act, "dotted"), linewidth=1.4
                 )
@@ -178,7 +180,10 @@ def _empty(ax: plt.Axes, text: str) -> None:
 
 
 def _trained(ds: xr.Dataset) -> np.ndarray:
-    """Members that did not diverge (all of them when the Dataset does not say)."""
+    """Members that neither diverged nor exploded (``status`` trained; all of them when the Dataset does
+    not say)."""
+    if "status" in ds:
+        return ds.status.values == store.TRAINED
     return ~ds.diverged.values if "diverged" in ds else np.ones(ds.sizes["member"], bool)
 
 

@@ -171,8 +171,11 @@ def loss_dataset(
     diverged = np.zeros(len(rows), bool)
     diverged[1] = True
     loss[1, 5:] = np.nan
+    loss[3] = 1e30  # finite, but no trained network: status "exploded"
+    status = np.where(diverged, "diverged", "trained")
+    status[3] = "exploded"
     return xr.Dataset(
-        {"loss": (("member", "step"), loss), "diverged": ("member", diverged)},
+        {"loss": (("member", "step"), loss), "diverged": ("member", diverged), "status": ("member", status)},
         coords={"member": np.arange(len(rows)), "step": step,
                 "arch": ("member", [r[0] for r in rows]), "activation": ("member", [r[1] for r in rows]),
                 "units": ("member", [r[2] for r in rows]),
@@ -192,7 +195,8 @@ def test_loss_curves_draw_one_panel_per_arch(archs, tmp_path):
         for ax in shown:
             assert len(ax.get_legend().get_texts()) == 6  # 2 activations × 3 widths
             assert ax.get_yscale() == "log"
-        assert "1 diverged" in " ".join(t.get_text() for t in shown[0].get_legend().get_texts())
+        legend = [t.get_text() for t in shown[0].get_legend().get_texts()]
+        assert sum("(1), 1 diverged or exploded" in t for t in legend) == 2, legend  # members 1 and 3
     finally:
         figures.plt.close(fig)
     path = figures.loss_curves(ds, tmp_path / "loss_curves.png")
