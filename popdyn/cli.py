@@ -147,7 +147,20 @@ def _record_command(run_dir: Path, cfg: DictConfig) -> None:
     for name, node in record.items():
         text = OmegaConf.to_yaml(node)
         store.write_file(run_dir / ".hydra" / name, lambda tmp, text=text: tmp.write_text(text))
-    handler = logging.FileHandler(run_dir / f"{hydra_cfg.hydra.job.name}.log")
+    _open_log(run_dir)
+
+
+def _open_log(run_dir: Path) -> None:
+    """Log to ``<run_dir>/<job>.log`` from now on (Hydra's job name: sweep, analyze, figures), when under
+    Hydra; a directory that cannot be written (a read-only finished run) logs to the console only."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or not hosts.writer():
+        return
+    try:
+        handler = logging.FileHandler(run_dir / f"{HydraConfig.get().job.name}.log")
+    except OSError:
+        return
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.getLogger().addHandler(handler)
 
@@ -178,6 +191,7 @@ def analyze(cfg: DictConfig) -> Path:
         spec = build_sweep(config)
         progress = bool(cfg.get("progress", True))
         with store.locked(run_dir):
+            _open_log(run_dir)
             analysis.analyze_run(spec, run_dir, progress)
             analysis.compare_run(spec, run_dir, progress)
             store.check_run(run_dir)  # success only if every result file there is as popdyn wrote it
@@ -218,9 +232,12 @@ def figures(cfg: DictConfig) -> list[Path]:
     try:
         store.read_config(run_dir)  # a missing directory is an error, not a new one with a lock in it
         with store.locked(run_dir):
+            _open_log(run_dir)
             paths = draw_all(run_dir, progress=bool(cfg.get("progress", True)))
     except (ConfigError, store.RunDirError) as e:
         fail(str(e), run_dir)
+    except PermissionError as e:  # a read-only run directory: its figures cannot be drawn there
+        fail(f"cannot write the figures of {run_dir}: {e.strerror} ({e.filename})")
     for p in paths:
         log.info("figure %s", p)
     if not paths:
