@@ -156,9 +156,10 @@ def test_two_processes_train_and_analyse_like_one(runs, tmp_path):
 
 @pytest.mark.slow
 def test_a_process_failing_alone_stops_the_other_within_seconds(tmp_path):
-    """Process 0 alone fails (it is the only writer, and ``members.csv`` is a directory) while process 1
-    goes on into the analysis's collectives: process 0 logs its error and ends, and process 1 stops
-    within seconds — not after JAX's 5-minute shutdown barrier — both with a non-zero status."""
+    """Process 0 alone fails (it is the only writer, and ``members.csv`` is a directory: clearing the
+    run's tables before the first group trains fails) while process 1 goes on into training's
+    collectives: process 0 logs its error and ends, and process 1 stops within seconds — not after JAX's
+    5-minute shutdown barrier — both with a non-zero status, and nothing of the directory is lost."""
     run_dir = tmp_path / "run"
     (run_dir / "members.csv").mkdir(parents=True)
     start = time.monotonic()
@@ -173,7 +174,7 @@ def test_a_process_failing_alone_stops_the_other_within_seconds(tmp_path):
     log0 = "".join(outs[0])  # Hydra's console log is stdout
     assert "process 0 of 2 failed" in log0 and "IsADirectoryError" in log0 and "members.csv" in log0
     assert elapsed < 150, f"{elapsed:.0f} s"  # start-up and training take ~30 s; the barrier would add 300
-    assert (run_dir / "members.csv").is_dir() and (run_dir / "groups").is_dir()  # trained groups kept
+    assert (run_dir / "members.csv").is_dir()  # what was there is kept
 
 
 @pytest.mark.parametrize(
