@@ -1097,6 +1097,8 @@ def trained_untrained_states(ds: xr.Dataset, run_dir: str | Path, prefix: str | 
     ok = _trained(ds) & (ds.arch.values == arch) & np.isin(ds.member.values, list(twins))
     acts = sorted(_values(ds, "activation", ok), key=lambda a: a != "tanh")  # [U] Fig. 4a: tanh first
     panels = [(act, trained) for trained in (True, False) for act in acts]  # [U] Fig. 4a's order
+    if not panels:  # no trained network of that arch (every one diverged or exploded): nothing to show
+        return []
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.9 * max(len(panels), 1) + 1.4, 4.4),
                              squeeze=False, layout="constrained")  # fmt: skip
 
