@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-PYTEST_WORKERS ?= auto  # pytest-xdist: one worker per core (`PYTEST_WORKERS=0 make test`: one process)
+PYTEST_WORKERS ?= auto  # pytest-xdist: one worker per core, idle workers take queued tests (`PYTEST_WORKERS=0 make test`: one process)
 
 .PHONY: install demo test bench clean
 
@@ -23,7 +23,7 @@ demo: install
 	$(BIN)/python scripts/sweep.py
 
 test: install
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
