@@ -127,7 +127,7 @@ def analyze_group(sweep: Sweep, gp: store.GroupParams, devices=None) -> dict[str
     and a callback in a program sharded over 2 host devices on 2 cores waits forever for an XLA pool
     thread (jaxlib 0.10.2; the same deadlock as XLA's own batched LAPACK kernels).  The programs are
     built once per (model, task, settings, devices) and reused by every group of that kind (compiling
-    them takes seconds on a CPU: ≈ 8 s for a 64-unit flip-flop group on 2 cores)."""
+    them takes seconds on a CPU: ≈ 7 s for a 64-unit flip-flop group on 2 cores)."""
     devices = tuple(devices or jax.devices())
     n = len(gp.member)
     keys = member_keys(sweep.seed, gp.member)
