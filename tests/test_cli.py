@@ -112,24 +112,21 @@ def test_read_only_directories_are_one_line_or_need_no_writes(tiny_run, tmp_path
         assert _state(run) == before
         # the analysis of an analysed run needs no write either; drawing figures there is one line
         user = _as_a_user()
-        analyze = [
-            *user,
-            sys.executable,
-            str(ROOT / "scripts" / "analyze.py"),
-            f"run_dir={run}",
-            "progress=false",
-        ]
-        r = subprocess.run(analyze, capture_output=True, text=True, cwd=tmp_path)
+
+        def script(name):
+            command = [
+                *user,
+                sys.executable,
+                str(ROOT / "scripts" / name),
+                f"run_dir={run}",
+                "progress=false",
+            ]
+            return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+
+        r = script("analyze.py")
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
         assert _state(run) == before
-        draw = [
-            *user,
-            sys.executable,
-            str(ROOT / "scripts" / "figures.py"),
-            f"run_dir={run}",
-            "progress=false",
-        ]
-        r = subprocess.run(draw, capture_output=True, text=True, cwd=tmp_path)
+        r = script("figures.py")
         _one_line_error(r, "cannot write the figures", str(run))
         assert _state(run) == before
     finally:
