@@ -1,13 +1,33 @@
 """Fixtures shared by the cell and model tests — every arch × activation at one small size — and the
 tiny grid run once for every test file that reads it."""
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
+import os
+import shutil
+import tempfile
 
-from popdyn.cells import ACTIVATIONS, ARCHS
-from popdyn.model import Model
+# One persistent JAX compilation cache for the whole test run — every pytest-xdist worker and every script
+# a test starts (they inherit the environment): the suite compiles the same small programs dozens of times
+# (each `scripts/sweep.py +grid=tiny` is a fresh process), and XLA:CPU compilation is most of a tiny run's
+# time.  A cache hit returns the very executable a compilation would build (same numbers, bit for bit).
+# Set before JAX is imported; a directory the caller chose is kept, ours is removed at the end.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"popdyn-tests-jax-cache-{os.getpid()}")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from popdyn.cells import ACTIVATIONS, ARCHS  # noqa: E402
+from popdyn.model import Model  # noqa: E402
+
+
+def pytest_sessionfinish(session):
+    if _OWN_CACHE and not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller (or the only process)
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 N, M, N_OUT = 6, 3, 2  # units, inputs, outputs: one size everywhere, so that initialisation compiles once
 
