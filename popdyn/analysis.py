@@ -28,13 +28,12 @@ import yaml
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from popdyn import embed, statistics, store
+from popdyn import analyses, embed, statistics, store
 from popdyn.attractors import record_one
 from popdyn.config import Sweep
 from popdyn.dynamics import analyze_descend, analyze_finish
 from popdyn.geometry import class_word_counts, lsa, network_geometry
 from popdyn.hosts import finish_devices, to_host
-from popdyn.memory import network_memory
 from popdyn.population import member_key, padded_size
 from popdyn.similarity import METRICS, Prepared, all_pairs, dsa_distances, prepare, topology_distances
 from popdyn.train import population_program
@@ -52,10 +51,8 @@ def check_settings(sweep: Sweep, run_dir: Path) -> None:
     _check_settings(run_dir, settings_dict(sweep), write=False)
     _check_settings(run_dir, _similarity_settings(sweep), store.SIMILARITY_CONFIG, write=False)
     groups = [g.name for g in sweep.groups]
-    if sweep.memory.max_delay:
-        _check_settings(
-            run_dir, _plain_settings(sweep.memory), store.MEMORY_CONFIG, legacy_ok=False, write=False
-        )
+    for spec, options in registered(sweep):
+        _check_settings(run_dir, _plain_settings(options), spec.settings_file, legacy_ok=False, write=False)
     if any((store.group_dir(run_dir, g) / store.TRAINING).exists() or store.has_snapshots(run_dir, g)
            for g in groups):  # fmt: skip
         _check_settings(
@@ -67,13 +64,30 @@ def _similarity_settings(sweep: Sweep) -> dict:
     return asdict(sweep.similarity) | {"untrained": list(sweep.similarity.untrained)}
 
 
-# each analysis's settings file: (config section, the results made with those settings)
+# each analysis's settings file: (config section, the results made with those settings); a registered
+# per-network analysis <name> (popdyn.analyses): <name>.yaml, section <name>, groups/*/<name>.npz
 _SETTINGS = {
     store.DYNAMICS_CONFIG: ("dynamics", f"groups/*/{store.DYNAMICS}"),
     store.SIMILARITY_CONFIG: ("similarity", store.SIMILARITY),
-    store.MEMORY_CONFIG: ("memory", f"groups/*/{store.MEMORY}"),
     store.RECORD_CONFIG: ("record", f"groups/*/{store.TRAINING}"),
 }
+
+
+def _about(name: str) -> tuple[str, str]:
+    if name in _SETTINGS:
+        return _SETTINGS[name]
+    spec = analyses.get(name.removesuffix(".yaml"))
+    return spec.name, f"groups/*/{spec.file}"
+
+
+def registered(sweep: Sweep) -> list[tuple[analyses.Analysis, object]]:
+    """The registered per-network analyses this sweep computes, with their options."""
+    out = []
+    for name, options in sweep.analyses.items():
+        spec = analyses.get(name)
+        if spec.applies(options, sweep.task):
+            out.append((spec, options))
+    return out
 
 
 def _plain_settings(options) -> dict:
@@ -93,7 +107,7 @@ def _check_settings(
     without a settings file (written before popdyn recorded them) are refused too, since nothing says
     what they were made with.  ``write=False``: only check, recording nothing."""
     path = run_dir / name
-    section, results = _SETTINGS[name]
+    section, results = _about(name)
     if path.exists():
         old = store.read_yaml(path)
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
@@ -244,8 +258,8 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     run_dir = Path(run_dir)
     _check_settings(run_dir, settings_dict(sweep))
     groups = store.load_params(run_dir)  # every group must be trained: RunDirError names the missing
-    if sweep.memory.max_delay:
-        _check_settings(run_dir, _plain_settings(sweep.memory), store.MEMORY_CONFIG, legacy_ok=False)
+    for spec, options in registered(sweep):
+        _check_settings(run_dir, _plain_settings(options), spec.settings_file, legacy_ok=False)
     if any((store.group_dir(run_dir, g) / store.TRAINING).exists() or store.has_snapshots(run_dir, g)
            for g in groups):  # fmt: skip
         _check_settings(run_dir, _plain_settings(sweep.record), store.RECORD_CONFIG, legacy_ok=False)
@@ -254,7 +268,7 @@ def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         store.write_npz(run_dir / store.LSA, text_lsa(sweep))
     record_run(sweep, run_dir, groups, progress)
     skip = not_trained(run_dir)
-    memory_run(sweep, run_dir, groups, progress, skip)
+    network_analyses(sweep, run_dir, groups, progress, skip)
     todo = [g for g in groups if not store.intact(store.group_dir(run_dir, g) / store.DYNAMICS)]
     if not todo:
         log.info("dynamics: every group already analysed")
@@ -317,28 +331,32 @@ def record_run(sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True)
         )  # fmt: skip
 
 
-def memory_run(
+def network_analyses(
     sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True, skip: dict[int, str] | None = None
 ) -> None:
-    """[V]: with ``memory.max_delay`` > 0, the singular values of every member's normalised state
-    gradients per delay (``memory.network_memory`` on the first ``memory.probes`` probe sequences),
-    one program per group vmapped over members, into ``groups/<g>/memory.npz``; NaN for the members
-    ``skip`` (:func:`not_trained`)."""
-    opts = sweep.memory
-    if not opts.max_delay:
-        return
-    inputs = sweep.task.probe_inputs[: opts.probes]
-    todo = [g for g in groups if not store.intact(store.group_dir(run_dir, g) / store.MEMORY)]
-    for g in tqdm(todo, desc="memory", unit="group", disable=not progress):
-        gp = groups[g]
-        sv = jax.jit(jax.vmap(lambda p, gp=gp: network_memory(gp.model, opts, p, inputs)))(gp.params)
-        bad = np.isin(gp.member, list(skip or {}))
-        out = mask_members({"singular_values": np.asarray(sv), "member": gp.member}, bad)
-        store.write_npz(store.group_dir(run_dir, g) / store.MEMORY, out)
-        sv = out["singular_values"]
-        log.info("%s: memory Σσ at delay 0 / %d: median %.3g / %.3g%s", g, opts.max_delay,
-                 float(_nanmedian(sv[:, 0].sum(-1))), float(_nanmedian(sv[:, -1].sum(-1))),
-                 _left_out(gp.member[bad], skip or {}))  # fmt: skip
+    """Every registered per-network analysis (``popdyn.analyses``) the sweep computes, for every group
+    without its results yet: ``spec.network`` of ONE network vmapped over the group's members, one
+    compiled program per group, into ``groups/<g>/<name>.npz`` with its dimension names; NaN for the
+    members ``skip`` (:func:`not_trained`)."""
+    for spec, options in registered(sweep):
+        todo = [g for g in groups if not store.intact(store.group_dir(run_dir, g) / spec.file)]
+        data = spec.inputs(sweep.task, options) if todo else None
+        for g in tqdm(todo, desc=spec.name, unit="group", disable=not progress):
+            gp = groups[g]
+            def one(params, gp=gp, spec=spec, options=options, data=data):  # data: constants of the program
+                return spec.network(gp.model, sweep.task, options, params, data)
+
+            program = jax.jit(jax.vmap(one))
+            out = {k: np.asarray(v) for k, v in program(gp.params).items()}
+            if set(out) != set(spec.dims):
+                raise ValueError(
+                    f"analysis {spec.name!r} returned {sorted(out)} but declares the dimensions of {sorted(spec.dims)}"
+                )
+            bad = np.isin(gp.member, list(skip or {}))
+            out = mask_members({**out, "member": gp.member}, bad)
+            store.write_npz(store.group_dir(run_dir, g) / spec.file, out, dims=spec.dims)
+            said = spec.summary(out) if spec.summary else f"{spec.name} of {len(gp.member)} networks"
+            log.info("%s: %s%s", g, said, _left_out(gp.member[bad], skip or {}))
 
 
 def reported_words(task) -> tuple[str, ...]:

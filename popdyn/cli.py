@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from popdyn import analysis, hosts, store
+from popdyn import analyses, analysis, hosts, store
 from popdyn.config import ConfigError, build_sweep
 from popdyn.sweep import Interrupted, run_sweep
 
@@ -178,8 +178,8 @@ def analyze(cfg: DictConfig) -> Path:
         for section, recorded in (
             ("dynamics", store.DYNAMICS_CONFIG),
             ("similarity", store.SIMILARITY_CONFIG),
-            ("memory", store.MEMORY_CONFIG),
             ("record", store.RECORD_CONFIG),
+            *((name, f"{name}.yaml") for name in analyses.names()),
         ):
             given = OmegaConf.to_container(cfg[section], resolve=True) if section in cfg else {}
             settings = dict(config.get(section) or given)

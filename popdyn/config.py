@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from popdyn import analyses
 from popdyn.attractors import RecordOptions
 from popdyn.cells import ACTIVATIONS, ARCHS
 from popdyn.dynamics import FixedPointOptions, TopologyOptions
-from popdyn.memory import MemoryOptions
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid, Group, shard_of_groups
 from popdyn.similarity import DSA_MISSING, SimilarityOptions, dsa_available
 from popdyn.tasks import Task, TaskError, make_task
@@ -67,7 +67,8 @@ class Sweep:
     num_shards: int = 1
     record_every: int = 0  # [R]: save the parameters every this many steps (0: never)
     record: RecordOptions = RecordOptions()  # what is measured at each saved step
-    memory: MemoryOptions = MemoryOptions()  # [V]: memory curves after training (max_delay 0: none)
+    # the options of every registered per-network analysis (popdyn.analyses), by name = config section
+    analyses: dict = field(default_factory=dict)
 
     @property
     def groups(self) -> list[Group]:
@@ -292,7 +293,7 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         num_shards=num_shards,
         record_every=record_every,
         record=_record(cfg.get("record") or {}, task),
-        memory=_memory(cfg.get("memory") or {}, task),
+        analyses={name: _analysis(analyses.get(name), cfg.get(name), task) for name in analyses.names()},
     )
 
 
@@ -307,17 +308,15 @@ def _section(name: str, value: Any, options: type) -> dict:
     return dict(value)
 
 
-def _memory(value: Any, task: Task) -> MemoryOptions:
-    """The ``memory`` section: :class:`~popdyn.memory.MemoryOptions` fields, by name."""
-    value = _section("memory", value, MemoryOptions)
+def _analysis(spec: analyses.Analysis, value: Any, task: Task):
+    """A registered analysis's config section (its options dataclass's fields, by name; absent: the
+    defaults), checked against the task."""
+    value = _section(spec.name, {} if value is None else value, spec.options)
     try:
-        opts = MemoryOptions(**value)
-    except ValueError as e:
+        opts = spec.options(**value)
+        spec.check(opts, task)
+    except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
-    if opts.max_delay >= task.T:
-        raise ConfigError(
-            f"memory.max_delay = {opts.max_delay} must be below the task's T = {task.T} (sequence length)"
-        )
     return opts
 
 

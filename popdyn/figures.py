@@ -27,7 +27,7 @@ from jaxtyping import Float  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap, Normalize, to_rgb  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from popdyn import store  # noqa: E402
+from popdyn import analyses, store  # noqa: E402
 from popdyn.cells import ACTIVATIONS, ARCHS  # noqa: E402
 from popdyn.config import build_sweep  # noqa: E402
 from popdyn.model import Model  # noqa: E402
@@ -1390,8 +1390,9 @@ def _jobs(run_dir: Path) -> dict:
         jobs["bifurcation_training"] = partial(bifurcation_training, ds, first)
         jobs["contractivity_training"] = partial(contractivity_training, ds)
         jobs["loss_line"] = partial(loss_line, ds)
-    if "memory" in ds:  # [V]
-        jobs["memory_curves"] = partial(memory_curves, ds)
+    for spec in analyses.REGISTRY.values():  # each registered per-network analysis's own figures
+        if any((spec.name if k == spec.name else f"{spec.name}_{k}") in ds for k in spec.dims):
+            jobs |= {name: partial(draw, ds) for name, draw in spec.figures.items()}
     if "sine_frequency" in ds:
         jobs["sine_frequency"] = partial(sine_frequency, ds)
     if "cdi_spectrum" in ds:

@@ -416,7 +416,7 @@ def _check_chunk(chunk, batch: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------
-# the analysis of a run (config section ``memory``; popdyn.analysis.memory_run)
+# the analysis of a run (config section ``memory``; popdyn.analyses.memory)
 @dataclass(frozen=True)
 class MemoryOptions:
     """Memory curves of every trained network ([V]): state gradients up to ``max_delay`` (0: not

@@ -57,7 +57,7 @@ SIMILARITY_CONFIG = "similarity.yaml"
 LSA = "lsa.npz"  # text classification: the dataset's class × word counts and their LSA
 SNAPSHOT = "snapshot-{step:08d}.npz"  # parameters saved during training (train.record_every)
 TRAINING = "training.npz"  # [R]'s measurements at every saved step (popdyn.analysis.record_run)
-MEMORY = "memory.npz"  # [V]'s memory curves (popdyn.analysis.memory_run)
+MEMORY = "memory.npz"  # [V]'s memory curves (popdyn.analyses.memory)
 MEMORY_CONFIG = "memory.yaml"  # the memory.* settings memory.npz was made with
 RECORD_CONFIG = "record.yaml"  # the record.* settings training.npz was made with
 SIMILARITY_METRICS = ("svcca", "cka")
@@ -244,7 +244,8 @@ ANALYSED = (DYNAMICS, TRAINING, MEMORY, SIMILARITY, LSA)  # what scripts/analyze
 def _advice(path: Path) -> str:
     """What makes a damaged result file right again."""
     run = _run_of(path)
-    if path.name in ANALYSED:
+    if path.name in ANALYSED or (path.parent.parent.name == GROUPS and path.name not in TRAINING_FILES
+                                 and path.suffix == ".npz" and not path.name.startswith("snapshot-")):  # fmt: skip
         return f"run `python scripts/analyze.py run_dir={run}` again: it recomputes it"
     if path.name in (DYNAMICS_CONFIG, SIMILARITY_CONFIG):
         made = f"{GROUPS}/*/{DYNAMICS}" if path.name == DYNAMICS_CONFIG else SIMILARITY
@@ -367,12 +368,40 @@ def adopt(run_dir: str | Path) -> list[Path]:
     return files
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+DIMS_KEY = "_dims"  # in a labelled npz: JSON {key: [dimension names]} of its other arrays
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray], dims: dict[str, tuple[str, ...]] | None = None) -> None:
+    """``arrays`` into ``path`` (atomically); with ``dims``, a self-describing file: each key's dimension
+    names stored beside the arrays (``_dims``), so that :func:`load` needs no table of what it holds."""
+    if dims is not None:
+        arrays = {**arrays, DIMS_KEY: np.array(json.dumps({k: list(v) for k, v in dims.items()}))}
+
     def write(tmp):
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
     _atomic(path, write)
+
+
+def read_labelled(path: Path) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """A labelled npz (:func:`write_npz` with ``dims``) as ``{key: (dims, array)}``; ``member`` too."""
+    try:
+        with np.load(verify(path)) as z:
+            dims = json.loads(str(z[DIMS_KEY]))
+            out = {k: (tuple(dims[k]), z[k]) for k in dims}
+            out["member"] = (("member",), z["member"])
+    except (*UNREADABLE, KeyError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{path} is unreadable ({e}); remove it and run scripts/analyze.py again") from None
+    return out
+
+
+def is_labelled(path: Path) -> bool:
+    try:
+        with np.load(path) as z:
+            return DIMS_KEY in z.files
+    except UNREADABLE:
+        return False
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -556,7 +585,8 @@ def invalidate(run_dir: Path, group: str) -> None:
     the run's tables and similarity (and a multirun sweep directory's similarity, when popdyn wrote it)."""
     run_dir = Path(run_dir)
     d = group_dir(run_dir, group)
-    derived = [d / DYNAMICS, d / TRAINING, d / MEMORY, *(run_dir / n for n in (MEMBERS, TRIALS, SIMILARITY))]
+    analysed = [p for p in d.glob("*.npz") if p.name not in TRAINING_FILES and not p.name.startswith("snapshot-")]
+    derived = [*analysed, *(run_dir / n for n in (MEMBERS, TRIALS, SIMILARITY))]  # every analysis of the group
     if not (d / "checkpoint.npz").exists():
         derived += d.glob(SNAPSHOT.replace("{step:08d}", "*"))
     sweep_dir = run_dir.parent  # the sweep of a multirun shard: its comparison includes this group
@@ -819,8 +849,9 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
 
             x = np.asarray(build_sweep(config).task.x_star)[:, 0]
             ds = ds.assign_coords(omega=("condition", 0.04 * x + 0.01))
-    if all((group_dir(run_dir, g) / MEMORY).exists() for g in groups):
-        ds = ds.assign(_memory(run_dir, groups))
+    ds = ds.assign(_labelled(run_dir, groups))
+    if "memory" not in ds and all((group_dir(run_dir, g) / MEMORY).exists() for g in groups):
+        ds = ds.assign(_memory(run_dir, groups))  # written before memory.npz named its dimensions
     if all((group_dir(run_dir, g) / TRAINING).exists() for g in groups):
         ds = ds.assign(_training(run_dir, groups)).assign_coords(_training_coords(run_dir, groups[0]))
     if (run_dir / SIMILARITY).exists():
@@ -1057,6 +1088,29 @@ def _memory(run_dir: Path, groups: list[str]) -> dict:
     sv = _pad(svs)[np.argsort(np.concatenate(ids))]
     return {"memory": (("member", "delay"), np.nansum(sv, axis=-1)),
             "memory_singular_values": (("member", "delay", "rank"), sv)}  # fmt: skip
+
+
+def _labelled(run_dir: Path, groups: list[str]) -> dict:
+    """Every per-group analysis file that names its dimensions (``groups/<g>/<name>.npz`` written by
+    ``popdyn.analysis.network_analyses``), present for every group: each key as ``<name>_<key>``
+    (``<name>`` for the key named like the file), over ``member`` then its stored dimensions, in member
+    order; trailing axes that differ between groups padded with NaN."""
+    first = group_dir(run_dir, groups[0])
+    names = [p.stem for p in sorted(first.glob("*.npz")) if p.name not in (*TRAINING_FILES, DYNAMICS, TRAINING)
+             and not p.name.startswith("snapshot-") and is_labelled(p)]  # fmt: skip
+    out = {}
+    for name in names:
+        paths = [group_dir(run_dir, g) / f"{name}.npz" for g in groups]
+        if not all(p.exists() for p in paths):
+            continue
+        parts = [read_labelled(p) for p in paths]
+        order = np.argsort(np.concatenate([p["member"][1] for p in parts]))
+        for key, (dims, _) in parts[0].items():
+            if key == "member":
+                continue
+            var = name if key == name else f"{name}_{key}"
+            out[var] = (("member", *dims), _pad([p[key][1] for p in parts])[order])
+    return out
 
 
 def _training_coords(run_dir: Path, group: str) -> dict:

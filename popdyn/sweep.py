@@ -266,7 +266,7 @@ def finished(sweep: Sweep, run_dir: Path) -> bool:
         gdir = store.group_dir(run_dir, g.name)
         if not store.intact(gdir / store.DYNAMICS):
             return False
-        if sweep.memory.max_delay and not store.intact(gdir / store.MEMORY):
+        if any(not store.intact(gdir / spec.file) for spec, _ in analysis.registered(sweep)):
             return False
         if store.has_snapshots(run_dir, g.name) and not store.intact(gdir / store.TRAINING):
             return False

@@ -22,10 +22,21 @@ TASKS = sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml") if p.stem
 
 # seconds per task on 2 cores: one small group per arch family, one seed, no search, a short analysis
 COMMON = [
-    "grid.activation=[tanh]", "grid.units=[6]", "grid.seeds=1", "grid.trials=0",
-    "train.steps=20", "train.chunk=10", "train.log_every=5", "train.final_window=5", "train.batch=8",
-    "train.val_batch=16", "dynamics.n_initial=16", "dynamics.steps=100", "dynamics.transition_runs=4",
-    "dynamics.transition_steps=20", "progress=false",
+    "grid.activation=[tanh]",
+    "grid.units=[6]",
+    "grid.seeds=1",
+    "grid.trials=0",
+    "train.steps=20",
+    "train.chunk=10",
+    "train.log_every=5",
+    "train.final_window=5",
+    "train.batch=8",
+    "train.val_batch=16",
+    "dynamics.n_initial=16",
+    "dynamics.steps=100",
+    "dynamics.transition_runs=4",
+    "dynamics.transition_steps=20",
+    "progress=false",
 ]
 # per task: archs and the task's own small sizes (the trained arch changes per task, so that every cell is
 # in some run without every task paying for all of them)
@@ -36,9 +47,23 @@ PER_TASK = {
     "categorical": ["grid.arch=[gru]", "task.L=12"],
     "ordered": ["grid.arch=[vanilla]", "task.L=12"],
     "multilabel": ["grid.arch=[lstm]", "task.L=12"],
-    "repetition": ["grid.arch=[lstm]", "task.T=30", "task.n_probe=4", "memory.max_delay=3", "memory.probes=2"],
-    "symbols": ["grid.arch=[slstm,ornn]", "task.T=50", "task.n_probe=16", "train.record_every=10",
-                "record.steps=20", "record.burn_in=10", "record.probes=2", "record.scales=[0.5,1.0]"],
+    "repetition": [
+        "grid.arch=[lstm]",
+        "task.T=30",
+        "task.n_probe=4",
+        "memory.max_delay=3",
+        "memory.probes=2",
+    ],
+    "symbols": [
+        "grid.arch=[slstm,ornn]",
+        "task.T=50",
+        "task.n_probe=16",
+        "train.record_every=10",
+        "record.steps=20",
+        "record.burn_in=10",
+        "record.probes=2",
+        "record.scales=[0.5,1.0]",
+    ],
     "sinegen": ["grid.arch=[vanilla]", "task.T=40", "task.n_sequences=8", "task.n_probe=4"],
 }
 
@@ -58,8 +83,10 @@ def run(task: str, run_dir: Path) -> dict[str, np.ndarray]:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides(task))
     # pictures hold no numbers: not drawn here (tests/test_figures.py draws them)
-    with mock.patch.object(figures, "draw_all", lambda *a, **k: []), \
-            mock.patch.object(figures, "loss_curves", lambda *a, **k: []):
+    with (
+        mock.patch.object(figures, "draw_all", lambda *a, **k: []),
+        mock.patch.object(figures, "loss_curves", lambda *a, **k: []),
+    ):
         run_sweep(build_sweep(cfg), run_dir, progress=False)
     return collect(run_dir)
 

@@ -27,8 +27,8 @@ def test_a_tiny_run_gives_the_recorded_numbers(task, tmp_path):
     for key, want in expected.items():
         have = got[key]
         if key.endswith(":statistics"):  # [metric, factor, statistic]: a new metric adds rows, by label
-            names = lambda d: [str(m) for m in d[key + "_metric"]]  # noqa: E731
-            have = have[[names(got).index(m) for m in names(expected)]]
+            labels = [str(m) for m in got[key + "_metric"]]
+            have = have[[labels.index(str(m)) for m in expected[key + "_metric"]]]
         assert have.shape == want.shape and have.dtype == want.dtype, key
         if want.dtype.kind in "biuSU":
             np.testing.assert_array_equal(have, want, err_msg=key)

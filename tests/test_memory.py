@@ -347,7 +347,7 @@ def test_bad_memory_settings_are_named():
     with pytest.raises(ConfigError, match="max_delay = 30 must be below the task's T = 20"):
         build_sweep(config("memory.max_delay=30", "task.T=20", grid="tiny"))
     s = build_sweep(config(grid="repetition"))
-    assert s.train.optimizer == "adagrad" and s.memory.max_delay == 40 and s.grid.units == (50,)
+    assert s.train.optimizer == "adagrad" and s.analyses["memory"].max_delay == 40 and s.grid.units == (50,)
 
 
 def test_memory_results_record_their_settings_and_refuse_others(tiny_run, tmp_path):
