@@ -6,13 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from popdyn.cells import ACTIVATIONS, ARCHS
+from popdyn import cells
+from popdyn.cells import ACTIVATIONS
 from popdyn.model import Model
 
 N, M, N_OUT = 6, 3, 2  # units, inputs, outputs: one size everywhere, so that initialisation compiles once
 
 
-@pytest.fixture(scope="module", params=ARCHS)
+@pytest.fixture(scope="module", params=cells.names())
 def arch(request):
     return request.param
 

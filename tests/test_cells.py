@@ -30,7 +30,8 @@ INPUT_BLOCKS = {
     "lstm": ("i", "fg", "o", "c"),
 }
 RECURRENT_BLOCKS = {**INPUT_BLOCKS, "gru": ("r", "g")}  # gru's Wc is the separate ``candidate``
-BASE = {"slstm": "lstm", "ornn": "vanilla"}  # [R]'s cells compute these cells' equations (SPEC §1)
+BASE = {"slstm": "lstm", "ornn": "vanilla", "leaky": "vanilla"}  # cells with these cells' layout (SPEC §1)
+LEAKY_ALPHA = 0.2  # SPEC §1's default α = dt/τ
 
 
 # ---------------------------------------------------------------------------------------------- reference
@@ -64,6 +65,9 @@ def named_blocks(arch: str, p: dict) -> tuple[dict, dict, dict]:
 def ref_step(arch: str, activation: str, p: dict, state: np.ndarray, x: np.ndarray):
     """SPEC §1 for one column-vector state (1-D). Returns (state', pre-activations fed to f)."""
     W, U, b = named_blocks(arch, p)
+    if arch == "leaky":  # h' = (1 − α) h + α f(W h + U x + b), noiseless
+        z = W["h"] @ np.asarray(state, np.float64) + U["h"] @ np.asarray(x, np.float64) + b["h"]
+        return (1 - LEAKY_ALPHA) * np.asarray(state, np.float64) + LEAKY_ALPHA * _F[activation](z), [z]
     arch = BASE.get(arch, arch)
     f = _F[activation]
     state, x = np.asarray(state, np.float64), np.asarray(x, np.float64)
