@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from popdyn.attractors import RecordOptions
 from popdyn import cells
+from popdyn.attractors import RecordOptions
 from popdyn.cells import ACTIVATIONS
 from popdyn.dynamics import FixedPointOptions, TopologyOptions
 from popdyn.memory import MemoryOptions
@@ -177,8 +177,8 @@ def _search(value: Any) -> dict:
 
 
 def _cell_options(value: Any) -> dict:
-    """``grid.cell_options``: per arch, that cell's options (``CellSpec.options``; e.g. ``leaky: {alpha:
-    0.2, sigma_rec: 0.05}``), validated by ``popdyn.cells.options``; an arch not named keeps its defaults."""
+    """``grid.cell_options``: per arch, that cell's options (``CellSpec.options``: ``{arch: {name: value}}``),
+    validated by ``popdyn.cells.options``; an arch not named keeps its defaults."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):

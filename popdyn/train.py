@@ -87,12 +87,16 @@ def make_optimizer(hp: HParams, decay_steps: int, optimizer: str = "sgd") -> opt
     )
 
 
-def mse(model: Model, params: dict, inputs: Array, targets: Array, key: Array | None = None) -> Float[Array, ""]:
+def mse(
+    model: Model, params: dict, inputs: Array, targets: Array, key: Array | None = None
+) -> Float[Array, ""]:
     """Task loss: mean squared error over batch, steps and outputs."""
     return jnp.mean((model(params, inputs, key) - targets) ** 2)
 
 
-def final_logits(model: Model, params: dict, inputs: Array, key: Array | None = None) -> Float[Array, "batch n_out"]:
+def final_logits(
+    model: Model, params: dict, inputs: Array, key: Array | None = None
+) -> Float[Array, "batch n_out"]:
     """The readout of the final state only ([A]: classification of a whole phrase)."""
     return model.readout(params, model.states(params, inputs, key)[:, -1])
 

@@ -1,4 +1,4 @@
-"""Recurrent cells of SPEC §1 as a registry: one file per cell (``vanilla.py``, ``gru.py``, ``leaky.py`` …),
+"""Recurrent cells of SPEC §1 as a registry: one file per cell (``vanilla.py``, ``gru.py``, ``lstm.py`` …),
 each declaring a :class:`CellSpec` with :func:`register` when it is imported.
 
 Every cell is a map on its full dynamical state, ``F(state, x) -> state'`` (the equations are in each cell's
@@ -20,8 +20,8 @@ gru        [N, 2N] + ``candidate`` [M, 3N] / [3N]             r, g | c
 lstm       [N, 4N]                 [M, 4N] / [4N]             i, fg, o, c
 =========  ======================  =========================  ==================
 
-(gru's ``candidate`` [N, N] is ``Wc``, applied to ``r⊙h``; slstm stores lstm's layout, ornn and leaky
-vanilla's, ornn with ``skew`` in place of ``recurrent``.)  A step is split into ``project`` (the input part
+(gru's ``candidate`` [N, N] is ``Wc``, applied to ``r⊙h``; slstm stores lstm's layout, ornn vanilla's with
+``skew`` in place of ``recurrent``; other cells say theirs in their files.)  A step is split into ``project`` (the input part
 ``x U + b``, which does not depend on the state, so a whole sequence is projected in one matmul before the
 time loop) and ``recur`` (the state-dependent part inside the loop); ``step = recur ∘ project``.  Inside
 time loops a state of 2N (lstm's ``[h; c]``) is carried as the pair ``(h, c)``: the *carry*; ``recur`` works

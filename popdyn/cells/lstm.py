@@ -52,7 +52,15 @@ FUSED = Fused(usable=fused.usable, run=fused.lstm)
 
 SPEC = register(
     CellSpec(
-        "lstm", blocks=4, params=params, recur=recur, state_factor=2, loop=LOOP, fused=FUSED,
-        color="#D55E00", marker="D", rank=3,
+        "lstm",
+        blocks=4,
+        params=params,
+        recur=recur,
+        state_factor=2,
+        loop=LOOP,
+        fused=FUSED,
+        color="#D55E00",
+        marker="D",
+        rank=3,
     )  # fmt: skip
 )

@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from popdyn.cells import CellSpec, register
-from popdyn.cells import vanilla
+from popdyn.cells import CellSpec, register, vanilla
 
 __all__ = ["orthogonal"]
 
@@ -45,7 +44,15 @@ def weights(p: dict) -> dict:
 
 SPEC = register(
     CellSpec(
-        "ornn", blocks=1, params=params, recur=vanilla.recur, weights=weights, loop=vanilla.LOOP,
-        color="#56B4E9", marker="P", base="vanilla", rank=5,
+        "ornn",
+        blocks=1,
+        params=params,
+        recur=vanilla.recur,
+        weights=weights,
+        loop=vanilla.LOOP,
+        color="#56B4E9",
+        marker="P",
+        base="vanilla",
+        rank=5,
     )  # fmt: skip
 )

@@ -7,8 +7,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from popdyn.cells import CellSpec, register
-from popdyn.cells import lstm
+from popdyn.cells import CellSpec, lstm, register
 
 __all__ = ["SLSTM_FORGET_BIAS_MAX", "SLSTM_FORGET_INPUT_CAP", "SLSTM_RECURRENT_CAPS", "project_contractive"]
 
@@ -96,7 +95,17 @@ def project_contractive(
 
 SPEC = register(
     CellSpec(
-        "slstm", blocks=4, params=lstm.params, recur=lstm.recur, state_factor=2, loop=lstm.LOOP,
-        fused=lstm.FUSED, constrain=project_contractive, color="#CC79A7", marker="v", base="lstm", rank=4,
+        "slstm",
+        blocks=4,
+        params=lstm.params,
+        recur=lstm.recur,
+        state_factor=2,
+        loop=lstm.LOOP,
+        fused=lstm.FUSED,
+        constrain=project_contractive,
+        color="#CC79A7",
+        marker="v",
+        base="lstm",
+        rank=4,
     )  # fmt: skip
 )

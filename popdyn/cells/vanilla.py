@@ -19,7 +19,5 @@ def recur(cell, w: dict, h, xp, noise=None):
 LOOP = Loop(blocks=lambda act: (act,), combine=lambda act: lambda h, acts: acts[0])
 
 SPEC = register(
-    CellSpec(
-        "vanilla", blocks=1, params=params, recur=recur, loop=LOOP, color="#0072B2", marker="o", rank=0
-    )
+    CellSpec("vanilla", blocks=1, params=params, recur=recur, loop=LOOP, color="#0072B2", marker="o", rank=0)
 )
