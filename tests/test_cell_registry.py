@@ -139,7 +139,7 @@ def test_cell_options_come_from_the_config_and_are_checked():
     assert g.options == (("alpha", 0.1), ("sigma_rec", 0.0))
     assert build_sweep(config("grid.arch=[leaky]")).grid.groups[0].options == ()  # the spec's defaults
     for override, needle in [
-        ("+grid.cell_options.leaky.alpha=1.5", "alpha.*(0, 1]"),
+        ("+grid.cell_options.leaky.alpha=1.5", r"alpha.*\(0, 1\]"),
         ("+grid.cell_options.leaky.sigma_rec=-1", "sigma_rec"),
         ("+grid.cell_options.leaky.tau=3", "unknown option 'tau'.*alpha, sigma_rec"),
         ("+grid.cell_options.leaky.alpha=fast", "number"),
