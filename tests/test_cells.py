@@ -1,7 +1,7 @@
 """Cells of SPEC §1: one step against a NumPy float64 transcription of the equations, Jacobians, init, errors.
 
 The reference below is written from SPEC §1 in the column convention of the paper (``W h + U x + b``).
-The only thing it takes from popdyn is the documented storage layout (cells.py docstring): kernels are
+The only thing it takes from popdyn is the documented storage layout (popdyn/cells/__init__.py docstring): kernels are
 stored as ``inputs @ kernel`` — so ``W = kernel.T`` — with the gate blocks side by side in column order.
 """
 
@@ -22,7 +22,7 @@ from tests.conftest import N_OUT, M, N
 B = 5  # batch of states
 RTOL, ATOL = 2e-5, 2e-6  # float32 against float64
 
-# gate blocks of each fused kernel, in column order (cells.py docstring)
+# gate blocks of each fused kernel, in column order (popdyn/cells/__init__.py docstring)
 INPUT_BLOCKS = {
     "vanilla": ("h",),
     "ugrnn": ("c", "g"),
