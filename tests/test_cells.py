@@ -1,8 +1,9 @@
 """Cells of SPEC §1: one step against a NumPy float64 transcription of the equations, Jacobians, init, errors.
 
 The reference below is written from SPEC §1 in the column convention of the paper (``W h + U x + b``).
-The only thing it takes from popdyn is the documented storage layout (popdyn/cells/__init__.py docstring): kernels are
-stored as ``inputs @ kernel`` — so ``W = kernel.T`` — with the gate blocks side by side in column order.
+The only thing it takes from popdyn is the documented storage layout (popdyn/cells/__init__.py docstring):
+kernels are stored as ``inputs @ kernel`` — so ``W = kernel.T`` — with the gate blocks side by side in column
+order.
 """
 
 from __future__ import annotations

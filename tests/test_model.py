@@ -1,8 +1,8 @@
 """Model of SPEC §1: unrolled states and readout against a NumPy loop from h0 = 0; shapes, unroll, L2 leaves.
 
 The NumPy step below is a row-vector transcription of SPEC §1 (``h Wᵀ`` with ``Wᵀ`` the stored kernel) using
-the documented fused layout (popdyn/cells/__init__.py docstring); ``tests/test_cells.py`` checks the single step in the
-paper's column convention.
+the documented fused layout (popdyn/cells/__init__.py docstring); ``tests/test_cells.py`` checks the single
+step in the paper's column convention.
 """
 
 from __future__ import annotations
