@@ -96,7 +96,7 @@ class Loop:
         return ((ds[0] + dh, ds[1]) if self.pair else ds + dh), tuple(da)
 
     def grads(self, grads, kernels, h_prev, acts, da):
-        """``(δK, δx)`` with ``grads(h, k, da)`` the cotangents of one stacked kernel read by ``[h; x; 1]``."""
+        """``(δK, δx)``; ``grads(h, k, da)``: the cotangents of one stacked kernel read by ``[h; x; 1]``."""
         return grads(h_prev, kernels, da)
 
 

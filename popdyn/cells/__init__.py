@@ -21,9 +21,10 @@ lstm       [N, 4N]                 [M, 4N] / [4N]             i, fg, o, c
 =========  ======================  =========================  ==================
 
 (gru's ``candidate`` [N, N] is ``Wc``, applied to ``r⊙h``; slstm stores lstm's layout, ornn vanilla's with
-``skew`` in place of ``recurrent``; other cells say theirs in their files.)  A step is split into ``project`` (the input part
-``x U + b``, which does not depend on the state, so a whole sequence is projected in one matmul before the
-time loop) and ``recur`` (the state-dependent part inside the loop); ``step = recur ∘ project``.  Inside
+``skew`` in place of ``recurrent``; other cells say theirs in their files.)  A step is split into
+``project`` (the input part ``x U + b``, which does not depend on the state, so a whole sequence is
+projected in one matmul before the time loop) and ``recur`` (the state-dependent part inside the loop);
+``step = recur ∘ project``.  Inside
 time loops a state of 2N (lstm's ``[h; c]``) is carried as the pair ``(h, c)``: the *carry*; ``recur`` works
 on the carry, :class:`Cell` converts.
 
