@@ -20,7 +20,7 @@ diagram over training) with the same call.
   (``popdyn.rtasks``, re-exported; the tasks ``sinegen`` and ``symbols``).
 - :func:`orthogonal`, :func:`project_contractive` — the maths of [R]'s two constrained cells, oRNN
   (Lezcano-Casado & Martínez-Rubio 2019) and sLSTM (Miller & Hardt 2019), the archs ``ornn`` and
-  ``slstm`` (``popdyn.cells``, re-exported).
+  ``slstm`` (``popdyn/cells/ornn.py``, ``popdyn/cells/slstm.py``; re-exported).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every bad value gets one :class:`ConfigError` naming the value and what is allowed; ``scripts/sweep.py``
 prints it and exits non-zero.  The config names are fixed (README, "Config reference"): ``task.*``,
-``grid.{arch,activation,units,l2,seeds,trials,search,hparams}``, ``train.*``, ``seed``.
+``grid.{arch,activation,units,l2,seeds,trials,search,hparams,cell_options}``, ``train.*``, ``seed``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from popdyn import analyses
+from popdyn import analyses, cells
 from popdyn.attractors import RecordOptions
-from popdyn.cells import ACTIVATIONS, ARCHS
+from popdyn.cells import ACTIVATIONS
 from popdyn.dynamics import FixedPointOptions, TopologyOptions
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid, Group, shard_of_groups
 from popdyn.similarity import DSA_MISSING, SimilarityOptions, dsa_available
@@ -37,7 +37,9 @@ TRAIN_KEYS = (
     "optimizer",
     "record_every",
 )
-GRID_KEYS = ("name", "arch", "activation", "units", "l2", "seeds", "trials", "search", "hparams")
+GRID_KEYS = (
+    "name", "arch", "activation", "units", "l2", "seeds", "trials", "search", "hparams", "cell_options",
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -174,6 +176,24 @@ def _search(value: Any) -> dict:
     return search
 
 
+def _cell_options(value: Any) -> dict:
+    """``grid.cell_options``: per arch, that cell's options (``CellSpec.options``: ``{arch: {name: value}}``),
+    validated by ``popdyn.cells.options``; an arch not named keeps its defaults."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"grid.cell_options must map an arch to its options, got {value!r}")
+    out = {}
+    for arch, given in value.items():
+        if given is not None and not isinstance(given, Mapping):
+            raise ConfigError(f"grid.cell_options.{arch} must map option names to values, got {given!r}")
+        try:
+            out[arch] = cells.options(arch, given)
+        except ValueError as e:
+            raise ConfigError(f"grid.cell_options.{arch}: {e}") from None
+    return out
+
+
 def _hparams(value: Any) -> dict:
     value = dict(value or {})
     unknown = set(value) - set(HPARAM_NAMES[:-1])
@@ -225,13 +245,14 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
     if len(set(units)) != len(units) or len(set(l2)) != len(l2):
         raise ConfigError(f"grid.units / grid.l2 list a value twice: {list(units)} / {list(l2)}")
     grid = Grid(
-        arch=_names("grid.arch", g.get("arch"), ARCHS),
+        arch=_names("grid.arch", g.get("arch"), cells.names()),
         activation=_names("grid.activation", g.get("activation"), ACTIVATIONS),
         units=units,
         l2=l2,
         seeds=_int("grid.seeds", g.get("seeds"), 1),
         trials=_int("grid.trials", g.get("trials", 0), 0),
         search=_search(g.get("search")),
+        cell_options=_cell_options(g.get("cell_options")),
     )
 
     t = dict(cfg["train"])
@@ -377,7 +398,7 @@ def _similarity(value: Any) -> SimilarityOptions:
     out: dict[str, Any] = {}
     for k, v in value.items():
         if k == "untrained":
-            out[k] = _names("similarity.untrained", v, ARCHS) if _as_list(v) else ()
+            out[k] = _names("similarity.untrained", v, cells.names()) if _as_list(v) else ()
             continue
         kind = allowed[k].type
         if kind == "str":

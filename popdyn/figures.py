@@ -10,6 +10,7 @@ networks (``ARCH_MARKERS``), so that no figure relies on hue alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -27,8 +28,8 @@ from jaxtyping import Float  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap, Normalize, to_rgb  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from popdyn import analyses, store  # noqa: E402
-from popdyn.cells import ACTIVATIONS, ARCHS  # noqa: E402
+from popdyn import analyses, cells, store  # noqa: E402
+from popdyn.cells import ACTIVATIONS  # noqa: E402
 from popdyn.config import build_sweep  # noqa: E402
 from popdyn.model import Model  # noqa: E402
 from popdyn.population import member_key  # noqa: E402
@@ -118,15 +119,45 @@ METRIC_LABELS = {
     "dsa": "DSA distance (angular, Ostrow et al. 2023)",
     "topology": "fixed-point topology distance (Euclidean)",
 }
+
+
+class _ByArch(Mapping):
+    """arch → its figure colour or marker, read from the cell registry when asked (``CellSpec.color`` /
+    ``marker``, or the next unused one of ``cells.PALETTE`` / ``cells.MARKERS``), so that a cell registered
+    after this import has one too; iterates the registered archs in order."""
+
+    def __init__(self, of):
+        self._of = of
+
+    def __getitem__(self, arch: str) -> str:
+        if arch not in cells.REGISTRY:
+            raise KeyError(arch)
+        return self._of(arch)
+
+    def __iter__(self):
+        return iter(cells.names())
+
+    def __len__(self) -> int:
+        return len(cells.REGISTRY)
+
+
+class _Archs(Sequence):
+    """The registered archs, in registration order, as they are when read."""
+
+    def __getitem__(self, i):
+        return cells.names()[i]
+
+    def __len__(self) -> int:
+        return len(cells.REGISTRY)
+
+
 # one colour per architecture and per activation in every figure, the two sets disjoint: the Okabe–Ito
-# palette, which readers with any common colour-vision deficiency tell apart
-ARCH_COLORS = {
-    "vanilla": "#0072B2", "ugrnn": "#E69F00", "gru": "#009E73", "lstm": "#D55E00",
-    "slstm": "#CC79A7", "ornn": "#56B4E9",
-}  # fmt: skip
+# palette, which readers with any common colour-vision deficiency tell apart (each cell's spec names its own)
+ARCHS = _Archs()
+ARCH_COLORS = _ByArch(cells.color)
+ARCH_MARKERS = _ByArch(cells.marker)
 ACTIVATION_COLORS = {"tanh": "#000000", "relu": "#F0E442"}  # relu's yellow is drawn with a dark edge
 ACTIVATION_STYLES = {"tanh": "solid", "relu": "dashed"}  # line style per activation where colour is taken
-ARCH_MARKERS = {"vanilla": "o", "ugrnn": "s", "gru": "^", "lstm": "D", "slstm": "v", "ornn": "P"}
 DARK_EDGE = "0.25"  # outline of light colours (relu's yellow), so that they show on white
 # 0, 1, 2, 3 unstable modes ([U] Fig. 1e: black, red, green, blue), in Okabe–Ito's shades of those
 UNSTABLE_COLORS = ("#000000", "#D55E00", "#009E73", "#0072B2")
@@ -666,7 +697,7 @@ def _group_params(run_dir: Path, group: str) -> tuple[store.GroupParams, object]
     except store.UNREADABLE as e:
         raise store.RunDirError(f"parameters of group {group} in {run_dir} are unreadable ({e})") from None
     member = arrays.pop("member")
-    model = Model.for_task(g.arch, g.activation, g.units, sweep.task, sweep.unroll)
+    model = Model.for_task(g.arch, g.activation, g.units, sweep.task, sweep.unroll, g.options)
     return store.GroupParams(model, store.unflatten(arrays), member), sweep
 
 

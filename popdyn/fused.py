@@ -15,7 +15,8 @@ the CPU and the jaxlib headers; later processes load it.  Where it cannot be bui
 a failing build, an unwritable cache) popdyn logs one warning and uses the XLA loop: the kernel
 speeds up the CPU path, it is never a requirement.  ``POPDYN_FUSED=0`` turns it off.
 
-Used by ``Model(kernel="auto")`` (the default) for lstm and slstm on the CPU backend, float32.
+Used by ``Model(kernel="auto")`` (the default) on the CPU backend, float32, for the cells whose spec
+declares it (``CellSpec.fused``: lstm, slstm).
 """
 
 from __future__ import annotations
@@ -137,10 +138,11 @@ def available() -> bool:
     return True
 
 
-def usable(arch: str, dtype) -> bool:
-    """Whether ``lstm`` can run this time loop: an lstm, float32, JAX's CPU backend, kernel built."""
+def usable(dtype) -> bool:
+    """Whether the kernel can run the time loop here: float32, JAX's CPU backend, kernel built (the cells
+    that declare it, ``popdyn/cells/lstm.py``, say so in their spec)."""
     on_cpu = jax.default_backend() == "cpu"
-    return arch == "lstm" and jnp.dtype(dtype) == jnp.float32 and on_cpu and available()
+    return jnp.dtype(dtype) == jnp.float32 and on_cpu and available()
 
 
 def lstm(

@@ -234,7 +234,7 @@ def population_memory(
         raise ValueError(f"inputs must be [batch, time, {model.n_in}], got shape {tuple(inputs.shape)}")
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; allowed: {', '.join(PARTS)}")
-    if part == "cell" and model.arch != "lstm":
+    if part == "cell" and model.state_size != 2 * model.units:
         raise ValueError(f"part='cell' needs an lstm (state [h; c]); {model.arch} has only h")
     _check_delay(max_delay, inputs.shape[1])
     _check_chunk(chunk, inputs.shape[0])

@@ -15,8 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from popdyn import fused
-from popdyn.cells import Cell, base_arch, make_cell, project_contractive, recurrent_kernel
+from popdyn.cells import Cell, CellSpec, base_arch, get, make_cell
 from popdyn.recurrence import recurrence
 
 GRADS = ("hoisted", "autodiff")
@@ -39,17 +38,21 @@ class Model:
     grad: str = "hoisted"  # backward pass of the time loop: "hoisted" (popdyn.recurrence) or "autodiff"
     readout_bias: bool = True  # [A]'s classifiers read out without a bias
     vocab: int = 0  # > 0: inputs are token ids [batch, time], embedded into n_in dims ([A]'s natural data)
-    # the lstm time loop with grad="hoisted": "auto" runs the fused CPU kernel (popdyn.fused) where it can
-    # (lstm/slstm, float32, CPU backend, kernel built), else XLA's loop (popdyn.recurrence); "xla" always XLA's
+    # the time loop with grad="hoisted": "auto" runs the cell's fused CPU kernel (``CellSpec.fused``; lstm,
+    # slstm: popdyn.fused) where it can (float32, CPU backend, kernel built), else XLA's loop
+    # (popdyn.recurrence); "xla" always XLA's
     kernel: str = "auto"
+    options: tuple = ()  # the cell's options as sorted (name, value) pairs (popdyn.cells.options)
 
     @classmethod
-    def for_task(cls, arch: str, activation: str, units: int, task, unroll: int = 1) -> Model:
+    def for_task(
+        cls, arch: str, activation: str, units: int, task, unroll: int = 1, options: tuple = ()
+    ) -> Model:
         """The model of one group for ``task``: its input and output sizes, a bias-free readout for
         classification."""
         return cls(
             arch, activation, units, task.n_in, task.n_out, unroll,
-            readout_bias=not task.classification, vocab=task.vocab,
+            readout_bias=not task.classification, vocab=task.vocab, options=tuple(options),
         )  # fmt: skip
 
     def __post_init__(self):
@@ -59,13 +62,18 @@ class Model:
             raise ValueError(f"unknown kernel {self.kernel!r}; allowed: {', '.join(KERNELS)}")
 
     @property
+    def spec(self) -> CellSpec:
+        """The cell's registered spec (``popdyn.cells``)."""
+        return get(self.arch)
+
+    @property
     def base(self) -> str:
         """The arch whose equations the cell computes (slstm: lstm, ornn: vanilla)."""
         return base_arch(self.arch)
 
     @cached_property
     def cell(self) -> Cell:
-        return make_cell(self.arch, self.activation, self.units, self.n_in)
+        return make_cell(self.arch, self.activation, self.units, self.n_in, self.options)
 
     @cached_property
     def _readout(self) -> nn.Dense:
@@ -91,12 +99,23 @@ class Model:
         return self.constrain(params)
 
     def constrain(self, params: dict) -> dict:
-        """The parameters moved into the cell's admissible set, after every update: slstm's projection
-        onto a contractive region ([R] §5, ``cells.project_contractive``); the others are unconstrained
-        (ornn is orthogonal by construction)."""
-        if self.arch != "slstm":
+        """The parameters moved into the cell's admissible set, after every update (``CellSpec.constrain``;
+        e.g. slstm's projection onto a contractive region, [R] §5); most cells are unconstrained."""
+        constrain = self.spec.constrain
+        if constrain is None:
             return params
-        return {**params, "cell": project_contractive(params["cell"])}
+        return {**params, "cell": constrain(params["cell"])}
+
+    def weight_matrices(self, params: dict) -> list[Array]:
+        """The leaves the L2 penalty sums over: the cell's as its spec says (``CellSpec.l2``), the readout's
+        and embedding's matrices; in the order of :func:`weight_matrices`."""
+        is_weight = self.spec.l2
+        out = []
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+            keys = [getattr(k, "key", None) for k in path]
+            if keys[0] == "cell" and is_weight(str(keys[-1]), leaf) or keys[0] != "cell" and leaf.ndim >= 2:
+                out.append(leaf)
+        return out
 
     def embed(self, params: dict, inputs: Array) -> tuple[Float[Array, "batch time n_in"], Array | None]:
         """The cell's inputs and the padding mask (``None`` without an embedding): token ids are looked
@@ -109,70 +128,70 @@ class Model:
     def step(
         self, cell_params: dict, state: Float[Array, " state"], x: Float[Array, " n_in"]
     ) -> Float[Array, " state"]:
-        """The one-step map ``F(state, x)`` on the full state (lstm: ``[h; c]``); pure in ``cell_params``."""
+        """The one-step map ``F(state, x)`` on the full state (lstm: ``[h; c]``); pure in ``cell_params``;
+        noiseless (a stochastic cell's analyses see its deterministic map)."""
         return self.cell.apply({"params": cell_params}, state, x)
 
     def states(
-        self, params: dict, inputs: Float[Array, "batch time n_in"] | Int[Array, "batch time"]
+        self,
+        params: dict,
+        inputs: Float[Array, "batch time n_in"] | Int[Array, "batch time"],
+        key: Array | None = None,
     ) -> Float[Array, "batch time state"]:
         """Every state visited on ``inputs`` (token ids with an embedding; padded steps hold the state at
-        ``h0 = 0``), from ``h0 = 0``."""
+        ``h0 = 0``), from ``h0 = 0``.  ``key``: a stochastic cell's noise (training; ``CellSpec.stochastic``),
+        standard normal draws [time, batch, units] from it; ignored by the other cells."""
+        spec = self.spec
         cell_params = {"params": params["cell"]}
         h0 = jnp.zeros((inputs.shape[0], self.units), params["readout"]["kernel"].dtype)
-        state0 = (h0, h0) if self.base == "lstm" else h0
+        state0 = spec.carry0(h0)
         x, mask = self.embed(params, inputs)
+        noisy = spec.stochastic and key is not None
 
-        if self.grad == "hoisted":
+        if self.grad == "hoisted" and spec.loop is not None and not noisy:
             x = x.astype(h0.dtype)
-            if self.kernel == "auto" and fused.usable(self.base, x.dtype):
-                states = fused.lstm(self.kernels(params), x, state0, mask, self.activation)
+            if self.kernel == "auto" and spec.fused is not None and spec.fused.usable(x.dtype):
+                states = spec.fused.run(self.kernels(params), x, state0, mask, self.activation)
             else:
                 states = recurrence(
-                    self.base, self.activation, self.unroll, self.kernels(params), x, state0, mask
+                    spec.loop, self.activation, self.unroll, self.kernels(params), x, state0, mask
                 )
         else:
             # the input half of every gate does not depend on the state: one matmul for the whole sequence
             xp = jnp.swapaxes(self.cell.apply(cell_params, x, method=Cell.project), 0, 1)
             m = None if mask is None else jnp.swapaxes(mask, 0, 1)[..., None]
+            xi = jax.random.normal(key, (xp.shape[0], *h0.shape), h0.dtype) if noisy else None
             states = jax.tree.map(
-                partial(jnp.swapaxes, axis1=0, axis2=1), self._scan(cell_params, xp, state0, m)
+                partial(jnp.swapaxes, axis1=0, axis2=1), self._scan(cell_params, xp, state0, m, xi)
             )
-        return jnp.concatenate(states, axis=-1) if self.base == "lstm" else states
+        return spec.merge(states)
 
     def kernels(self, params: dict):
-        """The stacked kernel ``[W; U; b]`` that ``popdyn.recurrence`` multiplies ``[h, x, 1]`` by
-        (gru: ``(K_rg, K_c)``: gates r, g, then the candidate)."""
-        cell = params["cell"]
-        u, b = cell["input"], cell["bias"][None]
-        if self.arch == "gru":
-            split = 2 * self.units
-            return (
-                jnp.concatenate([recurrent_kernel(self.arch, cell), u[:, :split], b[:, :split]]),
-                jnp.concatenate([cell["candidate"], u[:, split:], b[:, split:]]),
-            )
-        return jnp.concatenate([recurrent_kernel(self.arch, cell), u, b])
+        """The stacked kernel ``[W; U; b]`` that ``popdyn.recurrence`` multiplies ``[h, x, 1]`` by (the cell's
+        ``loop.kernels``; gru: ``(K_rg, K_c)``: gates r, g, then the candidate)."""
+        spec = self.spec
+        return spec.loop.kernels(spec.weights(params["cell"]))
 
-    def _scan(self, cell_params: dict, xp: Array, state0, mask=None):
+    def _scan(self, cell_params: dict, xp: Array, state0, mask=None, noise=None):
         """The time loop as plain JAX (autodiff differentiates it step by step)."""
-        method = Cell.recur_lstm if self.base == "lstm" else Cell.recur
 
         def body(state, inputs):
-            xp_t, m_t = inputs
-            state = self.cell.apply(cell_params, state, xp_t, method=method)
+            xp_t, m_t, xi_t = inputs
+            state = self.cell.apply(cell_params, state, xp_t, xi_t, method=Cell.recur_carry)
             if m_t is not None:
                 state = jax.tree.map(lambda s: s * m_t, state)
             return state, state
 
-        return jax.lax.scan(body, state0, (xp, mask), unroll=self.unroll)[1]
+        return jax.lax.scan(body, state0, (xp, mask, noise), unroll=self.unroll)[1]
 
     def readout(self, params: dict, states: Float[Array, "... state"]) -> Float[Array, "... n_out"]:
         """``y = R h + d`` on the hidden part of each state."""
         return self._readout.apply({"params": params["readout"]}, states[..., : self.units])
 
     def __call__(
-        self, params: dict, inputs: Float[Array, "batch time n_in"]
+        self, params: dict, inputs: Float[Array, "batch time n_in"], key: Array | None = None
     ) -> Float[Array, "batch time n_out"]:
-        return self.readout(params, self.states(params, inputs))
+        return self.readout(params, self.states(params, inputs, key))
 
 
 def weight_matrices(params: dict) -> list[Array]:

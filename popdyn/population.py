@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from popdyn import cells
+
 # SPEC §3's random search: (low, high, scale) per hyper-parameter
 SEARCH_SPACE = {
     "clip": (0.1, 10.0, "log"),
@@ -60,31 +62,29 @@ class Grid:
     seeds: int
     trials: int
     search: dict = field(default_factory=lambda: dict(SEARCH_SPACE), hash=False, compare=False)
+    # per arch, the cell's options as sorted (name, value) pairs (``popdyn.cells.options``); absent: defaults
+    cell_options: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def groups(self) -> list["Group"]:
-        return [Group(a, f, u, self.l2) for a in self.arch for f in self.activation for u in self.units]
+        return [
+            Group(a, f, u, self.l2, tuple(self.cell_options.get(a, ())))
+            for a in self.arch
+            for f in self.activation
+            for u in self.units
+        ]
 
     @property
     def n_members(self) -> int:
         return len(self.arch) * len(self.activation) * len(self.units) * len(self.l2) * self.seeds
 
 
-GATE_BLOCKS = {
-    "vanilla": 1,
-    "ugrnn": 2,
-    "gru": 3,
-    "lstm": 4,
-    "slstm": 4,
-    "ornn": 1,
-}  # recurrent matmul width, in units of N
-
-
 def shard_of_groups(groups: list["Group"], num_shards: int) -> list[int]:
-    """The shard (0 … num_shards − 1) of each group: whole groups, balanced by their cost (gate blocks ×
+    """The shard (0 … num_shards − 1) of each group: whole groups, balanced by their cost (gate blocks, the
+    cell's recurrent matmul width in units of N (``CellSpec.blocks``), ×
     units² × configurations), the costliest first onto the least loaded shard (ties: lowest index).
     Depends only on the grid, so every job of a multirun computes the same split."""
-    cost = [GATE_BLOCKS[g.arch] * g.units**2 * len(g.l2) for g in groups]
+    cost = [cells.get(g.arch).blocks * g.units**2 * len(g.l2) for g in groups]
     load = [0] * num_shards
     out = [0] * len(groups)
     for i in sorted(range(len(groups)), key=lambda i: (-cost[i], i)):
@@ -96,12 +96,14 @@ def shard_of_groups(groups: list["Group"], num_shards: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Group:
-    """Members sharing (arch, activation, units): one compiled program."""
+    """Members sharing (arch, activation, units): one compiled program.  ``options``: the cell's options
+    (sorted (name, value) pairs; ``Model.for_task(..., options=group.options)``)."""
 
     arch: str
     activation: str
     units: int
     l2: tuple[float, ...]
+    options: tuple = ()
 
     @property
     def name(self) -> str:

@@ -1147,6 +1147,6 @@ def load_params(run_dir: str | Path, partial: bool = False) -> dict[str, GroupPa
         except UNREADABLE as e:
             raise RunDirError(f"parameters of group {g.name} in {run_dir} are unreadable ({e})") from None
         member = arrays.pop("member")
-        model = Model.for_task(g.arch, g.activation, g.units, sweep.task, sweep.unroll)
+        model = Model.for_task(g.arch, g.activation, g.units, sweep.task, sweep.unroll, g.options)
         out[g.name] = GroupParams(model, unflatten(arrays), member)
     return out

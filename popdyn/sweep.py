@@ -152,7 +152,7 @@ def train_group(
 ) -> GroupTrainer:
     """Search, choose and train the seeds of one group, then write it to ``run_dir``."""
     task, grid, s = sweep.task, sweep.grid, sweep.train
-    model = Model.for_task(group.arch, group.activation, group.units, task, sweep.unroll)
+    model = Model.for_task(group.arch, group.activation, group.units, task, sweep.unroll, group.options)
     n_seed = len(group.l2) * grid.seeds
     n_search = len(group.l2) * grid.trials
     trainer = GroupTrainer(model, task, s, max(n_seed, n_search), devices, sweep.member_batch)

@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float
 
 from popdyn.hosts import to_host
-from popdyn.model import Model, weight_matrices
+from popdyn.model import Model
 from popdyn.population import HParams, padded_size
 from popdyn.tasks import Task
 
@@ -67,6 +67,7 @@ class TrainState(NamedTuple):
 
 
 OPTIMIZERS = ("sgd", "adam", "adagrad")
+NOISE_STREAM = 0x6E6F6973  # folded into a step's key for a stochastic cell's noise ("nois")
 
 
 def make_optimizer(hp: HParams, decay_steps: int, optimizer: str = "sgd") -> optax.GradientTransformation:
@@ -86,25 +87,31 @@ def make_optimizer(hp: HParams, decay_steps: int, optimizer: str = "sgd") -> opt
     )
 
 
-def mse(model: Model, params: dict, inputs: Array, targets: Array) -> Float[Array, ""]:
+def mse(
+    model: Model, params: dict, inputs: Array, targets: Array, key: Array | None = None
+) -> Float[Array, ""]:
     """Task loss: mean squared error over batch, steps and outputs."""
-    return jnp.mean((model(params, inputs) - targets) ** 2)
+    return jnp.mean((model(params, inputs, key) - targets) ** 2)
 
 
-def final_logits(model: Model, params: dict, inputs: Array) -> Float[Array, "batch n_out"]:
+def final_logits(
+    model: Model, params: dict, inputs: Array, key: Array | None = None
+) -> Float[Array, "batch n_out"]:
     """The readout of the final state only ([A]: classification of a whole phrase)."""
-    return model.readout(params, model.states(params, inputs)[:, -1])
+    return model.readout(params, model.states(params, inputs, key)[:, -1])
 
 
-def task_loss(model: Model, loss: str, params: dict, inputs: Array, targets: Array) -> Float[Array, ""]:
+def task_loss(
+    model: Model, loss: str, params: dict, inputs: Array, targets: Array, key: Array | None = None
+) -> Float[Array, ""]:
     """``mse`` over every step ([U]); ``softmax``: cross-entropy of the final readout against one-hot
     classes; ``sigmoid``: the mean sigmoid cross-entropy over labels ([A]); ``lm``: the cross-entropy of
-    the next token at every step (a language model, [V])."""
+    the next token at every step (a language model, [V]).  ``key``: a stochastic cell's noise (training)."""
     if loss == "mse":
-        return mse(model, params, inputs, targets)
+        return mse(model, params, inputs, targets, key)
     if loss == "lm":
-        return jnp.mean(optax.softmax_cross_entropy(model(params, inputs), targets))
-    logits = final_logits(model, params, inputs)
+        return jnp.mean(optax.softmax_cross_entropy(model(params, inputs, key), targets))
+    logits = final_logits(model, params, inputs, key)
     if loss == "softmax":
         return jnp.mean(optax.softmax_cross_entropy(logits, targets))
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets))
@@ -121,10 +128,13 @@ def accuracy(model: Model, loss: str, params: dict, inputs: Array, targets: Arra
     return jnp.mean((logits > 0) == (targets > 0.5))
 
 
-def objective(model: Model, params: dict, l2: Array, inputs: Array, targets: Array, loss: str = "mse"):
-    """``loss + l2 · Σ‖W‖²`` (weight matrices only); returns (objective, loss)."""
-    value = task_loss(model, loss, params, inputs, targets)
-    penalty = sum(jnp.sum(w**2) for w in weight_matrices(params))
+def objective(
+    model: Model, params: dict, l2: Array, inputs: Array, targets: Array, loss: str = "mse", key=None
+):
+    """``loss + l2 · Σ‖W‖²`` (the leaves ``Model.weight_matrices`` names: weight matrices, no biases);
+    returns (objective, loss).  ``key``: a stochastic cell's noise."""
+    value = task_loss(model, loss, params, inputs, targets, key)
+    penalty = sum(jnp.sum(w**2) for w in model.weight_matrices(params))
     return value + l2 * penalty, value
 
 
@@ -150,7 +160,9 @@ def chunk_one(
     def body(state: TrainState, _):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
         inputs, targets = task.sample(key, settings.batch, data)
-        (_, loss), grads = grad_fn(state.params, hp.l2, inputs, targets)
+        # a stochastic cell's noise: from the member's training key and the step, apart from the data's
+        noise = jax.random.fold_in(key, NOISE_STREAM) if model.spec.stochastic else None
+        (_, loss), grads = grad_fn(state.params, hp.l2, inputs, targets, key=noise)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = model.constrain(optax.apply_updates(state.params, updates))
         active = (state.step < settings.steps) & ~state.diverged

@@ -21,7 +21,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from popdyn.cells import ACTIVATIONS, ARCHS  # noqa: E402
+from popdyn import cells  # noqa: E402
+from popdyn.cells import ACTIVATIONS  # noqa: E402
 from popdyn.model import Model  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def pytest_sessionfinish(session):
 N, M, N_OUT = 6, 3, 2  # units, inputs, outputs: one size everywhere, so that initialisation compiles once
 
 
-@pytest.fixture(scope="module", params=ARCHS)
+@pytest.fixture(scope="module", params=cells.names())
 def arch(request):
     return request.param
 

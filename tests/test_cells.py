@@ -1,8 +1,9 @@
 """Cells of SPEC §1: one step against a NumPy float64 transcription of the equations, Jacobians, init, errors.
 
 The reference below is written from SPEC §1 in the column convention of the paper (``W h + U x + b``).
-The only thing it takes from popdyn is the documented storage layout (cells.py docstring): kernels are
-stored as ``inputs @ kernel`` — so ``W = kernel.T`` — with the gate blocks side by side in column order.
+The only thing it takes from popdyn is the documented storage layout (popdyn/cells/__init__.py docstring):
+kernels are stored as ``inputs @ kernel`` — so ``W = kernel.T`` — with the gate blocks side by side in column
+order.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tests.conftest import N_OUT, M, N
 B = 5  # batch of states
 RTOL, ATOL = 2e-5, 2e-6  # float32 against float64
 
-# gate blocks of each fused kernel, in column order (cells.py docstring)
+# gate blocks of each fused kernel, in column order (popdyn/cells/__init__.py docstring)
 INPUT_BLOCKS = {
     "vanilla": ("h",),
     "ugrnn": ("c", "g"),
@@ -30,7 +31,8 @@ INPUT_BLOCKS = {
     "lstm": ("i", "fg", "o", "c"),
 }
 RECURRENT_BLOCKS = {**INPUT_BLOCKS, "gru": ("r", "g")}  # gru's Wc is the separate ``candidate``
-BASE = {"slstm": "lstm", "ornn": "vanilla"}  # [R]'s cells compute these cells' equations (SPEC §1)
+BASE = {"slstm": "lstm", "ornn": "vanilla", "leaky": "vanilla"}  # cells with these cells' layout (SPEC §1)
+LEAKY_ALPHA = 0.2  # SPEC §1's default α = dt/τ
 
 
 # ---------------------------------------------------------------------------------------------- reference
@@ -64,6 +66,9 @@ def named_blocks(arch: str, p: dict) -> tuple[dict, dict, dict]:
 def ref_step(arch: str, activation: str, p: dict, state: np.ndarray, x: np.ndarray):
     """SPEC §1 for one column-vector state (1-D). Returns (state', pre-activations fed to f)."""
     W, U, b = named_blocks(arch, p)
+    if arch == "leaky":  # h' = (1 − α) h + α f(W h + U x + b), noiseless
+        z = W["h"] @ np.asarray(state, np.float64) + U["h"] @ np.asarray(x, np.float64) + b["h"]
+        return (1 - LEAKY_ALPHA) * np.asarray(state, np.float64) + LEAKY_ALPHA * _F[activation](z), [z]
     arch = BASE.get(arch, arch)
     f = _F[activation]
     state, x = np.asarray(state, np.float64), np.asarray(x, np.float64)

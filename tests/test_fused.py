@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from popdyn import fused
+from popdyn import cells, fused
 from popdyn.model import Model
 from popdyn.recurrence import recurrence
 
@@ -47,7 +47,7 @@ def test_states_and_gradients_match_the_xla_loop(activation, masked, scale):
         return jnp.sum(h * wh) + jnp.sum(c * wc)
 
     def xla(k, x, h0, c0):
-        return recurrence("lstm", activation, 1, k, x, (h0, c0), mask)
+        return recurrence(cells.get("lstm").loop, activation, 1, k, x, (h0, c0), mask)
 
     def kernel(k, x, h0, c0):
         return fused.lstm(k, x, (h0, c0), mask, activation)

@@ -1,8 +1,8 @@
 """Model of SPEC §1: unrolled states and readout against a NumPy loop from h0 = 0; shapes, unroll, L2 leaves.
 
 The NumPy step below is a row-vector transcription of SPEC §1 (``h Wᵀ`` with ``Wᵀ`` the stored kernel) using
-the documented fused layout (cells.py docstring); ``tests/test_cells.py`` checks the single step in the
-paper's column convention.
+the documented fused layout (popdyn/cells/__init__.py docstring); ``tests/test_cells.py`` checks the single
+step in the paper's column convention.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from popdyn.cells import ARCHS
+from popdyn import cells
 from popdyn.model import Model, weight_matrices
 from tests.conftest import N_OUT, M, N
 
@@ -36,6 +36,9 @@ def ref_step(arch: str, activation: str, p: dict, s: np.ndarray, x: np.ndarray) 
     if arch == "ornn":  # a vanilla cell with W = expm(A − Aᵀ)
         skew = np.asarray(p["skew"], np.float64)
         p, arch = {**p, "recurrent": scipy.linalg.expm(skew - skew.T)}, "vanilla"
+    if arch == "leaky":  # h' = (1 − α) h + α f(W h + U x + b), noiseless, default α
+        alpha = cells.get("leaky").options["alpha"]
+        return (1 - alpha) * s + alpha * ref_step("vanilla", activation, p, s, x)
     arch = "lstm" if arch == "slstm" else arch
     K, Ux, b = (np.asarray(p[k], np.float64) for k in ("recurrent", "input", "bias"))
     n = K.shape[0]
@@ -119,7 +122,7 @@ def test_readout_sees_only_hidden_part(model, params, arch):
     np.testing.assert_allclose(y, y2, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("arch_", ARCHS)
+@pytest.mark.parametrize("arch_", cells.names())
 def test_unroll_does_not_change_result(arch_, inputs):
     """unroll = 3 does not divide T = 7, so the remainder steps are checked too (tanh only: one compile per arch)."""
     model = Model(arch_, "tanh", N, M, N_OUT)
