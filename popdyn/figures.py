@@ -43,7 +43,7 @@ def _loss_figure(ds: xr.Dataset) -> plt.Figure:
     """The figure of :func:`loss_curves`: one panel per arch (shared log y axis), in each one line per
     group — colour by width, solid tanh, dashed relu — at the median over its non-diverged members, shaded
     between the quartiles; the legend counts each group's networks and its diverged or exploded members."""
-    from popdyn.tasks import LOSSES
+    from popdyn.tasks import loss_of
 
     everyone = np.ones(ds.sizes["member"], bool)
     archs = _values(ds, "arch", everyone)
@@ -82,7 +82,7 @@ def _loss_figure(ds: xr.Dataset) -> plt.Figure:
         ax.legend(fontsize="x-small", title="activation, width (networks)", title_fontsize="x-small")
     for ax in axes.flat[len(archs) :]:
         ax.set_visible(False)
-    loss = LOSSES.get(ds.attrs.get("task", ""), "mse")
+    loss = loss_of(ds.attrs.get("task", ""))
     for ax in axes[:, 0]:
         ax.set_ylabel("training MSE" if loss == "mse" else f"training {loss} cross-entropy")
     for ax in axes.flat[max(0, len(archs) - ncols) : len(archs)]:
@@ -744,7 +744,7 @@ def probes(task, by_index: int = 0) -> Probes:
     ``by_index`` coloured by their index; sine
     all, viridis by the command frequency ω (blue smallest, yellow largest; Fig. 2b); cdi the first
     context's, blue → red by the cued stream's value μ (Fig. 3b)."""
-    from popdyn.tasks import SINE_OFFSET, SINE_SLOPE
+    from popdyn.tasks.sine import SINE_OFFSET, SINE_SLOPE
 
     inputs = np.asarray(task.probe_inputs)
     n = inputs.shape[0]
