@@ -165,7 +165,11 @@ class TaskSpec:
       (``popdyn.analysis``'s ``topology`` distance, [U] §2.4).
     - ``condition_coords(task)`` → ``{name: values [C]}``, coordinates of the ``condition`` axis that
       ``store.load`` adds (sine: each condition's ω).
-    - ``universality_figures``: True for [U]'s per-task state figures (``popdyn.figures``).
+    - ``state_style``: how [U]'s state figures (trajectories, example trials, trained vs untrained states,
+      ``popdyn.figures``) draw the task — ``"bits"`` (flip-flop: grey probes, fixed points by unstable
+      modes, one row per channel), ``"frequency"`` (sine: coloured by each condition's ω), ``"context"``
+      (cdi: the first context's probes by μ); ``None``: those figures are not drawn.
+    - ``figures``: names of further figures of its own that ``popdyn.figures`` draws (``"sine_eigenvalues"``).
     """
 
     names: ClassVar[tuple[str, ...]] = ()
@@ -174,7 +178,8 @@ class TaskSpec:
     condition_coords: ClassVar[Any] = None
     vectors: ClassVar[bool] = False
     topology_distances: ClassVar[bool] = False
-    universality_figures: ClassVar[bool] = False
+    state_style: ClassVar[str | None] = None
+    figures: ClassVar[tuple[str, ...]] = ()
 
     # construction
     def resolve(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -220,7 +225,6 @@ class TaskSpec:
 
     def x_star(self, task: Task) -> np.ndarray:
         return np.zeros((1, task.n_in), np.float32)
-
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ class ContextIntegration(TaskSpec):
     names = ("cdi",)
     defaults = {"cdi": {"K": 2, "T": 30, "n_probe": 8, "probe_seed": 0}}
     topology_distances = True
-    universality_figures = True
+    state_style = "context"
     vectors = True  # mode_overlap, linear_response
 
     def build(self, name, values):

@@ -24,7 +24,7 @@ class FlipFlop(TaskSpec):
         "flipflop": {"K": 3, "T": 100, "p": 0.05, "initial_pulse": True, "n_probe": 64, "probe_seed": 0}
     }
     topology_distances = True
-    universality_figures = True
+    state_style = "bits"
 
     def build(self, name, values):
         return values["K"], values["K"], values["T"]

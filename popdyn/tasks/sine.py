@@ -25,7 +25,8 @@ class Sine(TaskSpec):
     names = ("sine",)
     defaults = {"sine": {"T": 500, "n_probe": 16, "probe_seed": 0}}
     topology_distances = True
-    universality_figures = True
+    state_style = "frequency"
+    figures = ("sine_eigenvalues",)
 
     def build(self, name, values):
         return 1, 1, values["T"]
