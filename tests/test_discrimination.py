@@ -117,5 +117,5 @@ def test_a_tiny_sweep_trains_finds_fixed_points_at_zero_input_and_loads(tmp_path
     assert ds.attrs["task"] == "discrimination"
     assert np.isfinite(ds.loss.values).all()
     assert (ds.n_fixed_points.values >= 1).all()  # at x* = 0, one condition
-    assert ds.fp_states.sizes["condition"] == 1
+    assert ds.fp_valid.sizes["condition"] == 1
     assert "transition" not in ds and "cdi_graph" not in ds and "sine_frequency" not in ds  # no other task's

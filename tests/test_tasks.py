@@ -584,5 +584,5 @@ def test_a_task_registered_outside_popdyn_trains_analyses_and_loads(hold_toy, tm
     run_sweep(sweep, tmp_path, progress=False)
     ds = store.load(tmp_path)
     assert ds.attrs["task"] == "hold_toy" and np.isfinite(ds.loss.values).all()
-    assert (ds.n_fixed_points.values >= 1).all() and ds.fp_states.sizes["condition"] == 1
+    assert (ds.n_fixed_points.values >= 1).all() and ds.fp_valid.sizes["condition"] == 1
     assert "transition" not in ds and "sine_frequency" not in ds and "cdi_graph" not in ds
