@@ -506,7 +506,7 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         out[f"mds_{m}"] = embed.mds(d[:n_trained, :n_trained], sweep.seed, opts.mds_iter)
         if n_trained < n:
             out[f"mds_all_{m}"] = embed.mds(d, sweep.seed, opts.mds_iter)
-    if "n_fixed_points" in ds and sweep.task.name in ("flipflop", "sine", "cdi"):  # [U]'s topologies only
+    if "n_fixed_points" in ds and sweep.task.spec.topology_distances:  # [U]'s topologies only
         out["topology"], out["topology_compared"] = topology_distances(ds, opts.topology)
         out["mds_topology"] = embed.mds(out["topology"], sweep.seed, opts.mds_iter)
         _log_set_aside(ds, out["topology_compared"], opts.topology)

@@ -17,7 +17,7 @@ diagram over training) with the same call.
   §4.2 remark on L_f and eigenvalues).
 - :func:`loss_line` — the cost along a ray in parameter space, ``V(s·θ)`` ([R] §4.1, Fig. 1b).
 - :func:`sine_generation`, :func:`relevant_symbols` — the two synthetic datasets of [R] §5.1 and §5.2
-  (``popdyn.rtasks``, re-exported; the tasks ``sinegen`` and ``symbols``).
+  (``popdyn.tasks.sinegen``, ``popdyn.tasks.symbols``, re-exported; the tasks ``sinegen`` and ``symbols``).
 - :func:`orthogonal`, :func:`project_contractive` — the maths of [R]'s two constrained cells, oRNN
   (Lezcano-Casado & Martínez-Rubio 2019) and sLSTM (Miller & Hardt 2019), the archs ``ornn`` and
   ``slstm`` (``popdyn/cells/ornn.py``, ``popdyn/cells/slstm.py``; re-exported).
@@ -42,7 +42,8 @@ from popdyn.cells import (  # noqa: F401  (the constrained cells' maths, re-expo
     project_contractive,
 )
 from popdyn.dynamics import eigenvalues, full_precision
-from popdyn.rtasks import CLASSES, SPACINGS, SYMBOLS, relevant_symbols, sine_generation  # noqa: F401
+from popdyn.tasks.sinegen import SPACINGS, sine_generation  # noqa: F401
+from popdyn.tasks.symbols import CLASSES, SYMBOLS, relevant_symbols  # noqa: F401
 
 # --------------------------------------------------------------------------------------------------
 # attractors, contractivity, smoothness

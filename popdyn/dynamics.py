@@ -591,7 +591,7 @@ def analyze_finish(model, task, fp_opts, topo, params: dict, key: Array, h0, h):
     """The rest of :func:`analyze_one` from :func:`analyze_descend`'s output (host callbacks on a CPU)."""
     _, k_trans = jax.random.split(key)
     cell = params["cell"]
-    vectors = task.classification or task.name == "cdi"  # mode_overlap, linear_response
+    vectors = task.classification or task.spec.vectors  # mode_overlap, linear_response
     fps = jax.vmap(lambda x, a, b: refine(model.step, cell, x, a, b, fp_opts, vectors))(task.x_star, h0, h)
     y = model.readout(params, fps.states)  # [C, K, n_out]
     order = jax.vmap(partial(_readout_order, decimals=topo.readout_decimals))(y, fps.valid)
@@ -613,35 +613,7 @@ def analyze_finish(model, task, fp_opts, topo, params: dict, key: Array, h0, h):
     if task.classification:  # [A] Fig. 2: each mode's time constant and its share in the manifold
         out["fp_time_constants"] = jnp.where(fps.valid[..., None], fps.time_constants, jnp.nan)
         out["fp_mode_overlap"] = jax.vmap(mode_overlap)(fps)
-    if task.name == "flipflop":
-        fp0 = jax.tree.map(lambda a: a[0], fps)
-        out["transition"] = transitions(model.step, cell, fp0, task.x_star[0], k_trans, topo)
-    elif task.name == "sine":
-        states = model.states(params, task.probe_inputs)  # probe i is condition i
-        start = int(topo.burn_in * states.shape[1])
-        centre = jnp.mean(states[:, start:], axis=1)
-        freq, modulus, point, ok = jax.vmap(_oscillation)(fps, centre)
-        dist = jnp.linalg.norm(point[:, None] - point[None], axis=-1)
-        both = ok[:, None] & ok[None]
-        scale = jnp.max(jnp.where(both, dist, 0.0))
-        out.update(
-            sine_frequency=freq,
-            sine_modulus=modulus,
-            sine_graph=jnp.where(both, dist / jnp.maximum(scale, 1e-12), jnp.nan),
-        )
-    elif task.name == "cdi":
-        n_ctx = task.x_star.shape[0]
-        out["cdi_graph"] = jax.vmap(partial(_nn_graph, size=topo.graph_size))(fps.states, fps.valid)
-        mod = jnp.where(fps.valid[..., None], jnp.abs(fps.eigenvalues), jnp.nan)
-        out["cdi_spectrum"] = jnp.nanmean(mod, axis=1)
-        kernel = params["readout"]["kernel"]
-        resp = jnp.stack(
-            [
-                linear_response(jax.tree.map(lambda a, c=c: a[c], fps), kernel, n_ctx + c, task.T)
-                for c in range(n_ctx)
-            ]
-        )
-        # median over the attractor's points: one point with |λ| = 1.18 off the attractor gives 1.18^T
-        # and would swamp a mean (seen on a tiny run)
-        out["cdi_response"] = jnp.nanmedian(resp, axis=1)
+    hook = task.spec.topology  # the task's own topology ([U]: flipflop, sine, cdi); none: nothing more
+    if hook is not None:
+        out.update(hook(model, task, params, fps, topo, k_trans))
     return out

@@ -44,7 +44,7 @@ def _loss_figure(ds: xr.Dataset) -> plt.Figure:
     """The figure of :func:`loss_curves`: one panel per arch (shared log y axis), in each one line per
     group — colour by width, solid tanh, dashed relu — at the median over its non-diverged members, shaded
     between the quartiles; the legend counts each group's networks and its diverged or exploded members."""
-    from popdyn.tasks import LOSSES
+    from popdyn.tasks import loss_of
 
     everyone = np.ones(ds.sizes["member"], bool)
     archs = _values(ds, "arch", everyone)
@@ -83,7 +83,7 @@ def _loss_figure(ds: xr.Dataset) -> plt.Figure:
         ax.legend(fontsize="x-small", title="activation, width (networks)", title_fontsize="x-small")
     for ax in axes.flat[len(archs) :]:
         ax.set_visible(False)
-    loss = LOSSES.get(ds.attrs.get("task", ""), "mse")
+    loss = loss_of(ds.attrs.get("task", ""))
     for ax in axes[:, 0]:
         ax.set_ylabel("training MSE" if loss == "mse" else f"training {loss} cross-entropy")
     for ax in axes.flat[max(0, len(archs) - ncols) : len(archs)]:
@@ -110,7 +110,19 @@ def loss_curves(ds: xr.Dataset, path: str | Path) -> Path:
 
 # ------------------------------------------------------------------------------------- the paper's figures
 FIGURES = "figures"  # sub-directory of a run directory that draw_all writes into
-UNIVERSALITY_TASKS = ("flipflop", "sine", "cdi")  # [U]'s tasks: their state figures (Figs. 1–4)
+
+
+def _task_figures(task: str) -> tuple[str, ...]:
+    """The per-task figures a task's spec declares (none for a name not registered): ``universality`` —
+    [U]'s state figures (Figs. 1–4), for a spec with a ``state_style`` — and its ``TaskSpec.figures``."""
+    from popdyn.tasks import spec_of
+
+    spec = spec_of(task)
+    if spec is None:
+        return ()
+    return ("universality",) * (spec.state_style is not None) + tuple(spec.figures)
+
+
 METRICS = ("svcca", "cka", "dsa", "topology")  # those a run has are drawn
 METRIC_NAMES = {"svcca": "SVCCA", "cka": "CKA", "dsa": "DSA", "topology": "topology"}
 METRIC_LABELS = {
@@ -775,15 +787,16 @@ def probes(task, by_index: int = 0) -> Probes:
     ``by_index`` coloured by their index; sine
     all, viridis by the command frequency ω (blue smallest, yellow largest; Fig. 2b); cdi the first
     context's, blue → red by the cued stream's value μ (Fig. 3b)."""
-    from popdyn.tasks import SINE_OFFSET, SINE_SLOPE
+    from popdyn.tasks.sine import SINE_OFFSET, SINE_SLOPE
 
     inputs = np.asarray(task.probe_inputs)
     n = inputs.shape[0]
-    if task.name == "sine":
+    style = task.spec.state_style
+    if style == "frequency":
         omega = SINE_SLOPE * inputs[:, 0, 0] + SINE_OFFSET
         return Probes(np.arange(n), omega, "viridis", Normalize(omega.min(), omega.max()),
                       "command frequency ω (cycles / step)")  # fmt: skip
-    if task.name == "cdi":
+    if style == "context":
         k = inputs.shape[-1] // 2
         index = np.flatnonzero(np.asarray(task.probe_condition) == 0)
         return Probes(index, inputs[index, 0, k], BLUE_RED, Normalize(-1.0, 1.0), "probe input μ (context 1)")
@@ -820,14 +833,15 @@ def _draw_fixed_points(ax, ds: xr.Dataset, task, member: int, points: np.ndarray
     net = ds.sel(member=member)
     valid = net.fp_valid.values
     drawn = set()
-    if task.name == "sine":
+    style = task.spec.state_style
+    if style == "frequency":
         cmap = plt.get_cmap(shown.cmap)
         for c in range(points.shape[0]):
             if valid[c].any():
                 color = cmap(shown.norm(shown.values[c]))
                 ax.scatter(*points[c, valid[c]].T, s=40, color=color, edgecolors="black", linewidths=0.6,
                            zorder=4, **({"depthshade": False} if ax.name == "3d" else {}))  # fmt: skip
-    elif task.name == "cdi":
+    elif style == "context":
         ax.scatter(*points[0, valid[0]].T, s=14, color="black", zorder=4,
                    **({"depthshade": False} if ax.name == "3d" else {}))  # fmt: skip
     else:
@@ -843,11 +857,12 @@ def _draw_fixed_points(ax, ds: xr.Dataset, task, member: int, points: np.ndarray
 
 def _fixed_point_handles(task, drawn: set) -> tuple[list, list]:
     dot = dict(marker="o", linestyle="")
-    if task.name == "sine":
+    style = task.spec.state_style
+    if style == "frequency":
         return [plt.Line2D([], [], color="0.6", markeredgecolor="black", **dot)], [
             "fixed points (colour: the ω of their input)"
         ]
-    if task.name == "cdi":
+    if style == "context":
         return [plt.Line2D([], [], color="black", markersize=4, **dot)], ["fixed points (context 1)"]
     handles, labels = [], []
     for k in sorted(drawn):
@@ -911,7 +926,7 @@ def trajectories(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> lis
     _colorbar(fig, axes, shown)
     handles, labels = _fixed_point_handles(task, drawn)
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
-    fig.suptitle(f"{task.name}: probe trajectories{' of context 1' if task.name == 'cdi' else ''} on their top 3 "
+    fig.suptitle(f"{task.name}: probe trajectories{' of context 1' if task.spec.state_style == 'context' else ''} on their top 3 "
                  "PCs, and fixed points\none example network per architecture and activation")  # fmt: skip
     return _save(fig, prefix)
 
@@ -948,7 +963,8 @@ def example_trials(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> l
     t = np.arange(task.T)
     target_style = dict(color="black", linestyle="--", linewidth=1.3, label="target")
     output_style = dict(color=OUTPUT_COLOR, linewidth=1.3, label="network output")
-    if task.name == "cdi":
+    style = task.spec.state_style
+    if style == "context":
         inputs, targets = _cdi_trials(task)
         outputs = np.asarray(_outputs(net.model, net.params, inputs))
         k = inputs.shape[-1] // 2
@@ -971,7 +987,7 @@ def example_trials(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> l
         fig.legend(
             *axes[1, 0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small"
         )
-    elif task.name == "sine":
+    elif style == "frequency":
         inputs, targets = np.asarray(task.probe_inputs), np.asarray(task.probe_targets)
         n = inputs.shape[0]
         picks = list(dict.fromkeys([0, n // 2, n - 1]))
@@ -991,7 +1007,7 @@ def example_trials(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> l
         fig.legend(
             *axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small"
         )
-    else:  # flip-flop
+    else:  # "bits": flip-flop
         inputs, targets = np.asarray(task.probe_inputs[:1]), np.asarray(task.probe_targets[:1])
         outputs = np.asarray(_outputs(net.model, net.params, inputs))
         k = inputs.shape[-1]
@@ -1160,7 +1176,7 @@ def trained_untrained_states(ds: xr.Dataset, run_dir: str | Path, prefix: str | 
     n = len(task.probe_inputs)
     which = (
         " of context 1"
-        if task.name == "cdi"
+        if task.spec.state_style == "context"
         else f" (first {len(shown.index)} of {n})"
         if len(shown.index) < n
         else ""
@@ -1397,10 +1413,10 @@ def _jobs(run_dir: Path) -> dict:
         jobs["fixed_points"] = lambda prefix: fixed_points(
             ds, member, *example_states(run_dir, ds, member)[:2], prefix
         )
-        if task in UNIVERSALITY_TASKS:
+        if "universality" in _task_figures(task):
             jobs["trajectories"] = partial(trajectories, ds, run_dir)
             jobs["example_trials"] = partial(example_trials, ds, run_dir)
-        if task == "sine":
+        if "sine_eigenvalues" in _task_figures(task):
             jobs["sine_eigenvalues"] = partial(sine_eigenvalues, ds, run_dir)
     if "readout_angle" in ds:  # text classification ([A])
         sweep_task = build_sweep(store.read_config(run_dir)).task
@@ -1432,6 +1448,6 @@ def _jobs(run_dir: Path) -> dict:
         sim = store.load_similarity(run_dir)
         if not sim.trained.values.all():
             jobs["trained_untrained"] = partial(trained_untrained, sim)
-            if task in UNIVERSALITY_TASKS:
+            if "universality" in _task_figures(task):
                 jobs["trained_untrained_states"] = partial(trained_untrained_states, ds, run_dir)
     return jobs

@@ -844,11 +844,12 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
             from popdyn.config import build_sweep
 
             ds = ds.assign_coords(word=list(build_sweep(config).task.words))
-        if ds.attrs["task"] == "sine":  # the command frequency ω of each condition (cycles per step)
+        if _condition_coords(ds.attrs["task"]):  # the task's coordinates of its conditions (sine: ω)
             from popdyn.config import build_sweep
 
-            x = np.asarray(build_sweep(config).task.x_star)[:, 0]
-            ds = ds.assign_coords(omega=("condition", 0.04 * x + 0.01))
+            task = build_sweep(config).task
+            coords = task.spec.condition_coords(task)
+            ds = ds.assign_coords({k: ("condition", np.asarray(v)) for k, v in coords.items()})
     ds = ds.assign(_labelled(run_dir, groups))
     if "memory" not in ds and all((group_dir(run_dir, g) / MEMORY).exists() for g in groups):
         ds = ds.assign(_memory(run_dir, groups))  # written before memory.npz named its dimensions
@@ -858,6 +859,14 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
         ds = ds.assign(_similarity_of_members(run_dir, frame["member"].to_numpy()))
         ds = ds.assign_coords(member_to=ds.member.values)
     return ds
+
+
+def _condition_coords(name: str) -> bool:
+    """Whether task ``name`` declares coordinates for its conditions (``TaskSpec.condition_coords``)."""
+    from popdyn.tasks import spec_of
+
+    spec = spec_of(name)
+    return spec is not None and spec.condition_coords is not None
 
 
 def _lsa(run_dir: Path) -> dict:

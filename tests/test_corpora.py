@@ -1,4 +1,4 @@
-"""Natural datasets of [A] from local files (popdyn.corpora), the embedding model, and a corpus run end to
+"""Natural datasets of [A] from local files (popdyn.tasks.corpus), the embedding model, and a corpus run end to
 end — on small files the tests write in each dataset's usual layout."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from popdyn import store
-from popdyn.corpora import build_vocabulary, encode, load_corpus, tokenize
 from popdyn.model import Model
 from popdyn.population import HParams
 from popdyn.tasks import TaskError, make_task
+from popdyn.tasks.corpus import build_vocabulary, encode, load_corpus, tokenize
 from popdyn.train import GroupTrainer, TrainSettings, accuracy, train_one
 from tests.test_sweep import run_script
 

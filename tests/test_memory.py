@@ -13,6 +13,7 @@ import pytest
 
 from popdyn import memory
 from popdyn.model import Model
+from popdyn.tasks.repetition import sample_repetition
 
 S, E, T = 5, 3, 12
 
@@ -156,7 +157,7 @@ def test_normalised_singular_values_ignore_how_the_embedding_space_is_parameteri
 def test_population_memory_labels_members_and_delays_and_matches_one_network():
     model = Model("lstm", "tanh", 4, 11, 11)
     params = random_params(model, 6, members=3)
-    data = memory.sample_repetition(jax.random.key(7), 4, length=40)
+    data = sample_repetition(jax.random.key(7), 4, length=40)
     x = jax.nn.one_hot(data.inputs, 11)
     ds = memory.population_memory(model, params, x, 20, part="cell", chunk=2, members=[10, 11, 12])
     assert ds["memory"].dims == ("member", "delay") and ds["memory"].shape == (3, 21)
@@ -222,7 +223,7 @@ def parse(tokens, vocab, repeats, min_cycles, max_cycles):
 )
 def test_repetition_streams_follow_the_papers_rules(settings):
     full = {"length": 200, "vocab": 10, "repeats": 15, "min_cycles": 5, "max_cycles": 10} | settings
-    data = memory.sample_repetition(jax.random.key(0), 64, **settings)
+    data = sample_repetition(jax.random.key(0), 64, **settings)
     inputs, targets, count = (np.asarray(a) for a in data)
     assert inputs.shape == targets.shape == count.shape == (64, full["length"])
     assert inputs.dtype == np.int32
@@ -244,16 +245,16 @@ def test_repetition_streams_follow_the_papers_rules(settings):
 
 
 def test_repetition_is_deterministic_per_key_and_vmaps_over_keys():
-    a = memory.sample_repetition(jax.random.key(1), 8)
-    b = memory.sample_repetition(jax.random.key(1), 8)
-    c = memory.sample_repetition(jax.random.key(2), 8)
+    a = sample_repetition(jax.random.key(1), 8)
+    b = sample_repetition(jax.random.key(1), 8)
+    c = sample_repetition(jax.random.key(2), 8)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a.inputs, c.inputs)
     assert len({tuple(row) for row in np.asarray(a.inputs)}) == 8  # rows are independent streams
     keys = jax.random.split(jax.random.key(3), 2)
-    stacked = jax.vmap(lambda k: memory.sample_repetition(k, 3, length=20).inputs)(keys)
-    np.testing.assert_array_equal(stacked[1], memory.sample_repetition(keys[1], 3, length=20).inputs)
+    stacked = jax.vmap(lambda k: sample_repetition(k, 3, length=20).inputs)(keys)
+    np.testing.assert_array_equal(stacked[1], sample_repetition(keys[1], 3, length=20).inputs)
 
 
 @pytest.mark.parametrize(
@@ -271,7 +272,7 @@ def test_repetition_is_deterministic_per_key_and_vmaps_over_keys():
 def test_repetition_rejects_bad_parameters_by_name(kwargs, message):
     kwargs = {"batch": 2} | kwargs
     with pytest.raises(ValueError, match=message):
-        memory.sample_repetition(jax.random.key(0), **kwargs)
+        sample_repetition(jax.random.key(0), **kwargs)
 
 
 def test_network_memory_differentiates_each_network_s_own_embedding():

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from popdyn.tasks import TASKS, Task, TaskError, _flipflop_target, make_task, zero_baseline
+from popdyn import tasks
+from popdyn.tasks import TASKS, Task, TaskError, make_task, zero_baseline
+from popdyn.tasks.flipflop import _flipflop_target
 
 KEY = jax.random.key(0)
 # Every distinct (task settings, batch) compiles a sampler (~0.5 s on CPU), so tests share a few sizes.
@@ -88,7 +90,9 @@ REGRESSION = tuple(REFERENCE)  # [U]'s tasks; the text tasks of [A] are tested i
 
 
 def test_defaults_match_spec():
-    assert TASKS == (
+    # the registry's order is its modules' (sorted file names), no longer a hand-written list
+    assert TASKS == tasks.names()
+    assert sorted(TASKS) == sorted((
         "flipflop",
         "sine",
         "cdi",
@@ -99,7 +103,8 @@ def test_defaults_match_spec():
         "sinegen",
         "symbols",
         "repetition",
-    )
+        "discrimination",
+    ))  # fmt: skip
     ff, sine, cdi = (make_task(n) for n in REGRESSION)
     assert dict(ff.params) == {
         "K": 3,
@@ -157,8 +162,11 @@ def test_bad_values_raise_naming_the_value(name, key, value):
 
 
 def test_unknown_task_names_the_bad_name_and_the_choices():
-    with pytest.raises(TaskError, match=r"'flipflip'.*flipflop.*sine.*cdi"):
+    with pytest.raises(TaskError, match=r"'flipflip'; choose one of") as e:
         make_task("flipflip")
+    assert all(
+        f"'{n}'" in str(e.value) for n in ("flipflop", "sine", "cdi", "discrimination")
+    )  # registry order
     assert issubclass(TaskError, ValueError)
 
 
@@ -524,3 +532,57 @@ def test_repetition_task_is_next_token_prediction_on_the_repetition_language():
     for bad, named in (({"vocab": 2}, "vocab"), ({"min_cycles": 4, "max_cycles": 3}, "max_cycles")):
         with pytest.raises(TaskError, match=named):
             make_task("repetition", **bad)
+
+
+# ---- a task registered from outside the package ------------------------------------------------------
+
+
+class _Hold(tasks.TaskSpec):
+    """A toy task defined here, not in popdyn: a value c ~ U[−1, 1] arrives at t = 0; output c at every step."""
+
+    names = ("hold_toy",)
+    defaults = {"hold_toy": {"T": 12, "n_probe": 4, "probe_seed": 0}}
+
+    def build(self, name, values):
+        return 1, 1, values["T"]
+
+    def sample(self, task, key, batch, data=None):
+        c = jax.random.uniform(key, (batch, 1, 1), jnp.float32, -1.0, 1.0)
+        inputs = jnp.zeros((batch, task.T, 1), jnp.float32).at[:, :1].set(c)
+        return inputs, jnp.broadcast_to(c, (batch, task.T, 1))
+
+
+@pytest.fixture
+def hold_toy():
+    spec = tasks.register(_Hold())
+    yield spec
+    del tasks.REGISTRY["hold_toy"]
+
+
+def test_register_refuses_a_taken_name(hold_toy):
+    with pytest.raises(ValueError, match="'hold_toy' is already registered"):
+        tasks.register(_Hold())
+    assert "hold_toy" in tasks.names() and tasks.get("hold_toy") is hold_toy
+
+
+@pytest.mark.slow
+def test_a_task_registered_outside_popdyn_trains_analyses_and_loads(hold_toy, tmp_path):
+    """No file of popdyn names the toy task: config, training, analysis and store.load take it as it is."""
+    from omegaconf import OmegaConf
+
+    from popdyn import store
+    from popdyn.config import build_sweep
+    from popdyn.sweep import run_sweep
+    from tests.test_sweep import config
+
+    cfg = config("grid.arch=[vanilla]", "grid.seeds=1", "grid.trials=0", "train.steps=20", "train.chunk=10",
+                 "dynamics.n_initial=8", "dynamics.steps=100", "progress=false")  # fmt: skip
+    OmegaConf.set_struct(cfg, False)
+    cfg.task = {"name": "hold_toy", "T": 12, "n_probe": 4, "probe_seed": 0}
+    sweep = build_sweep(cfg)
+    assert sweep.task == make_task("hold_toy")
+    run_sweep(sweep, tmp_path, progress=False)
+    ds = store.load(tmp_path)
+    assert ds.attrs["task"] == "hold_toy" and np.isfinite(ds.loss.values).all()
+    assert (ds.n_fixed_points.values >= 1).all() and ds.fp_valid.sizes["condition"] == 1
+    assert "transition" not in ds and "sine_frequency" not in ds and "cdi_graph" not in ds

@@ -1,4 +1,5 @@
-"""The natural text-classification datasets of [A] (Aitken et al. 2020, App. C), read from local files.
+"""The natural text-classification datasets of [A] (Aitken et al. 2020, App. B–C), read from local files:
+the task ``corpus``.
 
 Nothing is downloaded: point ``path`` at a folder holding a dataset in its usual layout.
 
@@ -21,18 +22,29 @@ TF.Text's WordPiece tokenizer, which popdyn does not depend on.  The vocabulary 
 most common tokens of the training split (ties alphabetically) after ``<pad>`` (id 0) and ``<unk>``
 (id 1).  Each document is its first ``L`` tokens, left-padded with ``<pad>`` to length ``L`` so that the
 last step reads the last token; the network holds ``h0 = 0`` over the padding (``Model`` masks it).
+
+As a task: inputs are token ids ``[batch, L]`` (embedded by the model, ``embedding`` dims), targets
+``[batch, C]``, cross-entropy of the final state (softmax; sigmoid per label for goemotions). A batch is
+drawn from the training split with replacement; validation and probes are test-split documents (probes:
+``n_probe`` of them from ``probe_seed``); fixed points at x = 0 of the embedded input.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import numbers
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array
+
+from popdyn.tasks import Task, TaskError, TaskSpec, positive_int, register
 
 DATASETS = ("ag_news", "dbpedia", "yelp", "amazon", "goemotions")
 PAD, UNK = 0, 1
@@ -202,3 +214,95 @@ def load_corpus(
         classes=tuple(names[k] for k in kept),
         multilabel=multilabel,
     )
+
+
+class CorpusTask(TaskSpec):
+    names = ("corpus",)
+    # L = tokens kept per document (not given in [A]), n_words = the most common words the per-word
+    # analyses report
+    defaults = {
+        "corpus": {
+            "dataset": "ag_news", "path": "", "classes": (), "vocab_size": 32768, "L": 100, "embedding": 128,
+            "balance": False, "max_docs": 0, "n_words": 256, "n_probe": 512, "probe_seed": 0,
+        },
+    }  # fmt: skip
+
+    def build(self, name, values):
+        if values["dataset"] not in DATASETS:
+            raise TaskError(f"corpus: unknown dataset {values['dataset']!r}; allowed: {', '.join(DATASETS)}")
+        if not isinstance(values["path"], str) or not values["path"]:
+            raise TaskError("corpus: set task.path to the folder holding the dataset's files")
+        classes = values["classes"]
+        if isinstance(classes, (str, int)) or not isinstance(classes, (list, tuple)):
+            raise TaskError(f"corpus: classes must be a list of class names or numbers, got {classes!r}")
+        values["classes"] = tuple(str(c) for c in classes)
+        for key in ("vocab_size", "embedding", "n_words"):
+            values[key] = positive_int("corpus", key, values[key])
+        if values["vocab_size"] < 3:
+            raise TaskError(
+                f"corpus: vocab_size must be at least 3 (<pad>, <unk> and a word), got {values['vocab_size']}"
+            )
+        if (
+            isinstance(values["max_docs"], bool)
+            or not isinstance(values["max_docs"], numbers.Integral)
+            or values["max_docs"] < 0
+        ):
+            raise TaskError(
+                f"corpus: max_docs must be 0 (all) or a positive integer, got {values['max_docs']!r}"
+            )
+        if not isinstance(values["balance"], bool):
+            raise TaskError(f"corpus: balance must be true or false, got {values['balance']!r}")
+        task = Task("corpus", values["embedding"], 0, values["L"], tuple(sorted(values.items())))
+        try:
+            n_out = len(self.corpus(task).classes)
+        except CorpusError as e:
+            raise TaskError(f"corpus: {e}") from None
+        return values["embedding"], n_out, values["L"]
+
+    def default_loss(self, name: str) -> str:
+        return "softmax"
+
+    def loss(self, task: Task) -> str:
+        return "sigmoid" if task.param("dataset") == "goemotions" else "softmax"
+
+    def corpus(self, task: Task) -> Corpus:
+        """The tokenised dataset (read once per process and kept)."""
+        p = dict(task.params)
+        keys = ("dataset", "path", "classes", "vocab_size", "L", "balance", "max_docs")
+        return load_corpus(*(p[k] for k in keys), seed=p["probe_seed"])
+
+    def words(self, task: Task) -> tuple[str, ...]:
+        return self.corpus(task).vocabulary
+
+    def vocab(self, task: Task) -> int:
+        return len(self.corpus(task).vocabulary)
+
+    def data(self, task: Task) -> dict[str, Array]:
+        c = self.corpus(task)
+        return {"ids": c.train_ids, "targets": c.train_targets}
+
+    def sample(self, task: Task, key, batch, data=None):
+        data = task.data if data is None else data
+        idx = jax.random.randint(key, (batch,), 0, data["ids"].shape[0])
+        return jnp.asarray(data["ids"])[idx], jnp.asarray(data["targets"])[idx]
+
+    def validation(self, task: Task, key, batch):
+        return _test_documents(task, np.random.default_rng(np.asarray(jax.random.key_data(key))), batch)
+
+    def probes(self, task: Task):  # n_probe documents of the test split, drawn from probe_seed
+        return _test_documents(task, np.random.default_rng(task.param("probe_seed")), task.param("n_probe"))
+
+    def probe_condition(self, task: Task):
+        return np.zeros(min(task.param("n_probe"), len(self.corpus(task).test_ids)), np.int32)
+
+
+def _test_documents(task: Task, rng: np.random.Generator, batch: int) -> tuple[Array, Array]:
+    """``batch`` documents of a corpus's test split drawn without replacement (all if fewer), in order;
+    host NumPy, so that probes read inside a trace stay constants."""
+    c = task.corpus
+    n = len(c.test_ids)
+    idx = np.sort(rng.choice(n, min(batch, n), replace=False))
+    return jnp.asarray(c.test_ids[idx]), jnp.asarray(c.test_targets[idx])
+
+
+register(CorpusTask())

@@ -1,4 +1,5 @@
-"""The synthetic text-classification datasets of [A] (Aitken et al. 2020, Appendix D), as popdyn tasks.
+"""The synthetic text-classification tasks of [A] (Aitken et al. 2020, Appendix D): ``categorical``,
+``ordered``, ``multilabel``.
 
 A phrase is ``L`` words from a small vocabulary, fed one-hot (``[batch, L, V]``); every word carries a score
 vector, a phrase's score is the sum over its words, and its label follows from the score:
@@ -22,7 +23,7 @@ among those compatible with s.
 
 Targets are ``[batch, n_out]``: one-hot classes (softmax cross-entropy) or 0/1 labels (sigmoid), read out
 from the final state only ([A] App. B).  Everything is pure JAX: it traces under ``jit`` and maps under
-``vmap``.
+``vmap``.  Probes: ``sample(key(probe_seed), n_probe)``; fixed points at x = 0 ([A]).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
+
+from popdyn.tasks import Task, TaskError, TaskSpec, register
 
 TEXT_TASKS = ("categorical", "ordered", "multilabel")
 SAMPLINGS = ("score", "word")
@@ -128,3 +131,50 @@ def sample(
     )
     phrase_score = scores[words].sum(axis=1)
     return jax.nn.one_hot(words, V, dtype=jnp.float32), labels(name, N, L, scheme, phrase_score)
+
+
+class Text(TaskSpec):
+    names = TEXT_TASKS
+    # [A] App. D; L (phrase length) is not given in [A]: 20; N = 5 is forced by scheme=intensity
+    defaults = {
+        "categorical": {"N": 3, "L": 20, "sampling": "score", "n_probe": 512, "probe_seed": 0},
+        "ordered": {"N": 3, "L": 20, "scheme": "sentiment", "sampling": "score", "n_probe": 512, "probe_seed": 0},
+        "multilabel": {"N": 2, "L": 20, "sampling": "word", "n_probe": 512, "probe_seed": 0},
+    }  # fmt: skip
+
+    def resolve(self, name, params):
+        values = super().resolve(name, params)
+        if values.get("scheme") == "intensity" and "N" not in params:
+            values["N"] = 5
+        return values
+
+    def build(self, name, values):
+        scheme = values.get("scheme", "")
+        for key, allowed in (("sampling", SAMPLINGS), ("scheme", SCHEMES)):
+            if key in values and values[key] not in allowed:
+                raise TaskError(f"{name}: unknown {key} {values[key]!r}; allowed: {', '.join(allowed)}")
+        if values["N"] < 2:
+            raise TaskError(f"{name}: N must be at least 2 (classes or labels), got {values['N']}")
+        if scheme == "intensity" and values["N"] != 5:
+            raise TaskError(
+                f"ordered: scheme=intensity has 5 classes (one to five stars), not N={values['N']}"
+            )
+        if values["sampling"] == "score" and (name == "multilabel" or scheme == "intensity"):
+            raise TaskError(
+                f"{name}: sampling=score is defined for categorical and ordered sentiment only "
+                f"([A] App. D); use sampling=word"
+            )
+        return len(vocabulary(name, values["N"], scheme)), values["N"], values["L"]
+
+    def default_loss(self, name: str) -> str:
+        return "sigmoid" if name == "multilabel" else "softmax"
+
+    def words(self, task: Task) -> tuple[str, ...]:
+        return vocabulary(task.name, task.param("N"), dict(task.params).get("scheme", ""))
+
+    def sample(self, task: Task, key, batch, data=None):
+        p = dict(task.params)
+        return sample(task.name, p["N"], task.T, p["sampling"], p.get("scheme", ""), key, batch)
+
+
+register(Text())
