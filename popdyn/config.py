@@ -18,7 +18,8 @@ from popdyn.cells import ACTIVATIONS, ARCHS
 from popdyn.dynamics import FixedPointOptions, TopologyOptions
 from popdyn.memory import MemoryOptions
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid, Group, shard_of_groups
-from popdyn.similarity import DSA_MISSING, SimilarityOptions, dsa_available
+from popdyn import similarity as similarity_metrics
+from popdyn.similarity import SimilarityOptions
 from popdyn.tasks import Task, TaskError, make_task
 from popdyn.train import OPTIMIZERS, TrainSettings
 
@@ -380,6 +381,9 @@ def _similarity(value: Any) -> SimilarityOptions:
         if k == "untrained":
             out[k] = _names("similarity.untrained", v, ARCHS) if _as_list(v) else ()
             continue
+        if k == "metrics":  # registered names (popdyn.similarity), any order; [] for none
+            out[k] = _names("similarity.metrics", v, similarity_metrics.names()) if _as_list(v) else ()
+            continue
         kind = allowed[k].type
         if kind == "str":
             if not isinstance(v, str):
@@ -399,6 +403,8 @@ def _similarity(value: Any) -> SimilarityOptions:
         opts = SimilarityOptions(**out)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if opts.dsa and not dsa_available():
-        raise ConfigError(DSA_MISSING)
+    for m in similarity_metrics.enabled(opts):  # a metric that cannot run here (its package absent)
+        missing = similarity_metrics.get(m).missing
+        if missing is not None and (message := missing()):
+            raise ConfigError(message)
     return opts

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import jax
@@ -27,7 +28,7 @@ from jaxtyping import Float  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap, Normalize, to_rgb  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from popdyn import store  # noqa: E402
+from popdyn import similarity, store  # noqa: E402
 from popdyn.cells import ACTIVATIONS, ARCHS  # noqa: E402
 from popdyn.config import build_sweep  # noqa: E402
 from popdyn.model import Model  # noqa: E402
@@ -110,14 +111,16 @@ def loss_curves(ds: xr.Dataset, path: str | Path) -> Path:
 # ------------------------------------------------------------------------------------- the paper's figures
 FIGURES = "figures"  # sub-directory of a run directory that draw_all writes into
 UNIVERSALITY_TASKS = ("flipflop", "sine", "cdi")  # [U]'s tasks: their state figures (Figs. 1–4)
-METRICS = ("svcca", "cka", "dsa", "topology")  # those a run has are drawn
-METRIC_NAMES = {"svcca": "SVCCA", "cka": "CKA", "dsa": "DSA", "topology": "topology"}
-METRIC_LABELS = {
-    "svcca": "SVCCA distance (1 − mean canonical correlation)",
-    "cka": "CKA distance (1 − linear CKA)",
-    "dsa": "DSA distance (angular, Ostrow et al. 2023)",
-    "topology": "fixed-point topology distance (Euclidean)",
-}
+
+
+def _metric(name: str):
+    """A distance metric's short name, label and colour (``popdyn.similarity``'s registry; one this
+    process has not registered is drawn in grey under its own name)."""
+    if name in similarity.REGISTRY:
+        return similarity.get(name)
+    return SimpleNamespace(name=name, short=name, label=f"{name} distance", color="0.5")
+
+
 # one colour per architecture and per activation in every figure, the two sets disjoint: the Okabe–Ito
 # palette, which readers with any common colour-vision deficiency tell apart
 ARCH_COLORS = {
@@ -130,8 +133,8 @@ ARCH_MARKERS = {"vanilla": "o", "ugrnn": "s", "gru": "^", "lstm": "D", "slstm": 
 DARK_EDGE = "0.25"  # outline of light colours (relu's yellow), so that they show on white
 # 0, 1, 2, 3 unstable modes ([U] Fig. 1e: black, red, green, blue), in Okabe–Ito's shades of those
 UNSTABLE_COLORS = ("#000000", "#D55E00", "#009E73", "#0072B2")
-# one colour per distance metric (Tol's "bright" set; light enough for the black chance ticks on them)
-METRIC_COLORS = {"svcca": "#4477AA", "cka": "#66CCEE", "dsa": "#CCBB44", "topology": "#EE6677"}
+# one colour per distance metric: each metric's spec (popdyn.similarity; Tol's "bright" set, light
+# enough for the black chance ticks on them)
 # [U] §2.3 (MDS): architectures are compared among tanh networks, activations among vanilla networks
 PANELS = {"arch": ("activation", "tanh"), "activation": ("arch", "vanilla")}
 COLORS = {"arch": ARCH_COLORS, "activation": ACTIVATION_COLORS}
@@ -264,7 +267,7 @@ def mds_embedding(ds: xr.Dataset, metric: str, prefix: str | Path) -> list[Path]
         ax.set_ylabel("MDS 2 (distance units)")
         ax.set_aspect("equal", adjustable="datalim")
         ax.legend(fontsize="small", title=NAMES[by])
-    fig.suptitle(f"{ds.attrs.get('task', '')}: MDS of the {METRIC_LABELS[metric]}")
+    fig.suptitle(f"{ds.attrs.get('task', '')}: MDS of the {_metric(metric).label}")
     return _save(fig, prefix)
 
 
@@ -290,7 +293,7 @@ def distance_matrix(ds: xr.Dataset, metric: str, prefix: str | Path) -> list[Pat
     top = float(np.nanmax(d)) if np.isfinite(d).any() else 0.0
     im = ax.imshow(np.ma.masked_invalid(d), cmap=cmap, vmin=0.0, vmax=top if top > 0 else 1.0,
                    interpolation="nearest")  # fmt: skip
-    fig.colorbar(im, ax=ax, shrink=0.85, label=METRIC_LABELS[metric])
+    fig.colorbar(im, ax=ax, shrink=0.85, label=_metric(metric).label)
     for s in starts[1:]:
         ax.axhline(s - 0.5, color="white", linewidth=1.0)
         ax.axvline(s - 0.5, color="white", linewidth=1.0)
@@ -302,7 +305,7 @@ def distance_matrix(ds: xr.Dataset, metric: str, prefix: str | Path) -> list[Pat
     ax.set_ylabel("network")
     n_nan = int(np.isnan(d).all(axis=1).sum())
     ax.set_title(
-        f"{ds.attrs.get('task', '')}: {METRIC_NAMES[metric]} distances, {len(order)} networks"
+        f"{ds.attrs.get('task', '')}: {_metric(metric).short} distances, {len(order)} networks"
         + (f" ({n_nan} not compared, grey)" if n_nan else "")
     )
     return _save(fig, prefix)
@@ -462,7 +465,7 @@ def trained_untrained(sim: xr.Dataset, prefix: str | Path, metric: str = "svcca"
     fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize="small")
     left_out = int((~placed).sum())
     ax.set_title(
-        f"{sim.attrs.get('task', '')}: MDS of {METRIC_NAMES[metric]} distances, trained (filled) and untrained "
+        f"{sim.attrs.get('task', '')}: MDS of {_metric(metric).short} distances, trained (filled) and untrained "
         f"(hollow)" + (f"\n{left_out} networks left out (not compared)" if left_out else ""),
         fontsize="medium",
     )
@@ -1172,8 +1175,7 @@ def statistics(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
         labels.append(FACTOR_NAMES.get(str(table.factor.values[f]), str(table.factor.values[f])) + g)
     for m, metric in enumerate(metrics):
         pos = x + (m - (len(metrics) - 1) / 2) * width
-        color = METRIC_COLORS.get(metric, "0.5")
-        name = METRIC_NAMES.get(metric, metric)
+        color, name = _metric(metric).color, _metric(metric).short
         for ax, key, low, high in (
             (axes[0], "R2", "R2_low", "R2_high"),
             (axes[1], "nn_accuracy", "nn_low", "nn_high"),
@@ -1355,8 +1357,8 @@ def _jobs(run_dir: Path) -> dict:
     ds = store.load(run_dir)
     task = ds.attrs.get("task", "")
     jobs = {}
-    for m in METRICS:
-        if f"mds_{m}" in ds:
+    for m in (str(v)[4:] for v in ds.data_vars if str(v).startswith("mds_")):  # every metric the run has
+        if f"{m}_distance" in ds:
             jobs[f"mds_{m}"] = partial(mds_embedding, ds, m)
             jobs[f"distance_{m}"] = partial(distance_matrix, ds, m)
     if "statistics" in ds:
