@@ -82,7 +82,9 @@ def main(argv=None) -> int:
     print(f"distances {ref[pairs].min():.3f}–{ref[pairs].max():.3f} rad; max |popdyn − netrep| {diff.max():.2e} "
           f"(median {np.median(diff):.1e})")  # fmt: skip
     print(f"netrep  (NumPy float64, pair by pair): {t_netrep:.2f} s")
-    print(f"popdyn  (blocked float32, block {args.block}): {t_popdyn:.2f} s (+ {max(first - t_popdyn, 0):.1f} s compile)")
+    print(
+        f"popdyn  (blocked float32, block {args.block}): {t_popdyn:.2f} s (+ {max(first - t_popdyn, 0):.1f} s compile)"
+    )
     return 0
 
 

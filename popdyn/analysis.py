@@ -28,7 +28,7 @@ import yaml
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from popdyn import embed, statistics, store
+from popdyn import embed, similarity, statistics, store
 from popdyn.attractors import record_one
 from popdyn.config import Sweep
 from popdyn.dynamics import analyze_descend, analyze_finish
@@ -36,7 +36,6 @@ from popdyn.geometry import class_word_counts, lsa, network_geometry
 from popdyn.hosts import finish_devices, to_host
 from popdyn.memory import network_memory
 from popdyn.population import member_key, padded_size
-from popdyn import similarity
 from popdyn.similarity import all_pairs, prepare, stack
 from popdyn.similarity._pairs import take
 from popdyn.train import population_program
@@ -460,7 +459,9 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     with tqdm(total=total, desc="similarity", unit="pair", disable=not progress) as bar:
         dist = all_pairs(prep, states, opts.block, progress=bar.update)
     for m in pairwise:
-        log.info("similarity: %s between %d networks (%d pairs)", similarity.get(m).short, n, n * (n - 1) // 2)
+        log.info(
+            "similarity: %s between %d networks (%d pairs)", similarity.get(m).short, n, n * (n - 1) // 2
+        )
         dist[m] = similarity.get(m).pairwise([trajectories[i] for i in order], opts, sweep.seed)
     for d in dist.values():
         d[~ok], d[:, ~ok] = np.nan, np.nan

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from popdyn import similarity as similarity_metrics
 from popdyn.attractors import RecordOptions
 from popdyn.cells import ACTIVATIONS, ARCHS
 from popdyn.dynamics import FixedPointOptions, TopologyOptions
 from popdyn.memory import MemoryOptions
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid, Group, shard_of_groups
-from popdyn import similarity as similarity_metrics
 from popdyn.similarity import SimilarityOptions
 from popdyn.tasks import Task, TaskError, make_task
 from popdyn.train import OPTIMIZERS, TrainSettings

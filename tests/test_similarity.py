@@ -11,8 +11,8 @@ import pytest
 import xarray as xr
 from scipy.stats import ortho_group
 
-from popdyn.embed import mds
 from popdyn import similarity
+from popdyn.embed import mds
 from popdyn.similarity import (
     SimilarityOptions,
     all_pairs,
@@ -30,6 +30,7 @@ OPTS = SimilarityOptions()
 def prepared(nets, metrics=("svcca", "cka")):
     """The stacked preparation of a list of networks' states."""
     return stack([jax.tree.map(lambda a: np.asarray(a)[None], prepare(x, OPTS, metrics)) for x in nets])
+
 
 S = 120
 
@@ -489,6 +490,18 @@ MEAN_ACTIVITY = similarity.MetricSpec(
 )  # fmt: skip
 
 
+def _speed_distances(trajectories, options, seed):
+    """A pairwise-kind toy (the path DSA takes): |difference| of the networks' mean speeds ‖h_t − h_{t−1}‖."""
+    speed = np.array([np.linalg.norm(np.diff(t, axis=1), axis=-1).mean() for t in trajectories])
+    return np.abs(speed[:, None] - speed[None, :]).astype(np.float32)
+
+
+MEAN_SPEED = similarity.MetricSpec(
+    name="mean_speed", short="speed", label="difference of mean speeds", color="#000000",
+    kind="pairwise", pairwise=_speed_distances,
+)  # fmt: skip
+
+
 def test_a_metric_registered_outside_popdyn_runs_through_the_comparison_of_a_run(tiny_run, tmp_path):
     import dataclasses
     import shutil
@@ -501,18 +514,30 @@ def test_a_metric_registered_outside_popdyn_runs_through_the_comparison_of_a_run
     (run / store.SIMILARITY).unlink()
     (run / store.SIMILARITY_CONFIG).unlink()
     similarity.register(MEAN_ACTIVITY)
+    similarity.register(MEAN_SPEED)
     try:
         s = build_sweep(store.read_config(run))
-        opts = dataclasses.replace(s.similarity, metrics=(*s.similarity.metrics, "mean_activity"))
+        opts = dataclasses.replace(
+            s.similarity, metrics=(*s.similarity.metrics, "mean_activity", "mean_speed")
+        )
         analysis.compare_run(dataclasses.replace(s, similarity=opts), run, progress=False)
         sim = store.load_similarity(run)
         ds = store.load(run)
     finally:
         similarity.unregister("mean_activity")
-    assert "mean_activity" not in similarity.REGISTRY
+        similarity.unregister("mean_speed")
+    assert "mean_activity" not in similarity.REGISTRY and "mean_speed" not in similarity.REGISTRY
+    speed = sim.mean_speed_distance.values
+    assert (
+        speed.shape == (len(sim.network),) * 2
+        and np.isfinite(speed[np.ix_(*[np.isfinite(np.diag(speed))] * 2)]).all()
+    )
+    assert "mean_speed" in ds.statistics.metric.values
     d = sim.mean_activity_distance.values
     ok = np.isfinite(np.diag(d))
-    assert ok.sum() >= 2 and np.allclose(d[np.ix_(ok, ok)], d[np.ix_(ok, ok)].T) and (np.diag(d)[ok] == 0).all()
+    assert (
+        ok.sum() >= 2 and np.allclose(d[np.ix_(ok, ok)], d[np.ix_(ok, ok)].T) and (np.diag(d)[ok] == 0).all()
+    )
     assert "mds_all_mean_activity" in sim and "mean_activity_distance" in ds and "mds_mean_activity" in ds
     assert "mean_activity" in ds.statistics.metric.values  # the statistics loop over it too
     # the registered metrics beside it are those of the recorded run

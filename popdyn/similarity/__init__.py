@@ -73,7 +73,9 @@ class MetricSpec:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"metric {self.name!r}: kind {self.kind!r} is unknown; allowed: {', '.join(KINDS)}")
+            raise ValueError(
+                f"metric {self.name!r}: kind {self.kind!r} is unknown; allowed: {', '.join(KINDS)}"
+            )
         need = {"states": ("prepare",), "pairwise": ("pairwise",), "fixed_points": ("fixed_points",)}
         for f in need[self.kind]:
             if getattr(self, f) is None:

@@ -37,8 +37,9 @@ def stack(parts: list[dict]) -> dict:
         leaves = [jax.tree.leaves(t) for t in trees]
         cat = []
         for i in range(len(leaves[0])):
-            shape = tuple(np.max([lv[i].shape[1:] for lv in leaves], axis=0).astype(int)) if leaves[0][i].ndim > 1 else ()
-            cat.append(np.concatenate([_pad_to(lv[i], shape) for lv in leaves]))
+            arrays = [lv[i] for lv in leaves]
+            shape = tuple(max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim))  # the widest
+            cat.append(np.concatenate([_pad_to(a, shape) for a in arrays]))
         tree = jax.tree.unflatten(jax.tree.structure(trees[0]), cat)
         compact = _pkg.get(m).compact
         out[m] = compact(tree) if compact is not None else tree
@@ -129,6 +130,6 @@ def all_pairs(
             sim = spec.pairs(prepared[m], block, progress, **kw)
         else:
             sim = blocked(prepared[m], spec.score, block, progress, **kw)
-        d = np.triu(spec.distance(sim), 1)  # one of (i, j) and (j, i), mirrored: exactly symmetric, 0 diagonal
+        d = np.triu(spec.distance(sim), 1)  # one of (i, j) and (j, i), mirrored: symmetric, zero diagonal
         out[m] = np.clip(d + d.T, 0.0, None)  # 1 − similarity of near-identical networks: −1e-7 → 0
     return out

@@ -33,7 +33,9 @@ class Basis(NamedTuple):
 
 @partial(jax.jit, static_argnames=("keep_variance", "width"))
 @full_precision
-def principal_basis(states: Float[Array, "S N"], keep_variance: float = 0.95, width: int | None = None) -> Basis:
+def principal_basis(
+    states: Float[Array, "S N"], keep_variance: float = 0.95, width: int | None = None
+) -> Basis:
     """Centred states' top principal directions ``U_x`` reaching ``keep_variance`` of the variance;
     ``width`` pads the basis to that many columns (default min(S, N)).  The eigen-decomposition is of
     the smaller of XᵀX (N × N) and XXᵀ (S × S)."""

@@ -19,7 +19,13 @@ from jaxtyping import Float
 
 from popdyn.similarity import TOPOLOGY_RULES, MetricSpec, register
 
-__all__ = ["grouped_transitions", "partial_distances", "readout_groups", "topology_distances", "topology_graphs"]
+__all__ = [
+    "grouped_transitions",
+    "partial_distances",
+    "readout_groups",
+    "topology_distances",
+    "topology_graphs",
+]
 
 log = logging.getLogger("popdyn")
 TASKS = ("flipflop", "sine", "cdi")  # [U]'s tasks: the ones with a topology graph
@@ -126,7 +132,6 @@ def topology_distances(ds, rule: str = "grouped") -> tuple[np.ndarray, np.ndarra
     if ok.any():
         d[np.ix_(ok, ok)] = partial_distances(flat[ok])
     return d, ok
-
 
 
 def _log_set_aside(ds, compared: np.ndarray, rule: str) -> None:
