@@ -412,8 +412,8 @@ def _prepare_group(sweep: Sweep, model, params: dict, rows: np.ndarray, block: i
 
 
 def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
-    """Every enabled metric of ``popdyn.similarity``'s registry: the states metrics (SVCCA, CKA,
-    Procrustes, …) and pairwise ones (DSA) between every pair of networks (trained members and untrained
+    """Every enabled metric of ``popdyn.similarity``'s registry: the states metrics (SVCCA, CKA, …) and
+    pairwise ones (DSA) between every pair of networks (trained members and untrained
     twins), the fixed-point ones (topology) between trained members, 2-D MDS of each, into
     ``similarity.npz``; return ``run_dir``."""
     run_dir = Path(run_dir)

@@ -381,7 +381,9 @@ def _similarity(value: Any) -> SimilarityOptions:
         if k == "untrained":
             out[k] = _names("similarity.untrained", v, ARCHS) if _as_list(v) else ()
             continue
-        if k == "metrics":  # registered names (popdyn.similarity), any order; [] for none
+        if k == "metrics":  # registered names (popdyn.similarity), any order; [] for none; null: defaults
+            if v is None:
+                continue
             out[k] = _names("similarity.metrics", v, similarity_metrics.names()) if _as_list(v) else ()
             continue
         kind = allowed[k].type

@@ -896,7 +896,7 @@ def load_similarity(run_dir: str | Path) -> xr.Dataset:
     ``trained``, ``arch``, ``activation``, ``units``, ``l2``, ``seed``; data ``<metric>_distance``
     (network × network_to) and ``mds_all_<metric>`` (network × mds, one embedding of trained and
     untrained networks together; [U] Fig. 4) for every metric computed over all compared networks
-    (``svcca``, ``cka``, ``procrustes``, ``dsa``, …: every one in the file but those between trained
+    (``svcca``, ``cka``, ``dsa``, …: every one in the file but those between trained
     members only, topology), and ``k`` (SVCCA components)."""
     run_dir = Path(run_dir)
     members = load(run_dir)

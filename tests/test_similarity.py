@@ -503,7 +503,6 @@ MEAN_SPEED = similarity.MetricSpec(
 
 
 def test_a_metric_registered_outside_popdyn_runs_through_the_comparison_of_a_run(tiny_run, tmp_path):
-    import dataclasses
     import shutil
 
     from popdyn import analysis, store
@@ -516,11 +515,9 @@ def test_a_metric_registered_outside_popdyn_runs_through_the_comparison_of_a_run
     similarity.register(MEAN_ACTIVITY)
     similarity.register(MEAN_SPEED)
     try:
-        s = build_sweep(store.read_config(run))
-        opts = dataclasses.replace(
-            s.similarity, metrics=(*s.similarity.metrics, "mean_activity", "mean_speed")
-        )
-        analysis.compare_run(dataclasses.replace(s, similarity=opts), run, progress=False)
+        s = build_sweep(store.read_config(run))  # registered metrics are on by default (MetricSpec.default)
+        assert s.similarity.metrics[-2:] == ("mean_activity", "mean_speed")
+        analysis.compare_run(s, run, progress=False)
         sim = store.load_similarity(run)
         ds = store.load(run)
     finally:
@@ -544,3 +541,12 @@ def test_a_metric_registered_outside_popdyn_runs_through_the_comparison_of_a_run
     full = store.load_similarity(tiny_run)
     for m in ("svcca", "cka", "procrustes"):
         np.testing.assert_array_equal(sim[f"{m}_distance"].values, full[f"{m}_distance"].values)
+
+
+def test_the_metrics_config_value_names_registered_metrics():
+    from popdyn.config import ConfigError, _similarity
+
+    assert _similarity({"metrics": None}).metrics == SimilarityOptions().metrics  # null: the defaults
+    assert _similarity({"metrics": "cka"}).metrics == ("cka",) and _similarity({"metrics": []}).metrics == ()
+    with pytest.raises(ConfigError, match="unknown similarity.metrics 'nope'; allowed: svcca, cka, dsa"):
+        _similarity({"metrics": ["svcca", "nope"]})

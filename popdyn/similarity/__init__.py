@@ -1,7 +1,7 @@
 """Who resembles whom: distances between every pair of networks ([U] §2.3, SPEC §4), one file per metric.
 
 Each metric is a :class:`MetricSpec` in :data:`REGISTRY`, registered by its own module of this package
-(``svcca.py``, ``cka.py``, ``procrustes.py``, ``dsa.py``, ``topology.py``), which this file imports
+(``svcca.py``, ``cka.py``, ``dsa.py``, ``topology.py``, …), which this file imports
 automatically: adding a metric is adding one file (or, from outside popdyn, calling :func:`register`).
 A metric is one of three kinds:
 
@@ -28,14 +28,13 @@ import importlib
 import math
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
 KINDS = ("states", "pairwise", "fixed_points")
 TOPOLOGY_RULES = ("grouped", "modal")  # topology_graphs: every network, or [U]'s modal-count rule
-DEFAULT_METRICS = ("svcca", "cka", "topology", "procrustes")  # on unless similarity.metrics says otherwise
 
 
 def one_minus(similarity: np.ndarray) -> np.ndarray:
@@ -67,6 +66,7 @@ class MetricSpec:
     fixed_points: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
     applies: Callable[[str, Any], bool] | None = None  # fixed_points: (task name, Dataset) → defined here?
     enabled: Callable[[Any], bool] | None = None  # options → computed? (default: name in options.metrics)
+    default: bool = True  # in similarity.metrics when the config does not list them
     missing: Callable[[], str | None] | None = None  # a message when it cannot run here (a package absent)
     options: tuple[str, ...] = ()  # the SimilarityOptions fields it reads
     rank: float = math.inf  # position in every listing (module docstring)
@@ -139,9 +139,12 @@ class SimilarityOptions:
     topology: str = "grouped"  # topology distance: every network ("grouped") or [U]'s modal-count rule
     permutations: int = 999  # PERMANOVA: label permutations for each p-value (0: no p-value)
     bootstrap: int = 200  # resamples of the seeds for the confidence intervals (0: none)
-    metrics: tuple[str, ...] = field(default=DEFAULT_METRICS)  # the distances computed (registered names)
+    # the distances computed (registered names); None: every metric whose spec is on by default
+    metrics: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        if self.metrics is None:
+            object.__setattr__(self, "metrics", tuple(n for n, s in REGISTRY.items() if s.default))
         if self.topology not in TOPOLOGY_RULES:
             raise ValueError(
                 f"similarity.topology = {self.topology!r} is unknown; allowed: {', '.join(TOPOLOGY_RULES)}"

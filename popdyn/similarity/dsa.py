@@ -51,7 +51,7 @@ def dsa_distances(trajectories: list[np.ndarray], options: SimilarityOptions, se
 register(MetricSpec(
     name="dsa", short="DSA", label="DSA distance (angular, Ostrow et al. 2023)", color="#CCBB44",
     kind="pairwise", pairwise=dsa_distances,
-    enabled=lambda options: options.dsa or "dsa" in options.metrics,
+    enabled=lambda options: options.dsa or "dsa" in options.metrics, default=False,
     missing=lambda: None if dsa_available() else DSA_MISSING,
     options=("dsa", "dsa_delays", "dsa_rank", "dsa_iters"), rank=2,
 ))  # fmt: skip
