@@ -36,8 +36,7 @@ from popdyn.geometry import class_word_counts, lsa, network_geometry
 from popdyn.hosts import finish_devices, to_host
 from popdyn.memory import network_memory
 from popdyn.population import member_key, padded_size
-from popdyn.similarity import all_pairs, prepare, stack
-from popdyn.similarity._pairs import take
+from popdyn.similarity import all_pairs, prepare, stack, take
 from popdyn.train import population_program
 
 log = logging.getLogger("popdyn")

@@ -163,10 +163,10 @@ class SimilarityOptions:
                 raise ValueError(f"similarity.{f.name} = {v!r} is impossible; it must be {allowed}")
 
 
-from popdyn.similarity._pairs import all_pairs, prepare, stack  # noqa: E402  (they read REGISTRY)
+from popdyn.similarity._pairs import all_pairs, prepare, stack, take  # noqa: E402  (they read REGISTRY)
 
 __all__ = ["KINDS", "REGISTRY", "MetricSpec", "SimilarityOptions", "TOPOLOGY_RULES", "all_pairs", "enabled",
-           "get", "names", "one_minus", "prepare", "register", "stack", "unregister"]  # fmt: skip
+           "get", "names", "one_minus", "prepare", "register", "stack", "take", "unregister"]  # fmt: skip
 
 
 def _import_members() -> None:
