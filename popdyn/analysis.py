@@ -28,14 +28,14 @@ import yaml
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from popdyn import analyses, embed, statistics, store
+from popdyn import analyses, embed, similarity, statistics, store
 from popdyn.attractors import record_one
 from popdyn.config import Sweep
 from popdyn.dynamics import analyze_descend, analyze_finish
 from popdyn.geometry import class_word_counts, lsa, network_geometry
 from popdyn.hosts import finish_devices, to_host
 from popdyn.population import member_key, padded_size
-from popdyn.similarity import METRICS, Prepared, all_pairs, dsa_distances, prepare, topology_distances
+from popdyn.similarity import all_pairs, prepare, stack, take
 from popdyn.train import population_program
 
 log = logging.getLogger("popdyn")
@@ -61,7 +61,8 @@ def check_settings(sweep: Sweep, run_dir: Path) -> None:
 
 
 def _similarity_settings(sweep: Sweep) -> dict:
-    return asdict(sweep.similarity) | {"untrained": list(sweep.similarity.untrained)}
+    opts = sweep.similarity
+    return asdict(opts) | {"untrained": list(opts.untrained), "metrics": list(opts.metrics)}
 
 
 # each analysis's settings file: (config section, the results made with those settings); a registered
@@ -402,9 +403,10 @@ def sample_rows(sweep: Sweep) -> np.ndarray:
 
 
 def _prepare_group(sweep: Sweep, model, params: dict, rows: np.ndarray, block: int):
-    """States on the probe rows → :class:`Prepared` per network, and whether the network is comparable
+    """States on the probe rows → every enabled states metric's preparation (``similarity.prepare``),
+    stacked over the group's networks (``similarity.stack``), and whether each network is comparable
     (finite states with some variance; diverged networks are not)."""
-    kv = sweep.similarity.keep_variance
+    opts = sweep.similarity
     inputs = sweep.task.probe_inputs
 
     @jax.jit
@@ -412,7 +414,7 @@ def _prepare_group(sweep: Sweep, model, params: dict, rows: np.ndarray, block: i
         states = model.states(p, inputs)
         x = states.reshape(-1, states.shape[-1])[rows]
         ok = jnp.all(jnp.isfinite(x)) & (jnp.sum(jnp.var(x, axis=0)) > 0)
-        return prepare(jnp.where(ok, x, jnp.eye(*x.shape)), kv), ok
+        return prepare(jnp.where(ok, x, jnp.eye(*x.shape)), opts), ok
 
     many = jax.jit(jax.vmap(one))
     n = jax.tree.leaves(params)[0].shape[0]
@@ -421,33 +423,16 @@ def _prepare_group(sweep: Sweep, model, params: dict, rows: np.ndarray, block: i
     parts = [
         many(jax.tree.map(lambda a, i=i: np.asarray(a)[idx[i : i + size]], params)) for i in range(0, n, size)
     ]
-    prep = Prepared(
-        *(np.concatenate([np.asarray(getattr(p[0], f)) for p in parts])[:n] for f in Prepared._fields)
-    )
+    prep = take(stack([p[0] for p in parts]), np.arange(n))
     ok = np.concatenate([np.asarray(p[1]) for p in parts])[:n]
-    width = int(prep.k.max())
-    return prep._replace(basis=prep.basis[:, :, :width]), ok
-
-
-def _log_set_aside(ds, compared: np.ndarray, rule: str) -> None:
-    """Count and name the networks the topology distance could not compare, and why."""
-    healthy = ds.status.values == store.TRAINED
-    log.info("topology (%s): %d of %d trained (neither diverged nor exploded) networks compared", rule, int((compared & healthy).sum()),
-             int(healthy.sum()))  # fmt: skip
-    left = healthy & ~compared
-    if left.any():
-        none = left & (ds.n_fixed_points.values.sum(axis=1) == 0)
-        names = ", ".join(f"{m} ({g})" for m, g in zip(ds.member.values[left], ds.group.values[left]))
-        log.warning(
-            "topology: %d trained networks not compared (%d without any fixed point%s): %s",
-            int(left.sum()), int(none.sum()),
-            "; the others have a fixed-point count other than the modal one" if rule == "modal" else "", names,
-        )  # fmt: skip
+    return prep, ok
 
 
 def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
-    """SVCCA and CKA between every pair of networks (trained members and untrained twins), topology
-    distances between trained members, 2-D MDS of each, into ``similarity.npz``; return ``run_dir``."""
+    """Every enabled metric of ``popdyn.similarity``'s registry: the states metrics (SVCCA, CKA, …) and
+    pairwise ones (DSA) between every pair of networks (trained members and untrained
+    twins), the fixed-point ones (topology) between trained members, 2-D MDS of each, into
+    ``similarity.npz``; return ``run_dir``."""
     run_dir = Path(run_dir)
     opts = sweep.similarity
     _check_settings(run_dir, _similarity_settings(sweep), store.SIMILARITY_CONFIG)
@@ -457,8 +442,9 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         log.info("similarity: already computed")
         return run_dir
     rows = sample_rows(sweep)
-    parts = []  # (member ids, trained, Prepared, comparable) per group and twin set
-    trajectories = []  # per network [trials, T, D], only for DSA
+    parts = []  # (member ids, trained, prepared, comparable) per group and twin set
+    trajectories = []  # per network [trials, T, D], only for pairwise metrics (DSA)
+    pairwise = similarity.enabled(opts, "pairwise")
     for gp in tqdm(groups.values(), desc="states", unit="group", disable=not progress):
         sets = [(gp.params, True)]
         if gp.model.arch in opts.untrained:  # the same architecture, randomly initialised ([U] Fig. 4)
@@ -467,17 +453,13 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
         for params, is_trained in sets:
             prep, ok = _prepare_group(sweep, gp.model, params, rows, opts.block)
             parts.append((gp.member, np.full(len(gp.member), is_trained), prep, ok))
-            if opts.dsa:  # whole probe trials, in time order: DSA fits dynamics
+            if pairwise:  # whole probe trials, in time order: DSA fits dynamics
                 states = jax.jit(jax.vmap(gp.model.states, (0, None)))(params, sweep.task.probe_inputs)
                 trajectories.extend(np.asarray(states))
     nets, trained, preps, oks = zip(*parts)
-    width = max(p.basis.shape[-1] for p in preps)
-    basis = [np.pad(p.basis, ((0, 0), (0, 0), (0, width - p.basis.shape[-1]))) for p in preps]
     network, trained, ok = np.concatenate(nets), np.concatenate(trained), np.concatenate(oks)
     order = np.lexsort((network, ~trained))  # trained members by id, then the untrained twins by id
-    prep = Prepared(np.concatenate(basis), np.concatenate([p.k for p in preps]),
-                    np.concatenate([p.gram for p in preps]))  # fmt: skip
-    prep = Prepared(*(a[order] for a in prep))
+    prep = take(stack(list(preps)), order)  # every width padded to the widest
     network, trained, ok = network[order], trained[order], ok[order]
     ds = store.load(run_dir)
     # a diverged member is frozen at finite weights, so its states look comparable: it is not, nor is an
@@ -489,27 +471,31 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
             log.info("similarity: %d %s networks left out of every comparison (NaN rows, no MDS "
                      "coordinates, no statistics)", int((status == s).sum()), s)  # fmt: skip
     n = len(network)
-    total = len(METRICS) * n * (n + 1) // 2  # pairs, counted once per metric
+    states = similarity.enabled(opts, "states")
+    total = len(states) * n * (n + 1) // 2  # pairs, counted once per metric
     with tqdm(total=total, desc="similarity", unit="pair", disable=not progress) as bar:
-        dist = all_pairs(prep, METRICS, opts.block, progress=bar.update)
+        dist = all_pairs(prep, states, opts.block, progress=bar.update)
+    for m in pairwise:
+        log.info(
+            "similarity: %s between %d networks (%d pairs)", similarity.get(m).short, n, n * (n - 1) // 2
+        )
+        dist[m] = similarity.get(m).pairwise([trajectories[i] for i in order], opts, sweep.seed)
     for d in dist.values():
         d[~ok], d[:, ~ok] = np.nan, np.nan
-    out = {"network": network, "trained": trained, "k": prep.k, "rows": rows}
+    out = {"network": network, "trained": trained, "rows": rows}
+    if "svcca" in prep:  # the SVCCA components of each network, kept beside the distances
+        out["k"] = prep["svcca"].k
     n_trained = int(trained.sum())
-    if opts.dsa:
-        log.info("similarity: DSA between %d networks (%d pairs)", n, n * (n - 1) // 2)
-        d = dsa_distances([trajectories[i] for i in order], opts, sweep.seed)
-        d[~ok], d[:, ~ok] = np.nan, np.nan
-        dist["dsa"] = d
-    for m, d in dist.items():
-        out[m] = d
-        out[f"mds_{m}"] = embed.mds(d[:n_trained, :n_trained], sweep.seed, opts.mds_iter)
-        if n_trained < n:
-            out[f"mds_all_{m}"] = embed.mds(d, sweep.seed, opts.mds_iter)
-    if "n_fixed_points" in ds and sweep.task.spec.topology_distances:  # [U]'s topologies only
-        out["topology"], out["topology_compared"] = topology_distances(ds, opts.topology)
-        out["mds_topology"] = embed.mds(out["topology"], sweep.seed, opts.mds_iter)
-        _log_set_aside(ds, out["topology_compared"], opts.topology)
+    for m in similarity.names():  # rank order: every listing of similarity.npz follows the registry
+        spec = similarity.get(m)
+        if m in dist:
+            out[m] = dist[m]
+            out[f"mds_{m}"] = embed.mds(dist[m][:n_trained, :n_trained], sweep.seed, opts.mds_iter)
+            if n_trained < n:
+                out[f"mds_all_{m}"] = embed.mds(dist[m], sweep.seed, opts.mds_iter)
+        elif spec.kind == "fixed_points" and spec.on(opts) and spec.applies(sweep.task.name, ds):
+            out[m], out[f"{m}_compared"] = spec.fixed_points(ds, opts)
+            out[f"mds_{m}"] = embed.mds(out[m], sweep.seed, opts.mds_iter)
     table = universality(sweep, ds, out, trained, network)
     out |= {"statistics": table.values, "statistics_metric": np.array(table.metric.values, str),
             "statistics_factor": np.array(table.factor.values, str),
@@ -517,10 +503,9 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     store.write_npz(path, out)
     pairs = np.triu_indices(n, 1)  # each pair of distinct networks once; NaN rows (left out) ignored
     log.info(
-        "similarity: %d networks (%d untrained twins, %d compared) on %d probe states; median SVCCA distance "
-        "%.3f, CKA %.3f over the pairs compared",
-        n, n - n_trained, int(ok.sum()), len(rows), float(_nanmedian(dist["svcca"][pairs])),
-        float(_nanmedian(dist["cka"][pairs])),
+        "similarity: %d networks (%d untrained twins, %d compared) on %d probe states; median %s over the "
+        "pairs compared", n, n - n_trained, int(ok.sum()), len(rows),
+        ", ".join(f"{similarity.get(m).short} distance {float(_nanmedian(d[pairs])):.3f}" for m, d in dist.items()),
     )  # fmt: skip
     log.info("how much each grid factor explains each distance (PERMANOVA R² [%d%% CI over seeds], pseudo-F, "
              "permutation p; 1-NN accuracy [CI] vs chance; networks):\n%s", round(100 * table.attrs["ci"]),
@@ -537,7 +522,7 @@ def universality(sweep: Sweep, ds, out: dict, trained: np.ndarray, network: np.n
     with untrained twins — of the factor ``trained`` over trained and untrained networks together
     ([U] Fig. 4).  ``[metric, factor, statistic]``."""
     opts = sweep.similarity
-    metrics = [m for m in (*METRICS, "dsa", "topology") if m in out]
+    metrics = [m for m in similarity.names() if m in out]
     n_trained = int(trained.sum())
     table = statistics.statistics_table(
         {m: out[m][:n_trained, :n_trained] for m in metrics},
@@ -545,7 +530,7 @@ def universality(sweep: Sweep, ds, out: dict, trained: np.ndarray, network: np.n
         seeds=ds.seed.values, permutations=opts.permutations, bootstrap=opts.bootstrap, seed=sweep.seed,
     )  # fmt: skip
     if n_trained < len(trained):
-        compared = [m for m in metrics if m != "topology"]
+        compared = [m for m in metrics if similarity.get(m).kind != "fixed_points"]  # all networks
         twins = statistics.statistics_table(
             {m: out[m] for m in compared}, {"trained": trained},
             seeds=ds.seed.sel(member=network).values, permutations=opts.permutations,

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from popdyn import analyses, cells
+from popdyn import similarity as similarity_metrics
 from popdyn.attractors import RecordOptions
 from popdyn.cells import ACTIVATIONS
 from popdyn.dynamics import FixedPointOptions, TopologyOptions
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid, Group, shard_of_groups
-from popdyn.similarity import DSA_MISSING, SimilarityOptions, dsa_available
+from popdyn.similarity import SimilarityOptions
 from popdyn.tasks import Task, TaskError, make_task
 from popdyn.train import OPTIMIZERS, TrainSettings
 
@@ -400,6 +401,11 @@ def _similarity(value: Any) -> SimilarityOptions:
         if k == "untrained":
             out[k] = _names("similarity.untrained", v, cells.names()) if _as_list(v) else ()
             continue
+        if k == "metrics":  # registered names (popdyn.similarity), any order; [] for none; null: defaults
+            if v is None:
+                continue
+            out[k] = _names("similarity.metrics", v, similarity_metrics.names()) if _as_list(v) else ()
+            continue
         kind = allowed[k].type
         if kind == "str":
             if not isinstance(v, str):
@@ -419,6 +425,8 @@ def _similarity(value: Any) -> SimilarityOptions:
         opts = SimilarityOptions(**out)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if opts.dsa and not dsa_available():
-        raise ConfigError(DSA_MISSING)
+    for m in similarity_metrics.enabled(opts):  # a metric that cannot run here (its package absent)
+        missing = similarity_metrics.get(m).missing
+        if missing is not None and (message := missing()):
+            raise ConfigError(message)
     return opts

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import jax
@@ -28,7 +29,7 @@ from jaxtyping import Float  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap, Normalize, to_rgb  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from popdyn import analyses, cells, store  # noqa: E402
+from popdyn import analyses, cells, similarity, store  # noqa: E402
 from popdyn.cells import ACTIVATIONS  # noqa: E402
 from popdyn.config import build_sweep  # noqa: E402
 from popdyn.model import Model  # noqa: E402
@@ -123,16 +124,6 @@ def _task_figures(task: str) -> tuple[str, ...]:
     return ("universality",) * (spec.state_style is not None) + tuple(spec.figures)
 
 
-METRICS = ("svcca", "cka", "dsa", "topology")  # those a run has are drawn
-METRIC_NAMES = {"svcca": "SVCCA", "cka": "CKA", "dsa": "DSA", "topology": "topology"}
-METRIC_LABELS = {
-    "svcca": "SVCCA distance (1 − mean canonical correlation)",
-    "cka": "CKA distance (1 − linear CKA)",
-    "dsa": "DSA distance (angular, Ostrow et al. 2023)",
-    "topology": "fixed-point topology distance (Euclidean)",
-}
-
-
 class _ByArch(Mapping):
     """arch → its figure colour or marker, read from the cell registry when asked (``CellSpec.color`` /
     ``marker``, or the next unused one of ``cells.PALETTE`` / ``cells.MARKERS``), so that a cell registered
@@ -163,6 +154,14 @@ class _Archs(Sequence):
         return len(cells.REGISTRY)
 
 
+def _metric(name: str):
+    """A distance metric's short name, label and colour (``popdyn.similarity``'s registry; one this
+    process has not registered is drawn in grey under its own name)."""
+    if name in similarity.REGISTRY:
+        return similarity.get(name)
+    return SimpleNamespace(name=name, short=name, label=f"{name} distance", color="0.5")
+
+
 # one colour per architecture and per activation in every figure, the two sets disjoint: the Okabe–Ito
 # palette, which readers with any common colour-vision deficiency tell apart (each cell's spec names its own)
 ARCHS = _Archs()
@@ -173,8 +172,8 @@ ACTIVATION_STYLES = {"tanh": "solid", "relu": "dashed"}  # line style per activa
 DARK_EDGE = "0.25"  # outline of light colours (relu's yellow), so that they show on white
 # 0, 1, 2, 3 unstable modes ([U] Fig. 1e: black, red, green, blue), in Okabe–Ito's shades of those
 UNSTABLE_COLORS = ("#000000", "#D55E00", "#009E73", "#0072B2")
-# one colour per distance metric (Tol's "bright" set; light enough for the black chance ticks on them)
-METRIC_COLORS = {"svcca": "#4477AA", "cka": "#66CCEE", "dsa": "#CCBB44", "topology": "#EE6677"}
+# one colour per distance metric: each metric's spec (popdyn.similarity; Tol's "bright" set, light
+# enough for the black chance ticks on them)
 # [U] §2.3 (MDS): architectures are compared among tanh networks, activations among vanilla networks
 PANELS = {"arch": ("activation", "tanh"), "activation": ("arch", "vanilla")}
 COLORS = {"arch": ARCH_COLORS, "activation": ACTIVATION_COLORS}
@@ -307,7 +306,7 @@ def mds_embedding(ds: xr.Dataset, metric: str, prefix: str | Path) -> list[Path]
         ax.set_ylabel("MDS 2 (distance units)")
         ax.set_aspect("equal", adjustable="datalim")
         ax.legend(fontsize="small", title=NAMES[by])
-    fig.suptitle(f"{ds.attrs.get('task', '')}: MDS of the {METRIC_LABELS[metric]}")
+    fig.suptitle(f"{ds.attrs.get('task', '')}: MDS of the {_metric(metric).label}")
     return _save(fig, prefix)
 
 
@@ -333,7 +332,7 @@ def distance_matrix(ds: xr.Dataset, metric: str, prefix: str | Path) -> list[Pat
     top = float(np.nanmax(d)) if np.isfinite(d).any() else 0.0
     im = ax.imshow(np.ma.masked_invalid(d), cmap=cmap, vmin=0.0, vmax=top if top > 0 else 1.0,
                    interpolation="nearest")  # fmt: skip
-    fig.colorbar(im, ax=ax, shrink=0.85, label=METRIC_LABELS[metric])
+    fig.colorbar(im, ax=ax, shrink=0.85, label=_metric(metric).label)
     for s in starts[1:]:
         ax.axhline(s - 0.5, color="white", linewidth=1.0)
         ax.axvline(s - 0.5, color="white", linewidth=1.0)
@@ -345,7 +344,7 @@ def distance_matrix(ds: xr.Dataset, metric: str, prefix: str | Path) -> list[Pat
     ax.set_ylabel("network")
     n_nan = int(np.isnan(d).all(axis=1).sum())
     ax.set_title(
-        f"{ds.attrs.get('task', '')}: {METRIC_NAMES[metric]} distances, {len(order)} networks"
+        f"{ds.attrs.get('task', '')}: {_metric(metric).short} distances, {len(order)} networks"
         + (f" ({n_nan} not compared, grey)" if n_nan else "")
     )
     return _save(fig, prefix)
@@ -505,7 +504,7 @@ def trained_untrained(sim: xr.Dataset, prefix: str | Path, metric: str = "svcca"
     fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize="small")
     left_out = int((~placed).sum())
     ax.set_title(
-        f"{sim.attrs.get('task', '')}: MDS of {METRIC_NAMES[metric]} distances, trained (filled) and untrained "
+        f"{sim.attrs.get('task', '')}: MDS of {_metric(metric).short} distances, trained (filled) and untrained "
         f"(hollow)" + (f"\n{left_out} networks left out (not compared)" if left_out else ""),
         fontsize="medium",
     )
@@ -1219,8 +1218,7 @@ def statistics(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
         labels.append(FACTOR_NAMES.get(str(table.factor.values[f]), str(table.factor.values[f])) + g)
     for m, metric in enumerate(metrics):
         pos = x + (m - (len(metrics) - 1) / 2) * width
-        color = METRIC_COLORS.get(metric, "0.5")
-        name = METRIC_NAMES.get(metric, metric)
+        color, name = _metric(metric).color, _metric(metric).short
         for ax, key, low, high in (
             (axes[0], "R2", "R2_low", "R2_high"),
             (axes[1], "nn_accuracy", "nn_low", "nn_high"),
@@ -1402,8 +1400,8 @@ def _jobs(run_dir: Path) -> dict:
     ds = store.load(run_dir)
     task = ds.attrs.get("task", "")
     jobs = {}
-    for m in METRICS:
-        if f"mds_{m}" in ds:
+    for m in (str(v)[4:] for v in ds.data_vars if str(v).startswith("mds_")):  # every metric the run has
+        if f"{m}_distance" in ds:
             jobs[f"mds_{m}"] = partial(mds_embedding, ds, m)
             jobs[f"distance_{m}"] = partial(distance_matrix, ds, m)
     if "statistics" in ds:

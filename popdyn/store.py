@@ -60,7 +60,9 @@ TRAINING = "training.npz"  # [R]'s measurements at every saved step (popdyn.anal
 MEMORY = "memory.npz"  # [V]'s memory curves (popdyn.analyses.memory)
 MEMORY_CONFIG = "memory.yaml"  # the memory.* settings memory.npz was made with
 RECORD_CONFIG = "record.yaml"  # the record.* settings training.npz was made with
-SIMILARITY_METRICS = ("svcca", "cka")
+# similarity.npz holds one [n, n] matrix per distance metric under the metric's name, beside its embedding
+# mds_<name> (and <name>_compared for one between trained members only): store reads which metrics a file
+# has (similarity_metrics) and names none of them
 # config entries that do not change any number a run produces, so they may differ when resuming
 # (dynamics settings are checked against dynamics.yaml by popdyn.analysis instead)
 _NOT_RESULTS = {
@@ -891,11 +893,17 @@ def _read_similarity(run_dir: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(verify(path)) as z:
             out = {k: z[k] for k in z.files}
-        for k in ("network", "trained", *SIMILARITY_METRICS):
+        for k in ("network", "trained"):
             out[k]  # noqa: B018  (a KeyError names what is missing)
     except UNREADABLE as e:
         raise RunDirError(f"{path} is unreadable ({e}); remove it and run scripts/analyze.py again") from None
     return out
+
+
+def similarity_metrics(z: dict[str, np.ndarray]) -> list[str]:
+    """The distance metrics of a similarity.npz, in file order: every square matrix ``z[m]`` stored
+    beside its embedding ``mds_<m>`` (``popdyn.similarity`` writes them in its registry's order)."""
+    return [m for m in z if f"mds_{m}" in z and z[m].ndim == 2 and z[m].shape[0] == z[m].shape[1]]
 
 
 def _similarity_of_members(run_dir: Path, members: np.ndarray) -> dict:
@@ -905,14 +913,14 @@ def _similarity_of_members(run_dir: Path, members: np.ndarray) -> dict:
     if not np.array_equal(np.sort(z["network"][trained]), members):
         raise RunDirError(f"{run_dir / SIMILARITY} does not hold the members of members.csv")
     out = {}
-    for m in (*SIMILARITY_METRICS, "dsa", "topology"):
-        if m not in z:
-            continue
-        d = z[m][np.ix_(trained, trained)] if m != "topology" else z[m]
+    for m in similarity_metrics(z):
+        # over every compared network (trained and untrained twins), or over trained members only: the
+        # metrics that store which of them they compared (<m>_compared, topology)
+        d = z[m] if f"{m}_compared" in z else z[m][np.ix_(trained, trained)]
         out[f"{m}_distance"] = (("member", "member_to"), d)
         out[f"mds_{m}"] = (("member", "mds"), z[f"mds_{m}"])
-    if "topology_compared" in z:
-        out["topology_compared"] = ("member", z["topology_compared"])
+        if f"{m}_compared" in z:
+            out[f"{m}_compared"] = ("member", z[f"{m}_compared"])
     if "statistics" in z:  # how much each grid factor explains each distance (popdyn.statistics)
         out["statistics"] = xr.DataArray(
             z["statistics"], dims=("metric", "factor", "statistic"),
@@ -925,9 +933,11 @@ def _similarity_of_members(run_dir: Path, members: np.ndarray) -> dict:
 def load_similarity(run_dir: str | Path) -> xr.Dataset:
     """Every compared network of a run — trained members and their untrained twins — as a Dataset over
     ``network`` (and ``network_to``): coordinates ``member`` (the trained member it belongs to),
-    ``trained``, ``arch``, ``activation``, ``units``, ``l2``, ``seed``; data ``svcca_distance``,
-    ``cka_distance`` (network × network_to), ``mds_all_svcca``, ``mds_all_cka`` (network × mds, one
-    embedding of trained and untrained networks together; [U] Fig. 4) and ``k`` (SVCCA components)."""
+    ``trained``, ``arch``, ``activation``, ``units``, ``l2``, ``seed``; data ``<metric>_distance``
+    (network × network_to) and ``mds_all_<metric>`` (network × mds, one embedding of trained and
+    untrained networks together; [U] Fig. 4) for every metric computed over all compared networks
+    (``svcca``, ``cka``, ``dsa``, …: every one in the file but those between trained
+    members only, topology), and ``k`` (SVCCA components)."""
     run_dir = Path(run_dir)
     members = load(run_dir)
     z = _read_similarity(run_dir)
@@ -936,14 +946,15 @@ def load_similarity(run_dir: str | Path) -> xr.Dataset:
     n = len(net)
     coords = {"member": ("network", net), "trained": ("network", z["trained"])}
     coords |= {c: ("network", meta[c].values) for c in ("arch", "activation", "units", "l2", "seed")}
-    metrics = [m for m in (*SIMILARITY_METRICS, "dsa") if m in z]
+    metrics = [m for m in similarity_metrics(z) if f"{m}_compared" not in z]  # over every compared network
     data = {f"{m}_distance": (("network", "network_to"), z[m]) for m in metrics}
     for m in metrics:
         emb = z.get(f"mds_all_{m}")
         if emb is None:  # no untrained twins: the trained-only embedding is the embedding of all
             emb = z[f"mds_{m}"]
         data[f"mds_all_{m}"] = (("network", "mds"), emb)
-    data["k"] = ("network", z["k"])
+    if "k" in z:
+        data["k"] = ("network", z["k"])
     ds = xr.Dataset(data, coords={"network": np.arange(n), "network_to": np.arange(n), **coords})
     ds.attrs.update(members.attrs)
     return ds

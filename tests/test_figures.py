@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
 FLIPFLOP = [
     "mds_svcca", "distance_svcca", "mds_cka", "distance_cka", "mds_topology", "distance_topology",
-    "statistics", "fixed_points", "trajectories", "example_trials", "trained_untrained",
+    "mds_procrustes", "distance_procrustes", "statistics", "fixed_points", "trajectories", "example_trials", "trained_untrained",
     "trained_untrained_states",
 ]  # fmt: skip
 

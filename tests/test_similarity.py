@@ -1,24 +1,36 @@
-"""SVCCA, CKA, all-pairs distances, topology distances and MDS against plain NumPy and known answers."""
+"""SVCCA, CKA, Procrustes, all-pairs distances, topology distances and MDS against plain NumPy and known
+answers; the metric registry."""
 
 from __future__ import annotations
 
 import functools
 
+import jax
 import numpy as np
 import pytest
 import xarray as xr
 from scipy.stats import ortho_group
 
+from popdyn import similarity
 from popdyn.embed import mds
 from popdyn.similarity import (
-    Prepared,
     SimilarityOptions,
     all_pairs,
     cka,
     prepare,
+    procrustes,
+    stack,
     svcca,
     topology_distances,
 )
+
+OPTS = SimilarityOptions()
+
+
+def prepared(nets, metrics=("svcca", "cka")):
+    """The stacked preparation of a list of networks' states."""
+    return stack([jax.tree.map(lambda a: np.asarray(a)[None], prepare(x, OPTS, metrics)) for x in nets])
+
 
 S = 120
 
@@ -82,14 +94,8 @@ def test_invariances():
 def test_all_pairs_equals_the_pairwise_functions():
     widths = (8, 16, 32, 16, 64, 8, 24)  # 7 networks in blocks of 3: padded last block, off-diagonal blocks
     nets = population(widths, seed=3)
-    preps = [prepare(x) for x in nets]
-    width = max(int(p.k) for p in preps)
-    stacked = Prepared(
-        np.stack([np.pad(np.asarray(p.basis)[:, :width], ((0, 0), (0, max(0, width - p.basis.shape[1]))))
-                  for p in preps]),
-        np.stack([p.k for p in preps]),
-        np.stack([p.gram for p in preps]),
-    )  # fmt: skip
+    stacked = prepared(nets)
+    assert stacked["svcca"].basis.shape[-1] == int(stacked["svcca"].k.max())  # cut to the largest k
     done = []
     d = all_pairs(stacked, block=3, progress=done.append)
     assert sum(done) == 2 * 7 * 8 // 2
@@ -103,16 +109,16 @@ def test_all_pairs_equals_the_pairwise_functions():
                 np.testing.assert_allclose(m[i, j], 1 - float(f(nets[i], nets[j])), atol=2e-5)
     # CKA in row blocks of 3 (the last one starting early): the same matrix
     np.testing.assert_allclose(all_pairs(stacked, ("cka",), cka_rows=3)["cka"], d["cka"], atol=1e-6)
-    with pytest.raises(ValueError, match="procrustes"):
+    with pytest.raises(ValueError, match="nope.*allowed: svcca, cka"):
+        all_pairs(stacked, ("nope",))
+    with pytest.raises(ValueError, match="'procrustes' was not prepared"):
         all_pairs(stacked, ("procrustes",))
 
 
 def test_identical_networks_have_distance_zero():
     (x,) = population((12,), seed=4)
-    p = prepare(x)
-    stacked = Prepared(*(np.stack([a, a]) for a in p))
-    d = all_pairs(stacked)
-    assert d["svcca"][0, 1] < 1e-5 and d["cka"][0, 1] < 1e-5
+    d = all_pairs(prepared([x, x], ("svcca", "cka", "procrustes")))
+    assert d["svcca"][0, 1] < 1e-5 and d["cka"][0, 1] < 1e-5 and d["procrustes"][0, 1] < 2e-3
 
 
 def test_options_refuse_impossible_values():
@@ -387,3 +393,160 @@ def test_degenerate_topologies_are_nan_rows_not_a_crash(rule, case):
     table = statistics.statistics_table({"topology": d}, {"arch": np.array(["a", "a", "b", "b"])},
                                         seeds=np.arange(n), permutations=9, bootstrap=9)  # fmt: skip
     assert np.isnan(table.values).all()
+
+
+# ------------------------------------------------------------------------------------------ Procrustes
+def np_procrustes(x, y):
+    """Williams et al. 2021's angular shape distance, from its definition: centre, scale to unit Frobenius
+    norm, zero-pad the narrower to the wider, then ``arccos`` of the best alignment over orthogonal Q,
+    ``max_Q tr(Qᵀ XᵀY) = Σ svd(XᵀY)``."""
+    x, y = (a.astype(np.float64) - a.mean(axis=0) for a in (x, y))
+    x, y = x / np.linalg.norm(x), y / np.linalg.norm(y)
+    n = max(x.shape[1], y.shape[1])
+    x, y = (np.pad(a, ((0, 0), (0, n - a.shape[1]))) for a in (x, y))
+    return float(np.arccos(np.clip(np.linalg.svd(x.T @ y, compute_uv=False).sum(), -1.0, 1.0)))
+
+
+@pytest.mark.parametrize("widths", [(16, 40), (200, 24), (130, 150), (24, 24)])  # N > S: the QR route
+def test_procrustes_equals_the_numpy_reference(widths):
+    x, y = population(widths, seed=5)
+    np.testing.assert_allclose(float(procrustes(x, y)), np_procrustes(x, y), rtol=1e-4, atol=1e-5)
+
+
+def test_procrustes_invariances_symmetry_and_zero_on_itself():
+    """Rotations and reflections of the units, isotropic scaling and translation leave it unchanged."""
+    x, y = population((20, 30), seed=6)
+    q = ortho_group.rvs(20, random_state=7).astype(np.float32)
+    flip = np.diag(np.where(np.arange(20) % 3 == 0, -1.0, 1.0)).astype(np.float32)  # a reflection
+    d = float(procrustes(x, y))
+    assert 0.1 < d < np.pi / 2
+    for moved in (x @ q, x @ flip, 3.5 * x, x - 7.0, 0.2 * (x @ q @ flip) + 1.5):
+        np.testing.assert_allclose(float(procrustes(moved, y)), d, rtol=1e-4)
+        assert float(procrustes(moved, x)) < 2e-3  # the same shape: zero (float32: ≈ √(2ε) at most)
+    np.testing.assert_allclose(float(procrustes(y, x)), d, rtol=1e-6)  # symmetric
+    assert float(procrustes(x, x)) < 2e-3
+    # a rotation into more units (zero-padded narrower network) is still the same shape
+    wide = np.pad(x, ((0, 0), (0, 10))) @ ortho_group.rvs(30, random_state=8).astype(np.float32)
+    assert float(procrustes(x, wide)) < 2e-3
+
+
+def test_procrustes_satisfies_the_triangle_inequality():
+    rng = np.random.default_rng(9)
+    for trial in range(4):
+        widths = rng.integers(3, 40, size=6)
+        nets = population(tuple(widths), seed=10 + trial, noise=float(rng.uniform(0.05, 1.0)))
+        d = all_pairs(prepared(nets, ("procrustes",)), block=4)["procrustes"]
+        assert (d >= 0).all() and np.isfinite(d).all() and (d <= np.pi / 2 + 1e-6).all()
+        # d(i, k) ≤ d(i, j) + d(j, k) for every triple
+        assert (d[:, None, :] <= d[:, :, None] + d[None, :, :] + 1e-4).all()
+
+
+def test_procrustes_blocked_equals_pairwise_for_mixed_widths():
+    widths = (8, 150, 32, 16, 64, 8, 24, 130)  # N > S = 120 for two of them; blocks of 3: padded, sorted
+    nets = population(widths, seed=11)
+    stacked = prepared(nets, ("procrustes",))
+    assert stacked["procrustes"].z.shape == (8, S, S) and list(stacked["procrustes"].width) == [
+        min(S, n) for n in widths
+    ]
+    done = []
+    d = all_pairs(stacked, block=3, progress=done.append)["procrustes"]
+    assert sum(done) == 8 * 9 // 2
+    np.testing.assert_array_equal(d, d.T)
+    np.testing.assert_array_equal(np.diag(d), 0.0)
+    for i in range(8):
+        for j in range(i + 1, 8):
+            np.testing.assert_allclose(d[i, j], float(procrustes(nets[i], nets[j])), atol=2e-5)
+            np.testing.assert_allclose(d[i, j], np_procrustes(nets[i], nets[j]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(all_pairs(stacked, block=64)["procrustes"], d, atol=1e-6)  # one block
+
+
+# ---------------------------------------------------------------------------------------- the registry
+def test_the_registry_lists_every_metric_in_rank_order_and_refuses_bad_names():
+    assert similarity.names()[:5] == ("svcca", "cka", "dsa", "topology", "procrustes")
+    assert similarity.names("states") == ("svcca", "cka", "procrustes")
+    assert similarity.get("procrustes").label.startswith("Procrustes shape distance")
+    with pytest.raises(ValueError, match="unknown similarity metric 'nope'; allowed: svcca, cka, dsa"):
+        similarity.get("nope")
+    with pytest.raises(ValueError, match="registered twice"):
+        similarity.register(similarity.get("cka"))
+    with pytest.raises(ValueError, match="unknown similarity.metrics 'nope'"):
+        SimilarityOptions(metrics=("svcca", "nope"))
+    assert similarity.enabled(SimilarityOptions()) == ("svcca", "cka", "topology", "procrustes")
+    assert similarity.enabled(SimilarityOptions(dsa=True), "pairwise") == ("dsa",)
+
+
+# a metric defined here, outside popdyn: the distance between the networks' mean activity vectors
+# (the narrower zero-padded), ‖x̄ − ȳ‖
+def _mean_block(a, b):
+    import jax.numpy as jnp
+
+    return jnp.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1)
+
+
+MEAN_ACTIVITY = similarity.MetricSpec(
+    name="mean_activity", short="mean activity", label="distance between mean activity vectors",
+    color="#000000", prepare=lambda states, options: states.mean(axis=0), score=_mean_block,
+    distance=lambda d: d,  # score is already a distance
+)  # fmt: skip
+
+
+def _speed_distances(trajectories, options, seed):
+    """A pairwise-kind toy (the path DSA takes): |difference| of the networks' mean speeds ‖h_t − h_{t−1}‖."""
+    speed = np.array([np.linalg.norm(np.diff(t, axis=1), axis=-1).mean() for t in trajectories])
+    return np.abs(speed[:, None] - speed[None, :]).astype(np.float32)
+
+
+MEAN_SPEED = similarity.MetricSpec(
+    name="mean_speed", short="speed", label="difference of mean speeds", color="#000000",
+    kind="pairwise", pairwise=_speed_distances,
+)  # fmt: skip
+
+
+def test_a_metric_registered_outside_popdyn_runs_through_the_comparison_of_a_run(tiny_run, tmp_path):
+    import shutil
+
+    from popdyn import analysis, store
+    from popdyn.config import build_sweep
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / store.SIMILARITY).unlink()
+    (run / store.SIMILARITY_CONFIG).unlink()
+    similarity.register(MEAN_ACTIVITY)
+    similarity.register(MEAN_SPEED)
+    try:
+        s = build_sweep(store.read_config(run))  # registered metrics are on by default (MetricSpec.default)
+        assert s.similarity.metrics[-2:] == ("mean_activity", "mean_speed")
+        analysis.compare_run(s, run, progress=False)
+        sim = store.load_similarity(run)
+        ds = store.load(run)
+    finally:
+        similarity.unregister("mean_activity")
+        similarity.unregister("mean_speed")
+    assert "mean_activity" not in similarity.REGISTRY and "mean_speed" not in similarity.REGISTRY
+    speed = sim.mean_speed_distance.values
+    assert (
+        speed.shape == (len(sim.network),) * 2
+        and np.isfinite(speed[np.ix_(*[np.isfinite(np.diag(speed))] * 2)]).all()
+    )
+    assert "mean_speed" in ds.statistics.metric.values
+    d = sim.mean_activity_distance.values
+    ok = np.isfinite(np.diag(d))
+    assert (
+        ok.sum() >= 2 and np.allclose(d[np.ix_(ok, ok)], d[np.ix_(ok, ok)].T) and (np.diag(d)[ok] == 0).all()
+    )
+    assert "mds_all_mean_activity" in sim and "mean_activity_distance" in ds and "mds_mean_activity" in ds
+    assert "mean_activity" in ds.statistics.metric.values  # the statistics loop over it too
+    # the registered metrics beside it are those of the recorded run
+    full = store.load_similarity(tiny_run)
+    for m in ("svcca", "cka", "procrustes"):
+        np.testing.assert_array_equal(sim[f"{m}_distance"].values, full[f"{m}_distance"].values)
+
+
+def test_the_metrics_config_value_names_registered_metrics():
+    from popdyn.config import ConfigError, _similarity
+
+    assert _similarity({"metrics": None}).metrics == SimilarityOptions().metrics  # null: the defaults
+    assert _similarity({"metrics": "cka"}).metrics == ("cka",) and _similarity({"metrics": []}).metrics == ()
+    with pytest.raises(ConfigError, match="unknown similarity.metrics 'nope'; allowed: svcca, cka, dsa"):
+        _similarity({"metrics": ["svcca", "nope"]})

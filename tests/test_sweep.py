@@ -297,7 +297,7 @@ def test_tiny_sweep_compares_every_network(tiny_run):
     # how much each grid factor explains each distance: arch has two values here, the other axes one
     table = ds.statistics
     assert table.dims == ("metric", "factor", "statistic")
-    assert list(table.metric.values) == ["svcca", "cka", "topology"]
+    assert list(table.metric.values) == ["svcca", "cka", "topology", "procrustes"]  # registry order
     assert list(table.factor.values) == ["arch", "activation", "units", "l2", "trained"]
     arch = table.sel(factor="arch")
     assert np.isfinite(arch.sel(statistic=["R2", "pseudo_F", "p_value", "nn_accuracy"]).values).all()
@@ -322,8 +322,8 @@ def test_similarity_preparation_is_the_same_in_any_blocks(tiny_run):
     rows = sample_rows(s)
     whole, ok = _prepare_group(s, model, params, rows, block=64)
     blocks, ok2 = _prepare_group(s, model, params, rows, block=2)  # 2 + 2 + 1 (padded)
-    assert ok.all() and ok2.all() and whole.k.shape == (5,)
-    for a, b in zip(whole, blocks):
+    assert ok.all() and ok2.all() and whole["svcca"].k.shape == (5,)
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(blocks), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 

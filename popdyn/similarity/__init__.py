@@ -1,0 +1,185 @@
+"""Who resembles whom: distances between every pair of networks ([U] §2.3, SPEC §4), one file per metric.
+
+Each metric is a :class:`MetricSpec` in :data:`REGISTRY`, registered by its own module of this package
+(``svcca.py``, ``cka.py``, ``dsa.py``, ``topology.py``, …), which this file imports
+automatically: adding a metric is adding one file (or, from outside popdyn, calling :func:`register`).
+A metric is one of three kinds:
+
+- ``"states"``: from the probe states ``X`` (S × N) of each network.  ``prepare`` turns ONE network's
+  states into a pytree of arrays (:func:`prepare` does every enabled metric at once, vmapped over a group
+  by ``popdyn.analysis``); :func:`stack` pads and concatenates prepared networks of any width; ``score``
+  gives the similarity of every network of one block with every network of another, run over the whole
+  population in blocks by :func:`all_pairs` (``_pairs.blocked``, memory bounded by the block size), or
+  ``pairs`` replaces that pass; ``distance`` maps similarity to distance (default 1 − similarity).
+- ``"pairwise"``: a fallback computed pair by pair outside JAX from whole probe trajectories
+  ``[trials, T, D]`` (DSA through an optional package).
+- ``"fixed_points"``: from the run's fixed-point analysis (``store.load``'s Dataset) rather than states
+  (topology); it may compare only some networks (``<name>_compared``).
+
+A metric's ``rank`` orders every listing (``names()``, the ``similarity.npz`` keys, figures, statistics).
+The statistics of metric i draw their permutations from the seed ``[seed, i, j]``: the metrics popdyn
+had first keep their ranks (svcca 0, cka 1, dsa 2, topology 3), so their numbers never move when a
+metric is added after them; a spec registered without a rank comes after every ranked one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+KINDS = ("states", "pairwise", "fixed_points")
+TOPOLOGY_RULES = ("grouped", "modal")  # topology_graphs: every network, or [U]'s modal-count rule
+
+
+def one_minus(similarity: np.ndarray) -> np.ndarray:
+    """``d = 1 − s``: the distance of a similarity in [0, 1]."""
+    return 1.0 - similarity
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One distance between networks: how to compute it, and how figures name it."""
+
+    name: str  # config value, similarity.npz key, CSV column / xarray coordinate ("<name>_distance")
+    short: str  # short name in titles and legends ("SVCCA")
+    label: str  # axis and colour-bar label ("SVCCA distance (1 − mean canonical correlation)")
+    color: str  # its colour in every figure
+    kind: str = "states"  # "states", "pairwise" or "fixed_points" (module docstring)
+    # states: one network's states [S, N] and the options → a pytree of arrays (jit- and vmap-able)
+    prepare: Callable[[Any, Any], Any] | None = None
+    # states: (stacked block a, stacked block b) → similarity [A, B] (jit-able); used by _pairs.blocked
+    score: Callable[[Any, Any], Any] | None = None
+    # states: (stacked population, block, progress, **options) → similarity [P, P] (upper triangle
+    # needed), replacing the default blocked pass over `score`
+    pairs: Callable[..., np.ndarray] | None = None
+    distance: Callable[[np.ndarray], np.ndarray] = one_minus  # states: similarity → distance
+    compact: Callable[[Any], Any] | None = None  # states: cut a stacked population's unused padding
+    # pairwise: (list of trajectories [trials, T, D], options, seed) → distances [P, P]
+    pairwise: Callable[..., np.ndarray] | None = None
+    # fixed_points: (store.load Dataset, options) → (distances [P, P] between trained members, [P] compared)
+    fixed_points: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
+    applies: Callable[[str, Any], bool] | None = None  # fixed_points: (task name, Dataset) → defined here?
+    enabled: Callable[[Any], bool] | None = None  # options → computed? (default: name in options.metrics)
+    default: bool = True  # in similarity.metrics when the config does not list them
+    missing: Callable[[], str | None] | None = None  # a message when it cannot run here (a package absent)
+    options: tuple[str, ...] = ()  # the SimilarityOptions fields it reads
+    rank: float = math.inf  # position in every listing (module docstring)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"metric {self.name!r}: kind {self.kind!r} is unknown; allowed: {', '.join(KINDS)}"
+            )
+        need = {"states": ("prepare",), "pairwise": ("pairwise",), "fixed_points": ("fixed_points",)}
+        for f in need[self.kind]:
+            if getattr(self, f) is None:
+                raise ValueError(f"metric {self.name!r} of kind {self.kind!r} needs {f}")
+        if self.kind == "states" and self.score is None and self.pairs is None:
+            raise ValueError(f"metric {self.name!r} needs score (a block of pairs) or pairs")
+
+    def on(self, options) -> bool:
+        """Whether ``options`` (:class:`SimilarityOptions`) ask for this metric."""
+        return self.enabled(options) if self.enabled is not None else self.name in options.metrics
+
+
+REGISTRY: dict[str, MetricSpec] = {}
+
+
+def register(spec: MetricSpec) -> MetricSpec:
+    """Add a metric (kept in ``rank`` order, ties in registration order); a name taken twice is an error."""
+    if spec.name in REGISTRY:
+        raise ValueError(f"similarity metric {spec.name!r} is registered twice")
+    items = sorted([*REGISTRY.items(), (spec.name, spec)], key=lambda kv: kv[1].rank)  # stable
+    REGISTRY.clear()
+    REGISTRY.update(items)
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a metric (tests registering a toy metric clean up with this)."""
+    REGISTRY.pop(name, None)
+
+
+def get(name: str) -> MetricSpec:
+    """The metric called ``name``; a ValueError naming the allowed ones otherwise."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown similarity metric {name!r}; allowed: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def names(kind: str | None = None) -> tuple[str, ...]:
+    """Registered metric names in rank order (only those of ``kind`` if given)."""
+    return tuple(n for n, s in REGISTRY.items() if kind is None or s.kind == kind)
+
+
+def enabled(options, kind: str | None = None) -> tuple[str, ...]:
+    """The metrics ``options`` ask for, in rank order."""
+    return tuple(n for n in names(kind) if REGISTRY[n].on(options))
+
+
+@dataclass(frozen=True)
+class SimilarityOptions:
+    """Settings of the similarity analysis; config section ``similarity`` uses the same names."""
+
+    samples: int = 512  # probe states compared: a seeded subset of rows shared by every network (0: all)
+    keep_variance: float = 0.95  # SVCCA: principal components kept per network reach this variance fraction
+    block: int = 64  # networks per block of the all-pairs passes (memory ∝ block² · components²)
+    untrained: tuple[str, ...] = ("vanilla",)  # archs whose members get an untrained twin ([U] Fig. 4)
+    mds_iter: int = 300  # SMACOF iterations of the MDS embeddings
+    dsa: bool = False  # also Dynamical Similarity Analysis (the dsa-metric package; slow, small populations)
+    dsa_delays: int = 10  # DSA: delays of the Hankel embedding
+    dsa_rank: int = 10  # DSA: rank of its DMD model
+    dsa_iters: int = 1000  # DSA: iterations of its rotation fit per pair
+    topology: str = "grouped"  # topology distance: every network ("grouped") or [U]'s modal-count rule
+    permutations: int = 999  # PERMANOVA: label permutations for each p-value (0: no p-value)
+    bootstrap: int = 200  # resamples of the seeds for the confidence intervals (0: none)
+    # the distances computed (registered names); None: every metric whose spec is on by default
+    metrics: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.metrics is None:
+            object.__setattr__(self, "metrics", tuple(n for n, s in REGISTRY.items() if s.default))
+        if self.topology not in TOPOLOGY_RULES:
+            raise ValueError(
+                f"similarity.topology = {self.topology!r} is unknown; allowed: {', '.join(TOPOLOGY_RULES)}"
+            )
+        for m in self.metrics:
+            if m not in REGISTRY:
+                raise ValueError(f"unknown similarity.metrics {m!r}; allowed: {', '.join(REGISTRY)}")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("untrained", "dsa", "topology", "metrics"):
+                continue
+            bad = v < 0 if f.name in ("samples", "permutations", "bootstrap") else v <= 0
+            if bad or (f.name == "keep_variance" and v > 1):
+                allowed = {"samples": "≥ 0 (0: all)", "permutations": "≥ 0", "bootstrap": "≥ 0",
+                           "keep_variance": "in (0, 1]"}.get(f.name, "> 0")  # fmt: skip
+                raise ValueError(f"similarity.{f.name} = {v!r} is impossible; it must be {allowed}")
+
+
+from popdyn.similarity._pairs import all_pairs, prepare, stack, take  # noqa: E402  (they read REGISTRY)
+
+__all__ = ["KINDS", "REGISTRY", "MetricSpec", "SimilarityOptions", "TOPOLOGY_RULES", "all_pairs", "enabled",
+           "get", "names", "one_minus", "prepare", "register", "stack", "take", "unregister"]  # fmt: skip
+
+
+def _import_members() -> None:
+    """Import every public module of the package (sorted; each registers its metric) and re-export what
+    it lists in ``__all__`` (a function named like its module, e.g. ``svcca``, takes the module's place
+    as a package attribute; the module stays importable by its dotted name)."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for n in getattr(module, "__all__", ()):
+            globals()[n] = getattr(module, n)
+            __all__.append(n)
+
+
+_import_members()
