@@ -64,6 +64,7 @@ PER_TASK = {
         "record.probes=2",
         "record.scales=[0.5,1.0]",
     ],
+    "discrimination": ["grid.arch=[leaky]", "task.n_probe=4"],  # recorded after the move (new task, cell)
     "sinegen": ["grid.arch=[vanilla]", "task.T=40", "task.n_sequences=8", "task.n_probe=4"],
 }
 
