@@ -34,8 +34,8 @@ import numpy as np
 import popdyn  # noqa: F401  (device setup)
 from popdyn.dynamics import FixedPointOptions, descend, find_fixed_points, initial_states, refine
 from popdyn.model import Model
+from popdyn.population import population_program
 from popdyn.tasks import make_task
-from popdyn.train import population_program
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import accelerator_peak, matmul_peak  # noqa: E402  (the same peak as there)

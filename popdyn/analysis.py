@@ -34,9 +34,8 @@ from popdyn.config import Sweep
 from popdyn.dynamics import analyze_descend, analyze_finish
 from popdyn.geometry import class_word_counts, lsa, network_geometry
 from popdyn.hosts import finish_devices, to_host
-from popdyn.population import member_key, padded_size
+from popdyn.population import member_key, padded_size, population_program
 from popdyn.similarity import all_pairs, prepare, stack, take
-from popdyn.train import population_program
 
 log = logging.getLogger("popdyn")
 

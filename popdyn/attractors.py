@@ -41,7 +41,8 @@ from popdyn.cells import (  # noqa: F401  (the constrained cells' maths, re-expo
     orthogonal,
     project_contractive,
 )
-from popdyn.dynamics import eigenvalues, full_precision
+from popdyn.dynamics import eigenvalues
+from popdyn.precision import full_precision
 from popdyn.tasks.sinegen import SPACINGS, sine_generation  # noqa: F401
 from popdyn.tasks.symbols import CLASSES, SYMBOLS, relevant_symbols  # noqa: F401
 

@@ -40,7 +40,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from functools import partial, wraps
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -50,6 +50,8 @@ import optax
 import scipy.linalg
 from jaxtyping import Array, Bool, Complex, Float, Int
 from threadpoolctl import threadpool_limits
+
+from popdyn.precision import full_precision
 
 StepFn = Callable[[dict, Array, Array], Array]  # F(params, h, x) -> h'
 
@@ -330,18 +332,6 @@ def _assemble(states, q, valid, jac, jac_x, w, right, left) -> FixedPoints:
     with jax.numpy_dtype_promotion("standard"):
         tau = 1.0 / jnp.abs(jnp.log(mod))
     return FixedPoints(states, q, valid, jac, jac_x, w, right, left, n_unstable, tau, jnp.sum(valid))
-
-
-def full_precision(f):
-    """Trace ``f`` with float32 matmuls: on GPUs JAX's default is TF32 (10-bit mantissa), which leaves
-    q = ½‖F(h) − h‖² no smaller than ~1e-6 and the fixed points visibly off (seen on an H200)."""
-
-    @wraps(f)
-    def wrapped(*args, **kwargs):
-        with jax.default_matmul_precision("highest"):
-            return f(*args, **kwargs)
-
-    return wrapped
 
 
 @full_precision

@@ -17,7 +17,7 @@ and delay 0 is the current input ([V] §3: "the input for a delay of 0 is *mat* 
 
 Every function is written for one network (and one sequence where it says so) and is pure JAX: ``jit`` it
 and ``vmap`` it over sequences or members at the call site.  The products of Jacobians and the whitening
-are traced with float32 matmuls (``dynamics.full_precision``) like the other analyses: a GPU's default
+are traced with float32 matmuls (``popdyn.precision.full_precision``) like the other analyses: a GPU's default
 TF32 would compound its ~1e-3 error over τ factors.  :func:`population_memory` does this for a
 group of members (params with a leading member axis) and returns an ``xarray.Dataset``.
 """
@@ -36,7 +36,7 @@ import numpy as np
 import xarray as xr
 from jaxtyping import Array, Bool, Float
 
-from popdyn.dynamics import full_precision
+from popdyn.precision import full_precision
 
 if TYPE_CHECKING:
     from popdyn.model import Model

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Float
 
 from popdyn import cells
@@ -166,3 +168,30 @@ def member_ids(grid: Grid) -> dict[tuple, int]:
 def padded_size(n: int, n_devices: int) -> int:
     """Smallest multiple of ``n_devices`` that holds ``n`` members (the member axis is split over devices)."""
     return int(np.ceil(n / n_devices) * n_devices)
+
+
+# ---------------------------------------------------------------------------- one program for a population
+def population_program(f: Callable, mesh: Mesh, member_batch: int | None, shared: bool = False) -> Callable:
+    """``jit`` of ``f`` (written for one member) over a leading member axis split across ``mesh``.
+
+    On each device the local members run as ``vmap`` (``member_batch=None``) or as
+    ``lax.map(..., batch_size=member_batch)``, a loop over blocks of members, each block vmapped.
+    ``shared``: the last argument has no member axis; every member reads all of it (replicated).
+    """
+    members = PartitionSpec("member")
+
+    def local(*args):
+        own, rest = (args[:-1], args[-1:]) if shared else (args, ())
+        if member_batch is None:
+            return jax.vmap(lambda *a: f(*a, *rest))(*own)
+        return jax.lax.map(lambda a: f(*a, *rest), own, batch_size=member_batch)
+
+    def specs(*args):
+        return tuple(PartitionSpec() if shared and i == len(args) - 1 else members for i in range(len(args)))
+
+    def program(*args):
+        return jax.shard_map(local, mesh=mesh, in_specs=specs(*args), out_specs=members, check_vma=False)(
+            *args
+        )
+
+    return jax.jit(program)

@@ -30,7 +30,7 @@ from jaxtyping import Array, Float
 
 from popdyn.hosts import to_host
 from popdyn.model import Model
-from popdyn.population import HParams, padded_size
+from popdyn.population import HParams, padded_size, population_program
 from popdyn.tasks import Task
 
 
@@ -190,32 +190,6 @@ def train_one(model: Model, task: Task, settings: TrainSettings, hp: HParams, ke
         state, loss = chunk_one(model, task, settings, hp, state, task.data)
         losses.append(loss)
     return state, jnp.concatenate(losses)[: settings.steps]
-
-
-def population_program(f: Callable, mesh: Mesh, member_batch: int | None, shared: bool = False) -> Callable:
-    """``jit`` of ``f`` (written for one member) over a leading member axis split across ``mesh``.
-
-    On each device the local members run as ``vmap`` (``member_batch=None``) or as
-    ``lax.map(..., batch_size=member_batch)``, a loop over blocks of members, each block vmapped.
-    ``shared``: the last argument has no member axis; every member reads all of it (replicated).
-    """
-    members = PartitionSpec("member")
-
-    def local(*args):
-        own, rest = (args[:-1], args[-1:]) if shared else (args, ())
-        if member_batch is None:
-            return jax.vmap(lambda *a: f(*a, *rest))(*own)
-        return jax.lax.map(lambda a: f(*a, *rest), own, batch_size=member_batch)
-
-    def specs(*args):
-        return tuple(PartitionSpec() if shared and i == len(args) - 1 else members for i in range(len(args)))
-
-    def program(*args):
-        return jax.shard_map(local, mesh=mesh, in_specs=specs(*args), out_specs=members, check_vma=False)(
-            *args
-        )
-
-    return jax.jit(program)
 
 
 class _Programs:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from popdyn.dynamics import full_precision
+from popdyn.precision import full_precision
 from popdyn.similarity import MetricSpec, register
 from popdyn.similarity._pairs import blocked
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from popdyn.dynamics import full_precision
+from popdyn.precision import full_precision
 from popdyn.similarity import MetricSpec, register
 from popdyn.similarity._pairs import blocked
 
