@@ -30,11 +30,11 @@ speeds, and ``store.load(run)["speed"]`` is a ``member × probe`` array.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from popdyn._members import import_members
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,4 @@ def names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
 
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):  # each file registers itself
-    if not _module.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module}")
+import_members(__name__, __path__)  # each file registers itself

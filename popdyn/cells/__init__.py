@@ -39,9 +39,7 @@ the allowed ones), :func:`names`.  The member modules are imported below; the re
 
 from __future__ import annotations
 
-import importlib
 import numbers
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -50,6 +48,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
+
+from popdyn._members import import_members
 
 # ---------------------------------------------------------------------------------------------- activations
 
@@ -358,10 +358,7 @@ def _import_members() -> None:
     """Import every module of the package (sorted by name; ``_private`` helpers are imported by the cells
     that use them), re-export what each lists in ``__all__``, then order the registry by each spec's
     ``rank`` (ties: by name) — [U]'s four cells first, in [U]'s order, for listings and messages."""
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
+    for module in import_members(__name__, __path__):
         globals().update({k: getattr(module, k) for k in getattr(module, "__all__", ())})
     ordered = sorted(REGISTRY.values(), key=lambda s: (s.rank, s.name))
     REGISTRY.clear()

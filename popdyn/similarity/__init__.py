@@ -24,14 +24,14 @@ metric is added after them; a spec registered without a rank comes after every r
 
 from __future__ import annotations
 
-import importlib
 import math
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+
+from popdyn._members import import_members
 
 KINDS = ("states", "pairwise", "fixed_points")
 TOPOLOGY_RULES = ("grouped", "modal")  # topology_graphs: every network, or [U]'s modal-count rule
@@ -173,10 +173,7 @@ def _import_members() -> None:
     """Import every public module of the package (sorted; each registers its metric) and re-export what
     it lists in ``__all__`` (a function named like its module, e.g. ``svcca``, takes the module's place
     as a package attribute; the module stays importable by its dotted name)."""
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
+    for module in import_members(__name__, __path__):
         for n in getattr(module, "__all__", ()):
             globals()[n] = getattr(module, n)
             __all__.append(n)

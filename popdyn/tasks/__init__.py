@@ -20,9 +20,7 @@ Build tasks with :func:`make_task`, which fills in the spec's defaults and valid
 
 from __future__ import annotations
 
-import importlib
 import numbers
-import pkgutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -31,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from popdyn._members import import_members
 
 
 class TaskError(ValueError):
@@ -361,7 +361,6 @@ def _names(params: tuple[tuple[str, Any], ...]) -> str:
 
 
 # every module of the package registers its tasks when imported (sorted: a stable order of names())
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    importlib.import_module(f"{__name__}.{_module}")
+import_members(__name__, __path__)
 
 TASKS = names()  # the tasks of this package; names() also lists those registered from outside later
