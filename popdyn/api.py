@@ -49,8 +49,10 @@ def compose(grid: str | None = "tiny", overrides: Sequence[str] = (), config_dir
             "folder that holds config.yaml"
         )
     overrides = ([f"+grid={grid}"] if grid else []) + [str(o) for o in overrides]
-    if GlobalHydra.instance().is_initialized():  # e.g. a notebook that used Hydra itself
-        GlobalHydra.instance().clear()
+    # inside a running Hydra app (scripts/analyze.py reading a stored config) or a notebook that used
+    # Hydra: set its state aside and put it back afterwards
+    outer, outer_cfg = GlobalHydra.instance().hydra, HydraConfig.instance().cfg
+    GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf.resolve()), version_base="1.3", job_name="sweep"):
             cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
@@ -62,7 +64,9 @@ def compose(grid: str | None = "tiny", overrides: Sequence[str] = (), config_dir
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(hydra_error(e)) from None
     finally:
-        HydraConfig.instance().cfg = None
+        GlobalHydra.instance().clear()
+        GlobalHydra.instance().hydra = outer
+        HydraConfig.instance().cfg = outer_cfg
     return {**plain, "hydra_run_dir": run_dir}
 
 

@@ -7,6 +7,7 @@ prints it and exits non-zero.  The config names are fixed (README, "Config refer
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Mapping
@@ -202,7 +203,7 @@ def _hparams(value: Any) -> dict:
         raise ConfigError(
             f"unknown grid.hparams entry {sorted(unknown)[0]!r}; allowed: lr, decay, momentum, clip"
         )
-    hp = {"lr": 0.01, "decay": 0.5, "momentum": 0.9, "clip": 1.0, **value}
+    hp = {**HPARAM_DEFAULTS, **value}
     return {
         name: _float(f"grid.hparams.{name}", hp[name], lo, strict=lo_open, high=hi, strict_high=hi_open)
         for name, (lo, hi, lo_open, hi_open) in HPARAM_RANGE.items()
@@ -218,9 +219,56 @@ def _member_batch(value: Any) -> int | None:
     return None if value is None else _int("train.member_batch (null, auto or an integer)", value, 1)
 
 
-def build_sweep(cfg: Mapping | Any) -> Sweep:
-    """Validate a config (Hydra ``DictConfig`` or plain dict) into a :class:`Sweep`; raise ``ConfigError``."""
+# grid.hparams when the config gives none (conf/config.yaml's values; tests/test_api.py checks they agree)
+HPARAM_DEFAULTS = {"lr": 0.05, "decay": 0.5, "momentum": 0.9, "clip": 1.0}
+
+
+@functools.cache
+def _base(task: str) -> dict | None:
+    """``conf/config.yaml`` with ``conf/task/<task>.yaml`` (what ``scripts/sweep.py task=<task>`` starts
+    from), or None where popdyn runs without its ``conf/`` (an installed wheel): then the settings
+    dataclasses' defaults, which are the same values, fill in."""
+    from popdyn import api
+
+    if not (api.CONF / "config.yaml").is_file():
+        return None
+    base = api.compose(None, [f"task={task}"])
+    base.pop("hydra_run_dir")
+    return base
+
+
+def _merged(base: dict, given: Mapping) -> dict:
+    """``given`` over ``base``: mappings merged key by key (as Hydra merges configs), anything else replaced."""
+    out = dict(base)
+    for k, v in given.items():
+        out[k] = _merged(base[k], v) if isinstance(v, Mapping) and isinstance(base.get(k), Mapping) else v
+    return out
+
+
+def complete(cfg: Mapping | Any) -> dict:
+    """A plain config with every key the command line would have: a partial dict (``{"task": {"name":
+    "sine"}, "train": {"steps": 100}}``) gets the values of ``conf/`` for what it leaves out, so that
+    Python and the command line share one source of defaults.  A task popdyn's ``conf/task/`` does not
+    hold (one registered from outside) keeps its own section as given."""
     cfg = _plain(cfg)
+    task = cfg.get("task") if isinstance(cfg.get("task"), Mapping) else {}
+    name = task.get("name", "flipflop")
+    from popdyn import api
+
+    known = (api.CONF / "task" / f"{name}.yaml").is_file()
+    base = _base(name if known else "flipflop")
+    if base is None:
+        return cfg
+    if not known:  # an outside task: its section is the given one, not flip-flop's
+        base = {**base, "task": {}}
+    return _merged(base, cfg)
+
+
+def build_sweep(cfg: Mapping | Any) -> Sweep:
+    """Validate a config (Hydra ``DictConfig`` or plain dict) into a :class:`Sweep`; raise ``ConfigError``.
+
+    What a plain dict leaves out comes from ``conf/`` (:func:`complete`): the command line's defaults."""
+    cfg = complete(cfg)
     for section in ("task", "grid", "train"):
         if not isinstance(cfg.get(section), Mapping):
             raise ConfigError(f"config has no '{section}' section")
@@ -264,12 +312,12 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
     settings = TrainSettings(
         steps=_int("train.steps", t.get("steps"), 1),
         batch=_int("train.batch", t.get("batch"), 1),
-        chunk=_int("train.chunk", t.get("chunk", 500), 1),
+        chunk=_int("train.chunk", t.get("chunk", _default(TrainSettings, "chunk")), 1),
         decay_steps=None if decay_steps is None else _int("train.decay_steps", decay_steps, 1),
-        log_every=_int("train.log_every", t.get("log_every", 10), 1),
-        val_batch=_int("train.val_batch", t.get("val_batch", 512), 1),
-        final_window=_int("train.final_window", t.get("final_window", 100), 1),
-        optimizer=_choice("train.optimizer", t.get("optimizer", "sgd"), OPTIMIZERS),
+        log_every=_int("train.log_every", t.get("log_every", _default(TrainSettings, "log_every")), 1),
+        val_batch=_int("train.val_batch", t.get("val_batch", _default(TrainSettings, "val_batch")), 1),
+        final_window=_int("train.final_window", t.get("final_window", _default(TrainSettings, "final_window")), 1),
+        optimizer=_choice("train.optimizer", t.get("optimizer", _default(TrainSettings, "optimizer")), OPTIMIZERS),
     )
     for key in ("log_every", "final_window"):
         if getattr(settings, key) > settings.steps:
@@ -317,6 +365,11 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         record=_record(cfg.get("record") or {}, task),
         analyses={name: _analysis(analyses.get(name), cfg.get(name), task) for name in analyses.names()},
     )
+
+
+def _default(options: type, name: str):
+    """The default of field ``name`` of the dataclass ``options``."""
+    return options.__dataclass_fields__[name].default
 
 
 def _section(name: str, value: Any, options: type) -> dict:

@@ -175,6 +175,18 @@ def test_compose_gives_the_cli_config_and_names_bad_values():
         popdyn.compose("tiny", ["train.step=10"])
     with pytest.raises(ConfigError, match="no popdyn config"):
         popdyn.compose("tiny", config_dir="/nonexistent")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from tests.test_sweep import CONF
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):  # inside Hydra (scripts/analyze.py)
+        outer = compose(config_name="config", return_hydra_config=True)
+        HydraConfig.instance().set_config(outer)
+        popdyn.compose("tiny")
+        assert HydraConfig.get() is outer.hydra or HydraConfig.get() == outer.hydra  # left as it was
+        assert compose(config_name="config").grid.name == "demo"  # Hydra itself still works
+    HydraConfig.instance().cfg = None
 
 
 @pytest.mark.slow
@@ -193,3 +205,40 @@ def test_run_from_python_gives_the_cli_run(tiny_run, tmp_path):
     mtime = (tmp_path / "api" / store.CONFIG).stat().st_mtime_ns
     popdyn.run("tiny", run_dir=tmp_path / "api", progress=False)  # finished: nothing changes
     assert (tmp_path / "api" / store.CONFIG).stat().st_mtime_ns == mtime
+
+
+def _field_defaults(options: type) -> dict:
+    from dataclasses import MISSING, fields
+
+    out = {}
+    for f in fields(options):
+        v = f.default if f.default is not MISSING else f.default_factory()
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def test_one_source_of_defaults_for_the_cli_the_api_and_the_dataclasses():
+    """conf/config.yaml's values are the settings dataclasses' defaults, and a partial dict given to
+    ``build_sweep`` gets the command line's values for everything it leaves out."""
+    from popdyn.attractors import RecordOptions
+    from popdyn.config import HPARAM_DEFAULTS, build_sweep
+    from popdyn.dynamics import FixedPointOptions, TopologyOptions
+    from popdyn.memory import MemoryOptions
+    from popdyn.similarity import SimilarityOptions
+    from popdyn.train import TrainSettings
+    from tests.test_sweep import config
+
+    base = popdyn.compose(None)
+    train = _field_defaults(TrainSettings)
+    assert {k: base["train"][k] for k in train} == train
+    assert base["grid"]["hparams"] == HPARAM_DEFAULTS
+    assert base["dynamics"] == _field_defaults(FixedPointOptions) | _field_defaults(TopologyOptions)
+    assert base["similarity"] == _field_defaults(SimilarityOptions)
+    assert base["memory"] == _field_defaults(MemoryOptions)
+    assert base["record"] == _field_defaults(RecordOptions)
+    partial = build_sweep({"task": {"name": "sine", "T": 40}, "train": {"steps": 200}, "grid": {"arch": ["gru"]}})
+    cli = build_sweep(config("task=sine", "task.T=40", "train.steps=200", "grid.arch=[gru]", grid=None))
+    for field in ("train", "hparams", "grid", "fixed_points", "topology", "similarity", "analyses", "record",
+                  "unroll", "member_batch", "seed", "config"):  # fmt: skip
+        assert getattr(partial, field) == getattr(cli, field), field
+    assert partial.task.T == 40 and partial.train.steps == 200
