@@ -1,0 +1,106 @@
+"""One self-describing file of a run's results, readable without popdyn: netCDF-4 (h5netcdf) or zarr.
+
+:func:`export` writes every labelled array ``popdyn.store.load`` gives (group ``members``: the training
+table, losses, every analysis) and ``popdyn.store.load_similarity`` gives (group ``similarity``: every
+compared network, untrained twins included) with their dimension names and coordinates; the run's config
+(YAML) and what the run's manifest recorded (popdyn, JAX versions) are attributes.  netCDF has no complex
+type: each complex variable (``fp_eigenvalues``) is written as ``<name>_real`` and ``<name>_imag``, each
+with the attribute ``complex_part`` ("real"/"imag") and ``complex_of`` (the original name); read back, the
+pair is ``ds.fp_eigenvalues_real + 1j * ds.fp_eigenvalues_imag``.  Booleans become int8 with xarray's
+``dtype: bool`` marker (xarray decodes them back to bool).
+
+Read it anywhere with xarray alone::
+
+    members = xr.open_dataset("run.nc", group="members", engine="h5netcdf")
+    sim = xr.open_dataset("run.nc", group="similarity", engine="h5netcdf")   # when the run has one
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import yaml
+
+FORMATS = ("netcdf", "zarr")
+GROUPS = ("members", "similarity")
+
+
+def export(run_dir: str | Path, path: str | Path, format: str | None = None) -> Path:
+    """Write run ``run_dir``'s labelled results into ``path`` (``.nc`` → netCDF-4 through h5netcdf,
+    ``.zarr`` → a zarr store; or ``format``); return ``path``.  Written beside and renamed into place, so
+    that an interrupted export leaves no half-written file; an existing ``path`` is replaced only once the
+    new one is complete."""
+    from popdyn import store
+
+    run_dir, path = Path(run_dir), Path(path)
+    format = format or ("zarr" if path.suffix == ".zarr" else "netcdf")
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; allowed: {', '.join(FORMATS)}")
+    parts = {"members": store.load(run_dir)}
+    if (run_dir / store.SIMILARITY).exists():
+        parts["similarity"] = store.load_similarity(run_dir)
+    attrs = _provenance(run_dir)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        for i, (group, ds) in enumerate(parts.items()):
+            ds = portable(ds)
+            ds.attrs.update(attrs)
+            if format == "netcdf":
+                ds.to_netcdf(tmp, group=group, mode="w" if i == 0 else "a", engine="h5netcdf")
+            else:
+                ds.to_zarr(tmp, group=group, mode="w")
+        _remove(path)
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+    return path
+
+
+def portable(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with what netCDF-4 cannot hold rewritten (complex → ``_real``/``_imag`` pairs, dict and
+    other non-scalar attributes → JSON strings)."""
+    data = {}
+    for name, v in ds.data_vars.items():
+        if np.iscomplexobj(v.values):
+            for part, values in (("real", v.real), ("imag", v.imag)):
+                data[f"{name}_{part}"] = values.assign_attrs(v.attrs, complex_part=part, complex_of=name)
+        else:
+            data[name] = v
+    out = xr.Dataset(data, coords=ds.coords)
+    out.attrs = {k: _attr(v) for k, v in ds.attrs.items()}
+    return out
+
+
+def _attr(v):
+    if isinstance(v, (str, int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        return v
+    return json.dumps(v, default=str)
+
+
+def _provenance(run_dir: Path) -> dict:
+    """The run's config (YAML text) and the versions its manifest recorded for its config file."""
+    from popdyn import store
+
+    out = {"popdyn_export": "popdyn.export (netCDF groups: members, similarity)", "run_dir": str(run_dir)}
+    config = store.read_config(run_dir)
+    out["config"] = yaml.safe_dump(config, sort_keys=False)
+    manifest = run_dir / store.MANIFEST
+    if manifest.exists():
+        entry = json.loads(manifest.read_text()).get(store.CONFIG, {})
+        for k, v in entry.items():
+            if k not in ("content", "config_sha256"):
+                out[f"written_by_{k}"] = v if isinstance(v, (str, int, float)) else json.dumps(v, default=str)
+    return out
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
