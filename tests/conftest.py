@@ -30,6 +30,7 @@ def pytest_sessionfinish(session):
     if _OWN_CACHE and not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller (or the only process)
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
+
 N, M, N_OUT = 6, 3, 2  # units, inputs, outputs: one size everywhere, so that initialisation compiles once
 
 
