@@ -1,6 +1,7 @@
 """Fixtures shared by the cell and model tests — every arch × activation at one small size — and the
 tiny grid run once for every test file that reads it."""
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from popdyn.model import Model  # noqa: E402
 def pytest_sessionfinish(session):
     if _OWN_CACHE and not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller (or the only process)
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
 
 N, M, N_OUT = 6, 3, 2  # units, inputs, outputs: one size everywhere, so that initialisation compiles once
 
@@ -65,10 +67,30 @@ def params(init_params):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """``scripts/sweep.py +grid=tiny`` run once (trained, analysed, compared, drawn); tests only read it,
-    or rerun commands that must leave it unchanged, or copy it before changing anything."""
+    or rerun commands that must leave it unchanged, or copy it before changing anything.
+
+    Once per test run, not per pytest-xdist worker: the first worker to need it runs it into the directory
+    every worker shares (under a file lock), each worker then reads its own copy (nothing a run stores
+    names its directory but Hydra's record and the log)."""
     from tests.test_sweep import run_script
 
+    def run(run_dir):
+        r = run_script("+grid=tiny", f"hydra.run.dir={run_dir}", "progress=false", cwd=run_dir)
+        assert r.returncode == 0, r.stderr
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        run_dir = tmp_path_factory.mktemp("tiny")
+        run(run_dir)
+        return run_dir
+    shared = tmp_path_factory.getbasetemp().parent / "tiny-shared"  # every worker's basetemp's parent
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (shared / "done").exists():
+            shutil.rmtree(shared / "run", ignore_errors=True)  # a worker that failed before
+            (shared / "run").mkdir()
+            run(shared / "run")
+            (shared / "done").touch()
     run_dir = tmp_path_factory.mktemp("tiny")
-    r = run_script("+grid=tiny", f"hydra.run.dir={run_dir}", "progress=false", cwd=run_dir)
-    assert r.returncode == 0, r.stderr
+    shutil.copytree(shared / "run", run_dir, dirs_exist_ok=True)
     return run_dir

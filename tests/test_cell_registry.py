@@ -1,13 +1,12 @@
 """The cell registry (``popdyn.cells``): its conventions, the ``leaky`` cell's equation and noise, per-cell
-options from the config, and a cell defined here — outside the package — that trains, analyses and
-reloads through a sweep with no edit to popdyn (issue 19)."""
+options from the config, and a cell defined outside the package that steps and gets a colour (its sweep,
+with the other outside members: tests/test_outside.py)."""
 
 from __future__ import annotations
 
 import math
 from unittest import mock
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +19,7 @@ from popdyn.population import HParams
 from popdyn.sweep import run_sweep
 from popdyn.tasks import make_task
 from popdyn.train import TrainSettings, chunk_one, init_one
+from tests.test_outside import registered
 from tests.test_sweep import config
 
 N, M, N_OUT = 6, 3, 2
@@ -168,25 +168,12 @@ def test_a_leaky_sweep_trains_on_flipflop_and_finds_fixed_points(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- outside
-def indrnn_params(declare, units: int, n_in: int) -> dict:
-    return {
-        "recurrent": declare("recurrent", nn.initializers.uniform(1.0), (units,)),
-        "input": declare("input", nn.initializers.lecun_normal(), (n_in, units)),
-        "bias": declare("bias", nn.initializers.zeros, (units,)),
-    }
-
-
-def indrnn_recur(cell, w, h, xp, noise=None):
-    """IndRNN (Li et al. 2018): ``h' = f(u ⊙ h + U x + b)``, one recurrent weight per unit."""
-    return cell.f(w["recurrent"] * h + xp)
-
-
 @pytest.fixture
 def indrnn():
-    """A cell defined in this file, registered for the test and removed after it."""
-    spec = cells.register(cells.CellSpec("indrnn", blocks=1, params=indrnn_params, recur=indrnn_recur))
-    yield spec
-    cells.REGISTRY.pop(spec.name)
+    """The cell defined outside the package (tests/test_outside.py, whose sweep trains it), registered for
+    the test and removed after it."""
+    with registered(cell=True):
+        yield cells.get("indrnn")
 
 
 def test_a_cell_from_outside_steps_and_gets_a_colour(indrnn):
@@ -198,13 +185,3 @@ def test_a_cell_from_outside_steps_and_gets_a_colour(indrnn):
     assert len(model.weight_matrices(p)) == 2  # input and readout kernels: the vector u is not a matrix
     assert figures.ARCH_COLORS["indrnn"] not in [figures.ARCH_COLORS[a] for a in cells.names()[:-1]]
     assert "indrnn" in figures.ARCHS
-
-
-@pytest.mark.slow
-def test_a_cell_from_outside_runs_through_a_sweep_and_store_load(indrnn, tmp_path):
-    ds = _run(tmp_path, "grid.arch=[indrnn,vanilla]", "grid.activation=[tanh]")
-    assert list(dict.fromkeys(ds.arch.values)) == ["indrnn", "vanilla"]
-    assert np.isfinite(ds.final_loss.values).all()
-    assert (ds.fp_n_found.values > 0).all()
-    loaded = store.load_params(ds.run_dir)["indrnn-tanh-8"]
-    assert loaded.model.arch == "indrnn" and loaded.params["cell"]["recurrent"].shape[-1] == 8

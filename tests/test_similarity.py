@@ -23,6 +23,7 @@ from popdyn.similarity import (
     svcca,
     topology_distances,
 )
+from tests.test_outside import registered
 
 OPTS = SimilarityOptions()
 
@@ -475,72 +476,15 @@ def test_the_registry_lists_every_metric_in_rank_order_and_refuses_bad_names():
     assert similarity.enabled(SimilarityOptions(dsa=True), "pairwise") == ("dsa",)
 
 
-# a metric defined here, outside popdyn: the distance between the networks' mean activity vectors
-# (the narrower zero-padded), ‖x̄ − ȳ‖
-def _mean_block(a, b):
-    import jax.numpy as jnp
-
-    return jnp.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1)
-
-
-MEAN_ACTIVITY = similarity.MetricSpec(
-    name="mean_activity", short="mean activity", label="distance between mean activity vectors",
-    color="#000000", prepare=lambda states, options: states.mean(axis=0), score=_mean_block,
-    distance=lambda d: d,  # score is already a distance
-)  # fmt: skip
-
-
-def _speed_distances(trajectories, options, seed):
-    """A pairwise-kind toy (the path DSA takes): |difference| of the networks' mean speeds ‖h_t − h_{t−1}‖."""
-    speed = np.array([np.linalg.norm(np.diff(t, axis=1), axis=-1).mean() for t in trajectories])
-    return np.abs(speed[:, None] - speed[None, :]).astype(np.float32)
-
-
-MEAN_SPEED = similarity.MetricSpec(
-    name="mean_speed", short="speed", label="difference of mean speeds", color="#000000",
-    kind="pairwise", pairwise=_speed_distances,
-)  # fmt: skip
-
-
-def test_a_metric_registered_outside_popdyn_runs_through_the_comparison_of_a_run(tiny_run, tmp_path):
-    import shutil
-
-    from popdyn import analysis, store
-    from popdyn.config import build_sweep
-
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    (run / store.SIMILARITY).unlink()
-    (run / store.SIMILARITY_CONFIG).unlink()
-    similarity.register(MEAN_ACTIVITY)
-    similarity.register(MEAN_SPEED)
-    try:
-        s = build_sweep(store.read_config(run))  # registered metrics are on by default (MetricSpec.default)
-        assert s.similarity.metrics[-2:] == ("mean_activity", "mean_speed")
-        analysis.compare_run(s, run, progress=False)
-        sim = store.load_similarity(run)
-        ds = store.load(run)
-    finally:
-        similarity.unregister("mean_activity")
-        similarity.unregister("mean_speed")
+def test_metrics_registered_from_outside_are_on_by_default_and_gone_after():
+    """The toys of tests/test_outside.py (whose sweep computes them): each kind in its list, enabled by
+    default (MetricSpec.default), removed again by unregister."""
+    with registered(metrics=True):
+        assert similarity.names()[-2:] == ("mean_activity", "mean_speed")
+        assert "mean_activity" in similarity.names("states") and "mean_speed" in similarity.names("pairwise")
+        assert similarity.enabled(SimilarityOptions())[-2:] == ("mean_activity", "mean_speed")
+        assert similarity.enabled(SimilarityOptions(), "pairwise") == ("mean_speed",)
     assert "mean_activity" not in similarity.REGISTRY and "mean_speed" not in similarity.REGISTRY
-    speed = sim.mean_speed_distance.values
-    assert (
-        speed.shape == (len(sim.network),) * 2
-        and np.isfinite(speed[np.ix_(*[np.isfinite(np.diag(speed))] * 2)]).all()
-    )
-    assert "mean_speed" in ds.statistics.metric.values
-    d = sim.mean_activity_distance.values
-    ok = np.isfinite(np.diag(d))
-    assert (
-        ok.sum() >= 2 and np.allclose(d[np.ix_(ok, ok)], d[np.ix_(ok, ok)].T) and (np.diag(d)[ok] == 0).all()
-    )
-    assert "mds_all_mean_activity" in sim and "mean_activity_distance" in ds and "mds_mean_activity" in ds
-    assert "mean_activity" in ds.statistics.metric.values  # the statistics loop over it too
-    # the registered metrics beside it are those of the recorded run
-    full = store.load_similarity(tiny_run)
-    for m in ("svcca", "cka", "procrustes"):
-        np.testing.assert_array_equal(sim[f"{m}_distance"].values, full[f"{m}_distance"].values)
 
 
 def test_the_metrics_config_value_names_registered_metrics():

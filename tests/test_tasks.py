@@ -13,6 +13,7 @@ import pytest
 from popdyn import tasks
 from popdyn.tasks import TASKS, Task, TaskError, make_task, zero_baseline
 from popdyn.tasks.flipflop import _flipflop_target
+from tests.test_outside import Hold, registered
 
 KEY = jax.random.key(0)
 # Every distinct (task settings, batch) compiles a sampler (~0.5 s on CPU), so tests share a few sizes.
@@ -534,55 +535,21 @@ def test_repetition_task_is_next_token_prediction_on_the_repetition_language():
             make_task("repetition", **bad)
 
 
-# ---- a task registered from outside the package ------------------------------------------------------
-
-
-class _Hold(tasks.TaskSpec):
-    """A toy task defined here, not in popdyn: a value c ~ U[−1, 1] arrives at t = 0; output c at every step."""
-
-    names = ("hold_toy",)
-    defaults = {"hold_toy": {"T": 12, "n_probe": 4, "probe_seed": 0}}
-
-    def build(self, name, values):
-        return 1, 1, values["T"]
-
-    def sample(self, task, key, batch, data=None):
-        c = jax.random.uniform(key, (batch, 1, 1), jnp.float32, -1.0, 1.0)
-        inputs = jnp.zeros((batch, task.T, 1), jnp.float32).at[:, :1].set(c)
-        return inputs, jnp.broadcast_to(c, (batch, task.T, 1))
+# ---- a task registered from outside the package (its sweep: tests/test_outside.py) -------------------
 
 
 @pytest.fixture
 def hold_toy():
-    spec = tasks.register(_Hold())
-    yield spec
-    del tasks.REGISTRY["hold_toy"]
+    with registered(task=True):
+        yield tasks.get("hold_toy")
 
 
 def test_register_refuses_a_taken_name(hold_toy):
     with pytest.raises(ValueError, match="'hold_toy' is already registered"):
-        tasks.register(_Hold())
+        tasks.register(Hold())
     assert "hold_toy" in tasks.names() and tasks.get("hold_toy") is hold_toy
-
-
-@pytest.mark.slow
-def test_a_task_registered_outside_popdyn_trains_analyses_and_loads(hold_toy, tmp_path):
-    """No file of popdyn names the toy task: config, training, analysis and store.load take it as it is."""
-    from omegaconf import OmegaConf
-
-    from popdyn import store
-    from popdyn.config import build_sweep
-    from popdyn.sweep import run_sweep
-    from tests.test_sweep import config
-
-    cfg = config("grid.arch=[vanilla]", "grid.seeds=1", "grid.trials=0", "train.steps=20", "train.chunk=10",
-                 "dynamics.n_initial=8", "dynamics.steps=100", "progress=false")  # fmt: skip
-    OmegaConf.set_struct(cfg, False)
-    cfg.task = {"name": "hold_toy", "T": 12, "n_probe": 4, "probe_seed": 0}
-    sweep = build_sweep(cfg)
-    assert sweep.task == make_task("hold_toy")
-    run_sweep(sweep, tmp_path, progress=False)
-    ds = store.load(tmp_path)
-    assert ds.attrs["task"] == "hold_toy" and np.isfinite(ds.loss.values).all()
-    assert (ds.n_fixed_points.values >= 1).all() and ds.fp_valid.sizes["condition"] == 1
-    assert "transition" not in ds and "sine_frequency" not in ds and "cdi_graph" not in ds
+    # the spec's defaults: probes are sample(key(probe_seed), n_probe), one condition at x* = 0
+    task = make_task("hold_toy", T=7)
+    assert task.probe_inputs.shape == (4, 7, 1) and task.probe_targets.shape == (4, 7, 1)
+    np.testing.assert_array_equal(task.x_star, np.zeros((1, 1)))
+    np.testing.assert_array_equal(task.probe_condition, np.zeros(4))
