@@ -294,7 +294,7 @@ def test_grouped_transitions_are_the_papers_matrix_labelled_by_memory_state():
     """For the ideal network each memory state holds one point: a stable corner keeps its runs (T = 1
     on the diagonal), a saddle between two corners splits them between exactly those two, and the
     relabelling does not depend on the order the points are stored in."""
-    from popdyn.similarity import grouped_transitions, readout_groups
+    from popdyn.tasks.flipflop import grouped_transitions, readout_groups
 
     out = _flipflop_analysis((2.0, 2.0, 2.0))
     valid = out["fp_valid"][0]
