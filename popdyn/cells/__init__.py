@@ -64,9 +64,11 @@ class Activation(NamedTuple):
 
 
 SIGMOID = Activation("sigmoid", jax.nn.sigmoid, lambda y: y * (1.0 - y))
+# in the order of every listing and figure: the first a run has is the one figures compare archs within
+# (popdyn.figures.PANELS; tanh, [U] §2.3)
 ACT: dict[str, Activation] = {
-    "relu": Activation("relu", jax.nn.relu, lambda y: (y > 0).astype(y.dtype)),
     "tanh": Activation("tanh", jnp.tanh, lambda y: 1.0 - y * y),
+    "relu": Activation("relu", jax.nn.relu, lambda y: (y > 0).astype(y.dtype)),
 }
 ACTIVATIONS = tuple(ACT)  # a cell's f; gates are always sigmoids
 _ACT: dict[str, Callable[[Array], Array]] = {k: a.fn for k, a in ACT.items()}
