@@ -468,8 +468,9 @@ def _truncation(net: xr.Dataset) -> str:
 
 def sine_frequency(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     """[U] Fig. 2f: the linear frequency θ/2π of each input-dependent fixed point's oscillatory mode
-    against the command frequency ω, mean ± s.e. over networks, by architecture (left, tanh networks)
-    and activation (right, vanilla networks); the dashed line is θ/2π = ω."""
+    against the command frequency ω, mean ± s.e. over networks, by architecture (left, networks of the
+    reference activation: tanh) and activation (right, of the reference arch: vanilla; :func:`_reference`);
+    the dashed line is θ/2π = ω."""
     omega = ds.omega.values
     fig, axes = _subplots(1, 2, figsize=(10.0, 4.4), layout="constrained", sharey=True)
     _by_panels(ds, ("arch", "activation"), ds.sine_frequency.values, omega, axes)
@@ -485,7 +486,7 @@ def sine_frequency(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
 def cdi_linear(ds: xr.Dataset, prefix: str | Path, context: int = 0) -> list[Path]:
     """[U] Fig. 3e,f for one context: the eigenvalue moduli sorted by size (mean over the fixed points of
     the line attractor), and the linearised response to a unit relevant input keeping the m largest modes
-    against m; mean ± s.e. over networks per architecture (tanh networks)."""
+    against m; mean ± s.e. over networks per architecture (networks of the reference activation, tanh)."""
     spectrum = ds.cdi_spectrum.isel(condition=context).values
     response = ds.cdi_response.isel(condition=context).values
     fig, axes = _subplots(1, 2, figsize=(10.0, 4.4), layout="constrained")
@@ -1160,7 +1161,7 @@ def sine_eigenvalues(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) ->
 def trained_untrained_states(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> list[Path]:
     """[U] Fig. 4a: the representation of the probe inputs — probe states in each network's own top-two-PC
     plane — of a trained and an untrained network per activation (the first non-diverged member of each
-    activation of the untrained-twin arch, vanilla when it is one, and its twin).  The untrained twin's
+    activation of the untrained-twin arch, the run's first in registry order — vanilla —, and its twin).  The untrained twin's
     parameters are regenerated exactly as ``popdyn.analysis.compare_run`` made them (same keys
     ``member_key(seed, "untrained/<m>")``, same ``jax.vmap(model.init)``; :func:`network`).  cdi: the first
     context's probes, blue → red by μ; sine: by ω; flip-flop: by probe trial.  Each title gives the

@@ -171,6 +171,7 @@ class CellSpec:
     color: str | None = None  # figure colour; None: the next unused one of PALETTE
     marker: str | None = None  # figure marker; None: the next unused one of MARKERS
     base: str | None = None  # the cell whose equations this one computes (slstm: lstm); None: itself
+    twin: bool = False  # its members get an untrained twin unless similarity.untrained says ([U] Fig. 4)
     rank: int = 100  # place in names() among the package's own cells (then by name); outside cells: last
 
     def state_size(self, units: int) -> int:
@@ -208,6 +209,11 @@ def register(spec: CellSpec) -> CellSpec:
 def names() -> tuple[str, ...]:
     """Every registered cell, in registration order."""
     return tuple(REGISTRY)
+
+
+def twins() -> tuple[str, ...]:
+    """The cells whose members get an untrained twin by default (``CellSpec.twin``: vanilla, [U] Fig. 4)."""
+    return tuple(n for n, s in REGISTRY.items() if s.twin)
 
 
 def get(name: str) -> CellSpec:

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from popdyn import cells
 from popdyn._members import import_members
 
 KINDS = ("states", "pairwise", "fixed_points")
@@ -158,7 +159,8 @@ class SimilarityOptions:
 
     samples: int = 512  # probe states compared: a seeded subset of rows shared by every network (0: all)
     block: int = 64  # networks per block of the all-pairs passes (memory ∝ block² · components²)
-    untrained: tuple[str, ...] = ("vanilla",)  # archs whose members get an untrained twin ([U] Fig. 4)
+    # archs whose members get an untrained twin ([U] Fig. 4); None: the cells that declare one (CellSpec.twin)
+    untrained: tuple[str, ...] | None = None
     mds_iter: int = 300  # SMACOF iterations of the MDS embeddings
     permutations: int = 999  # PERMANOVA: label permutations for each p-value (0: no p-value)
     bootstrap: int = 200  # resamples of the seeds for the confidence intervals (0: none)
@@ -184,6 +186,8 @@ class SimilarityOptions:
         self.__post_init__()
 
     def __post_init__(self):
+        if self.untrained is None:
+            object.__setattr__(self, "untrained", cells.twins())
         if self.metrics is None:
             object.__setattr__(self, "metrics", tuple(n for n, s in REGISTRY.items() if s.default))
         for m in self.metrics:
