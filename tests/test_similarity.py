@@ -3,6 +3,7 @@ answers; the metric registry."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -580,6 +581,8 @@ def test_old_similarity_settings_are_the_same_keys_and_values():
     assert opts.of("svcca").keep_variance == 0.9 and opts.of("dsa").dsa_rank == 4
     assert opts.of("topology").topology == "modal"
     assert opts.settings() == before | {"keep_variance": 0.9, "dsa_rank": 4, "topology": "modal"}
+    again = dataclasses.replace(opts, block=8)  # a metric's options survive a replace of the shared ones
+    assert again.block == 8 and again.of("svcca").keep_variance == 0.9 and again.of("dsa").dsa_rank == 4
 
 
 def test_a_metric_declares_its_options_and_outputs(tiny_run, tmp_path):

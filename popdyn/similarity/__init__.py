@@ -171,13 +171,14 @@ class SimilarityOptions:
 
     def __init__(self, **settings: Any):
         keys = option_fields()
+        # own: metric options already made (dataclasses.replace passes them back)
+        given: dict[str, dict[str, Any]] = {n: asdict(o) for n, o in settings.pop("own", ())}
         unknown = sorted(set(settings) - set(keys))
         if unknown:
             raise ValueError(f"unknown similarity setting {unknown[0]!r}; allowed: {', '.join(keys)}")
         for f in fields(self):
             if f.name != "own":
                 object.__setattr__(self, f.name, settings.get(f.name, f.default))
-        given: dict[str, dict[str, Any]] = {}
         for k, v in settings.items():
             if keys[k][0] is not None:
                 given.setdefault(keys[k][0], {})[k] = v
