@@ -3,8 +3,9 @@ graph from ``popdyn.dynamics``, ``d(a, b) = ‖g_a − g_b‖`` over the entries
 
 Defined for every network whatever its number of fixed points (``similarity.topology=grouped``):
 flip-flop transition probabilities between memory states — the stable points grouped by the corner
-their readout encodes, the saddles by the corners they separate (:func:`grouped_transitions`) —, sine
-condition graphs and CDI nearest-neighbour graphs compared on the entries both networks have.
+their readout encodes, the saddles by the corners they separate
+(``popdyn.tasks.flipflop.grouped_transitions``) —, sine condition graphs and CDI nearest-neighbour graphs
+compared on the entries both networks have.
 ``similarity.topology=modal`` is [U] §3.1's rule instead: transition matrices of the points ordered by
 readout, networks with a non-modal fixed-point count set aside.  Computed from the run's fixed points,
 not from states (kind ``"fixed_points"``); each task's graph is its spec's ``topology_graph``.
