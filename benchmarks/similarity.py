@@ -101,7 +101,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 2880], help="population sizes P")
     p.add_argument("--samples", type=int, default=defaults.samples, help="probe states per network")
-    p.add_argument("--keep-variance", type=float, default=defaults.keep_variance)
+    p.add_argument("--keep-variance", type=float, default=defaults.of("svcca").keep_variance)
     p.add_argument("--block", type=int, default=defaults.block, help="networks per block (similarity.block)")
     p.add_argument("--ref-pairs", type=int, default=200, help="pairs timed by the NumPy loop")
     p.add_argument("--quick", action="store_true", help="P = 50, 200 and 50 reference pairs")

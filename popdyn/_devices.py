@@ -2,9 +2,11 @@
 
 One XLA CPU program at popdyn's sizes keeps about one core busy; splitting the members over one host
 device per core trains them side by side (1.4–2.3× on 2 cores, benchmarks/README.md). This must happen
-before JAX creates its backends, which is why ``import popdyn`` does it first. ``POPDYN_CPU_DEVICES=n``
-chooses the count (``1`` turns the split off); an ``--xla_force_host_platform_device_count`` already in
-``XLA_FLAGS`` wins. GPU and TPU hosts are unaffected: there the devices are the accelerators.
+before JAX creates its backends, so the entry points (``scripts/*.py`` through ``popdyn.cli.main``) call
+:func:`setup_host_devices` first; importing popdyn changes nothing. ``POPDYN_CPU_DEVICES=n`` chooses the
+count (``1`` turns the split off); an ``--xla_force_host_platform_device_count`` already in ``XLA_FLAGS``
+wins. GPU and TPU hosts are unaffected: there the devices are the accelerators. Where JAX already runs
+(a notebook that used it first), popdyn uses the devices it finds.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("popdyn")
 
 
 def _cores() -> int:
@@ -23,6 +25,8 @@ def _cores() -> int:
 
 
 def setup_host_devices() -> None:
+    """Ask JAX for one CPU device per core (``POPDYN_CPU_DEVICES``) if its backends have not started yet;
+    otherwise log how many devices popdyn will use."""
     # JAX logs at INFO that it looked for a TPU; under Hydra's INFO logging that is noise in every run
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
@@ -32,6 +36,8 @@ def setup_host_devices() -> None:
 
     try:
         jax.config.update("jax_num_cpu_devices", n)
-    except RuntimeError:
-        # JAX was used before popdyn was imported: keep whatever devices it already has
-        log.warning("could not set %d CPU devices: JAX was initialised before popdyn was imported", n)
+    except RuntimeError:  # JAX's backends started before: keep the devices they have
+        log.info(
+            "JAX was initialised before popdyn set up its host devices: using the %d %s device(s) it has",
+            jax.device_count(), jax.default_backend(),
+        )  # fmt: skip

@@ -60,8 +60,7 @@ def check_settings(sweep: Sweep, run_dir: Path) -> None:
 
 
 def _similarity_settings(sweep: Sweep) -> dict:
-    opts = sweep.similarity
-    return asdict(opts) | {"untrained": list(opts.untrained), "metrics": list(opts.metrics)}
+    return sweep.similarity.settings()
 
 
 # each analysis's settings file: (config section, the results made with those settings); a registered
@@ -482,8 +481,8 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     for d in dist.values():
         d[~ok], d[:, ~ok] = np.nan, np.nan
     out = {"network": network, "trained": trained, "rows": rows}
-    if "svcca" in prep:  # the SVCCA components of each network, kept beside the distances
-        out["k"] = prep["svcca"].k
+    for m, p in prep.items():  # a metric's own per-network arrays, kept beside the distances (SVCCA: k)
+        out |= similarity.get(m).outputs(p) if similarity.get(m).outputs is not None else {}
     n_trained = int(trained.sum())
     for m in similarity.names():  # rank order: every listing of similarity.npz follows the registry
         spec = similarity.get(m)

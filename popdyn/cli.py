@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import matplotlib
 from hydra.errors import (
     ConfigCompositionException,
     HydraException,
@@ -19,7 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from popdyn import analyses, analysis, hosts, store
+from popdyn import analyses, analysis, hosts, setup_host_devices, store
 from popdyn.config import ConfigError, build_sweep
 from popdyn.sweep import Interrupted, run_sweep
 
@@ -30,7 +31,12 @@ _made: dict[Path, Path] = {}  # run directory → its nearest ancestor that exis
 
 def main(hydra_main: Callable[[], None]) -> None:
     """Call a ``@hydra.main`` function with Hydra's config errors (an unknown task or grid, a misspelt key,
-    an override that does not parse) as popdyn's one line, exit 2, and Ctrl-C as one line, exit 130."""
+    an override that does not parse) as popdyn's one line, exit 2, and Ctrl-C as one line, exit 130.
+
+    First what an entry point chooses for its process, before JAX starts: one host device per core
+    (:func:`popdyn.setup_host_devices`) and matplotlib's Agg backend (files only, no display needed)."""
+    setup_host_devices()
+    matplotlib.use("Agg")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its own report and exiting 1
     try:
         hydra_main()

@@ -446,9 +446,14 @@ def _dynamics(value: Any) -> tuple[FixedPointOptions, TopologyOptions]:
 
 
 def _similarity(value: Any) -> SimilarityOptions:
-    """The ``similarity`` section: :class:`SimilarityOptions` fields, by name."""
-    value = _section("similarity", value, SimilarityOptions)
-    allowed = SimilarityOptions.__dataclass_fields__
+    """The ``similarity`` section: :class:`SimilarityOptions` fields and each registered metric's own
+    (``MetricSpec.options``), by name."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"similarity must be a mapping of settings, got {value!r}")
+    allowed = similarity_metrics.option_fields()
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown similarity key {unknown[0]!r}; allowed: {', '.join(allowed)}")
     out: dict[str, Any] = {}
     for k, v in value.items():
         if k == "untrained":
@@ -459,7 +464,8 @@ def _similarity(value: Any) -> SimilarityOptions:
                 continue
             out[k] = _names("similarity.metrics", v, similarity_metrics.names()) if _as_list(v) else ()
             continue
-        kind = allowed[k].type
+        kind = allowed[k][1].type  # a string, unless a metric's module does not postpone annotations
+        kind = kind if isinstance(kind, str) else kind.__name__
         if kind == "str":
             if not isinstance(v, str):
                 raise ConfigError(f"similarity.{k} must be a name, got {v!r}")

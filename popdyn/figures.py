@@ -6,6 +6,10 @@ Each figure function takes the Dataset(s) and an output path prefix and writes `
 safe for colour-blind readers (Okabe & Ito 2008): one colour per architecture and one per activation
 throughout (``ARCH_COLORS``, ``ACTIVATION_COLORS``), and one marker per architecture in every scatter of
 networks (``ARCH_MARKERS``), so that no figure relies on hue alone.
+
+Figures are bare :class:`matplotlib.figure.Figure` objects, never pyplot's: importing this module
+chooses no backend and drawing opens no window, so a notebook's inline plots keep working (the entry
+points, ``popdyn.cli``, choose Agg for machines without a display).
 """
 
 from __future__ import annotations
@@ -19,21 +23,22 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import matplotlib
+import matplotlib.patheffects as path_effects
+import numpy as np
+import xarray as xr
+from jaxtyping import Float
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LinearSegmentedColormap, Normalize, to_rgb
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")  # files only: sweeps run on machines without a display
-import matplotlib.patheffects as path_effects  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-from jaxtyping import Float  # noqa: E402
-from matplotlib.colors import LinearSegmentedColormap, Normalize, to_rgb  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from popdyn import analyses, cells, similarity, store  # noqa: E402
-from popdyn.cells import ACTIVATIONS  # noqa: E402
-from popdyn.config import build_sweep  # noqa: E402
-from popdyn.model import Model  # noqa: E402
-from popdyn.population import member_key  # noqa: E402
+from popdyn import analyses, cells, similarity, store
+from popdyn.cells import ACTIVATIONS
+from popdyn.config import build_sweep
+from popdyn.model import Model
+from popdyn.population import member_key
 
 WIDTH_CMAP = "viridis"  # sequential and colour-blind safe: training curves coloured by width (units)
 # cdi's probes, blue → red by μ ([U] Fig. 3b), between Okabe–Ito's blue and vermillion: dark enough at μ = 0
@@ -41,7 +46,19 @@ WIDTH_CMAP = "viridis"  # sequential and colour-blind safe: training curves colo
 BLUE_RED = LinearSegmentedColormap.from_list("blue_red", ["#0072B2", "#D55E00"])
 
 
-def _loss_figure(ds: xr.Dataset) -> plt.Figure:
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize, layout: str | None = None, **kw):
+    """``plt.subplots`` without pyplot: a bare Figure (no backend, no window, nothing to close) and its
+    axes (``Figure.subplots``' ``sharex``, ``sharey``, ``squeeze``)."""
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(nrows, ncols, **kw)
+
+
+def _cmap(name):
+    """The colormap called ``name`` (a copy; a Colormap is returned as it is)."""
+    return name if isinstance(name, matplotlib.colors.Colormap) else matplotlib.colormaps[name]
+
+
+def _loss_figure(ds: xr.Dataset) -> Figure:
     """The figure of :func:`loss_curves`: one panel per arch (shared log y axis), in each one line per
     group — colour by width, solid tanh, dashed relu — at the median over its non-diverged members, shaded
     between the quartiles; the legend counts each group's networks and its diverged or exploded members."""
@@ -51,10 +68,10 @@ def _loss_figure(ds: xr.Dataset) -> plt.Figure:
     archs = _values(ds, "arch", everyone)
     acts = _values(ds, "activation", everyone)
     widths = sorted(set(ds.units.values.tolist()))
-    shade = dict(zip(widths, plt.get_cmap(WIDTH_CMAP)(np.linspace(0.0, 0.8, len(widths))), strict=True))
+    shade = dict(zip(widths, _cmap(WIDTH_CMAP)(np.linspace(0.0, 0.8, len(widths))), strict=True))
     ncols = len(archs) if len(archs) <= 3 else 2 if len(archs) == 4 else 3
     nrows = -(-len(archs) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols + 0.6, 3.4 * nrows + 0.6), sharex=True,
+    fig, axes = _subplots(nrows, ncols, figsize=(4.4 * ncols + 0.6, 3.4 * nrows + 0.6), sharex=True,
                              sharey=True, squeeze=False, layout="constrained")  # fmt: skip
     step = ds.step.values
     diverged = ~_trained(ds)  # diverged or exploded: left out of the median, counted in the legend
@@ -102,10 +119,7 @@ def loss_curves(ds: xr.Dataset, path: str | Path) -> Path:
     """
     fig = _loss_figure(ds)
     path = Path(path)
-    try:
-        store.write_file(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    finally:
-        plt.close(fig)
+    store.write_file(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     return path
 
 
@@ -154,6 +168,15 @@ class _Archs(Sequence):
         return len(cells.REGISTRY)
 
 
+def _first_states_metric(sim: xr.Dataset, prefix: str = "") -> str | None:
+    """The first registered states metric (rank order: SVCCA, [U]'s) of which ``sim`` has
+    ``<prefix><metric>`` (``<metric>_distance`` without a prefix); None if none."""
+    for m in similarity.names("states"):
+        if (f"{prefix}{m}" if prefix else f"{m}_distance") in sim:
+            return m
+    return None
+
+
 def _metric(name: str):
     """A distance metric's short name, label and colour (``popdyn.similarity``'s registry; one this
     process has not registered is drawn in grey under its own name)."""
@@ -174,26 +197,25 @@ DARK_EDGE = "0.25"  # outline of light colours (relu's yellow), so that they sho
 UNSTABLE_COLORS = ("#000000", "#D55E00", "#009E73", "#0072B2")
 # one colour per distance metric: each metric's spec (popdyn.similarity; Tol's "bright" set, light
 # enough for the black chance ticks on them)
-# [U] §2.3 (MDS): architectures are compared among tanh networks, activations among vanilla networks
-PANELS = {"arch": ("activation", "tanh"), "activation": ("arch", "vanilla")}
+# [U] §2.3 (MDS): architectures are compared among the networks of one activation, activations among
+# those of one arch — the run's first in ORDER (tanh and vanilla in [U]'s grids: ACTIVATIONS lists tanh
+# first, and the vanilla cell ranks first among the registered cells)
+PANELS = {"arch": "activation", "activation": "arch"}
 COLORS = {"arch": ARCH_COLORS, "activation": ACTIVATION_COLORS}
 ORDER = {"arch": ARCHS, "activation": ACTIVATIONS}
 NAMES = {"arch": "architecture", "activation": "activation"}
 
 
-def _save(fig: plt.Figure, prefix: str | Path) -> list[Path]:
-    """Write ``prefix``.png and ``prefix``.pdf and close ``fig``.
+def _save(fig: Figure, prefix: str | Path) -> list[Path]:
+    """Write ``prefix``.png and ``prefix``.pdf.
 
     The PDF carries no creation date, so the same data give the same bytes (a re-run changes nothing).
     Each file is written under a temporary name and renamed into place (``store.write_file``), so a
     figure is never left half-written under its real name; a full disk is one ``RunDirError``."""
     prefix = Path(prefix)
     png, pdf = (prefix.with_name(prefix.name + ext) for ext in (".png", ".pdf"))
-    try:
-        store.write_file(png, lambda tmp: fig.savefig(tmp, dpi=150, format="png"))
-        store.write_file(pdf, lambda tmp: fig.savefig(tmp, format="pdf", metadata={"CreationDate": None}))
-    finally:
-        plt.close(fig)
+    store.write_file(png, lambda tmp: fig.savefig(tmp, dpi=150, format="png"))
+    store.write_file(pdf, lambda tmp: fig.savefig(tmp, format="pdf", metadata={"CreationDate": None}))
     return [png, pdf]
 
 
@@ -215,7 +237,7 @@ def _outline(color, linewidth: float = 1.5) -> list | None:
     return [path_effects.Stroke(linewidth=linewidth + 1.4, foreground=DARK_EDGE), path_effects.Normal()]
 
 
-def _empty(ax: plt.Axes, text: str) -> None:
+def _empty(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -229,10 +251,17 @@ def _trained(ds: xr.Dataset) -> np.ndarray:
     return ~ds.diverged.values if "diverged" in ds else np.ones(ds.sizes["member"], bool)
 
 
+def _reference(ds: xr.Dataset, by: str) -> str:
+    """The value of coordinate ``by`` that the other factor is compared within: the run's first in
+    ``ORDER`` (vanilla, tanh in [U]'s grids)."""
+    values = _values(ds, by, np.ones(ds[by].shape, bool))
+    return values[0] if values else ""
+
+
 def _panel(ds: xr.Dataset, by: str) -> tuple[np.ndarray, str]:
     """The networks of the panel coloured by ``by`` ([U] Fig. 1d): mask and title."""
-    other, value = PANELS[by]
-    return ds[other].values == value, f"{value} networks, by {NAMES[by]}"
+    value = _reference(ds, PANELS[by])
+    return ds[PANELS[by]].values == value, f"{value} networks, by {NAMES[by]}"
 
 
 def _values(ds: xr.Dataset, by: str, mask: np.ndarray) -> list[str]:
@@ -252,14 +281,14 @@ def _mean_se(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, se, n
 
 
-def _band(ax: plt.Axes, x: np.ndarray, values: np.ndarray, color: str, label: str) -> None:
+def _band(ax: Axes, x: np.ndarray, values: np.ndarray, color: str, label: str) -> None:
     """Mean ± standard error over the rows of ``values`` [networks, x] as a line and a shaded patch."""
     mean, se, _ = _mean_se(values)
     ax.plot(x, mean, color=color, label=f"{label} ({values.shape[0]})", path_effects=_outline(color))
     ax.fill_between(x, mean - se, mean + se, color=color, alpha=0.25, linewidth=0)
 
 
-def _arch_bands(ax: plt.Axes, ds: xr.Dataset, x: np.ndarray, values: np.ndarray) -> None:
+def _arch_bands(ax: Axes, ds: xr.Dataset, x: np.ndarray, values: np.ndarray) -> None:
     """Mean ± s.e. of ``values`` [member, x] over the trained networks of each arch, one curve each."""
     ok = _trained(ds)
     for arch in _values(ds, "arch", ok):
@@ -268,14 +297,15 @@ def _arch_bands(ax: plt.Axes, ds: xr.Dataset, x: np.ndarray, values: np.ndarray)
 
 def _by_panels(ds: xr.Dataset, bys: tuple[str, ...], values: np.ndarray, x: np.ndarray, axes) -> None:
     """One panel per entry of ``bys`` of mean ± s.e. curves over ``values`` [member, x]: one curve per
-    arch (tanh networks) or per activation (vanilla networks)."""
+    arch (among the networks of the reference activation, :func:`_reference`) or per activation (among
+    those of the reference arch)."""
     ok = _trained(ds)
     for ax, by in zip(axes, bys, strict=True):
         mask, title = _panel(ds, by)
         mask &= ok
         ax.set_title(title)
         if not mask.any():
-            _empty(ax, f"no trained {PANELS[by][1]} networks")
+            _empty(ax, f"no trained {_reference(ds, PANELS[by])} networks")
             continue
         for v in _values(ds, by, mask):
             rows = mask & (ds[by].values == v)
@@ -283,17 +313,18 @@ def _by_panels(ds: xr.Dataset, bys: tuple[str, ...], values: np.ndarray, x: np.n
 
 
 def mds_embedding(ds: xr.Dataset, metric: str, prefix: str | Path) -> list[Path]:
-    """[U] Fig. 1d: the 2-D MDS embedding ``mds_<metric>`` of the trained networks; left tanh networks
-    coloured by architecture, right vanilla networks coloured by activation."""
+    """[U] Fig. 1d: the 2-D MDS embedding ``mds_<metric>`` of the trained networks; left the networks of
+    the reference activation coloured by architecture, right those of the reference arch coloured by
+    activation (:func:`_reference`: tanh and vanilla in [U]'s grids)."""
     xy = ds[f"mds_{metric}"].values
     placed = np.isfinite(xy).all(axis=1)
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.6), layout="constrained")
+    fig, axes = _subplots(1, 2, figsize=(10.0, 4.6), layout="constrained")
     for ax, by in zip(axes, ("arch", "activation"), strict=True):
         mask, title = _panel(ds, by)
         left_out = int((mask & ~placed).sum())
         ax.set_title(title + (f"\n{left_out} left out (diverged or not compared)" if left_out else ""))
         if not (mask & placed).any():
-            value = PANELS[by][1]
+            value = _reference(ds, PANELS[by])
             _empty(ax, f"no {value} networks embedded" if mask.any() else f"no {value} networks in this run")
             continue
         for v in _values(ds, by, mask & placed):
@@ -327,8 +358,8 @@ def distance_matrix(ds: xr.Dataset, metric: str, prefix: str | Path) -> list[Pat
     blocks = [f"{a}\n{f}" for a, f in zip(ds.arch.values[order], ds.activation.values[order], strict=True)]
     starts = [i for i in range(len(blocks)) if i == 0 or blocks[i] != blocks[i - 1]]
     ends = [*starts[1:], len(blocks)]
-    fig, ax = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
-    cmap = plt.get_cmap("viridis").with_extremes(bad="0.5")
+    fig, ax = _subplots(figsize=(6.4, 5.6), layout="constrained")
+    cmap = _cmap("viridis").with_extremes(bad="0.5")
     top = float(np.nanmax(d)) if np.isfinite(d).any() else 0.0
     im = ax.imshow(np.ma.masked_invalid(d), cmap=cmap, vmin=0.0, vmax=top if top > 0 else 1.0,
                    interpolation="nearest")  # fmt: skip
@@ -382,7 +413,7 @@ def fixed_points(
     traj = (states - centre) @ vt[:n_pc].T
     points = (fp_states - centre) @ vt[:n_pc].T  # [C, K, pcs]
     planes = [(0, 1), (0, 2)] if n_pc >= 3 else [(0, 1)]
-    fig, axes = plt.subplots(1, len(planes), figsize=(5.2 * len(planes), 4.8), layout="constrained",
+    fig, axes = _subplots(1, len(planes), figsize=(5.2 * len(planes), 4.8), layout="constrained",
                              squeeze=False)  # fmt: skip
     p = net.transition.values if "transition" in net else None
     for ax, (a, b) in zip(axes[0], planes, strict=True):
@@ -406,9 +437,9 @@ def fixed_points(
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if p is not None:
         for q in (0.25, 0.5, 1.0):
-            handles.append(plt.Line2D([], [], color="tab:gray", linewidth=0.5 + 3.5 * q))
+            handles.append(Line2D([], [], color="tab:gray", linewidth=0.5 + 3.5 * q))
             labels.append(f"transition P = {q:g}")
-    handles.append(plt.Line2D([], [], color="0.55", linewidth=0.8))
+    handles.append(Line2D([], [], color="0.55", linewidth=0.8))
     labels.append("probe trajectories")
     fig.legend(handles, labels, fontsize="small", loc="outside lower center", ncols=min(len(labels), 4))
     fig.suptitle(
@@ -437,10 +468,11 @@ def _truncation(net: xr.Dataset) -> str:
 
 def sine_frequency(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     """[U] Fig. 2f: the linear frequency θ/2π of each input-dependent fixed point's oscillatory mode
-    against the command frequency ω, mean ± s.e. over networks, by architecture (left, tanh networks)
-    and activation (right, vanilla networks); the dashed line is θ/2π = ω."""
+    against the command frequency ω, mean ± s.e. over networks, by architecture (left, networks of the
+    reference activation: tanh) and activation (right, of the reference arch: vanilla; :func:`_reference`);
+    the dashed line is θ/2π = ω."""
     omega = ds.omega.values
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.4), layout="constrained", sharey=True)
+    fig, axes = _subplots(1, 2, figsize=(10.0, 4.4), layout="constrained", sharey=True)
     _by_panels(ds, ("arch", "activation"), ds.sine_frequency.values, omega, axes)
     for ax in axes:
         ax.plot(omega, omega, color="black", linestyle="--", linewidth=1, label="identity (θ/2π = ω)")
@@ -454,10 +486,10 @@ def sine_frequency(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
 def cdi_linear(ds: xr.Dataset, prefix: str | Path, context: int = 0) -> list[Path]:
     """[U] Fig. 3e,f for one context: the eigenvalue moduli sorted by size (mean over the fixed points of
     the line attractor), and the linearised response to a unit relevant input keeping the m largest modes
-    against m; mean ± s.e. over networks per architecture (tanh networks)."""
+    against m; mean ± s.e. over networks per architecture (networks of the reference activation, tanh)."""
     spectrum = ds.cdi_spectrum.isel(condition=context).values
     response = ds.cdi_response.isel(condition=context).values
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.4), layout="constrained")
+    fig, axes = _subplots(1, 2, figsize=(10.0, 4.4), layout="constrained")
     rank = np.arange(1, spectrum.shape[1] + 1)
     _by_panels(ds, ("arch",), spectrum, rank, axes[:1])
     _by_panels(ds, ("arch",), response, rank, axes[1:])
@@ -475,13 +507,15 @@ def cdi_linear(ds: xr.Dataset, prefix: str | Path, context: int = 0) -> list[Pat
     return _save(fig, prefix)
 
 
-def trained_untrained(sim: xr.Dataset, prefix: str | Path, metric: str = "svcca") -> list[Path]:
-    """[U] Fig. 4b: one MDS embedding (``mds_all_<metric>``) of trained networks (filled) and their
-    untrained twins (hollow), coloured by activation, marker by architecture."""
+def trained_untrained(sim: xr.Dataset, prefix: str | Path, metric: str | None = None) -> list[Path]:
+    """[U] Fig. 4b: one MDS embedding (``mds_all_<metric>``; default the first states metric the run
+    has, SVCCA as in [U]) of trained networks (filled) and their untrained twins (hollow), coloured by
+    activation, marker by architecture."""
+    metric = metric or _first_states_metric(sim, "mds_all_")
     xy = sim[f"mds_all_{metric}"].values
     trained = sim.trained.values
     placed = np.isfinite(xy).all(axis=1)
-    fig, ax = plt.subplots(figsize=(8.4, 5.0), layout="constrained")
+    fig, ax = _subplots(figsize=(8.4, 5.0), layout="constrained")
     everyone = np.ones(sim.sizes["network"], bool)
     for arch in _values(sim, "arch", everyone):
         for act in _values(sim, "activation", everyone):
@@ -536,8 +570,8 @@ def text_manifold(
     xy = (final - centre) @ pcs.T
     kernel = np.asarray(readout)
     n = kernel.shape[1]
-    cmap = plt.get_cmap(CLASS_CMAP)
-    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.8), layout="constrained")
+    cmap = _cmap(CLASS_CMAP)
+    fig, axes = _subplots(1, 2, figsize=(10.4, 4.8), layout="constrained")
     ax = axes[0]
     for trial in states[:: max(1, len(states) // 8)][:8]:
         path = (np.concatenate([np.zeros((1, states.shape[-1])), trial]) - centre) @ pcs.T
@@ -570,7 +604,7 @@ def text_manifold(
             inset.bar(np.arange(1, min(10, len(mu)) + 1), (mu / mu.sum())[:10], color="0.4")
             inset.set_title("var. explained", fontsize="x-small")
             inset.tick_params(labelsize="xx-small")
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=cmap(k % 10)) for k in range(n)]
+    handles = [Line2D([], [], marker="o", linestyle="", color=cmap(k % 10)) for k in range(n)]
     fig.legend(handles, [f"class {k + 1}" for k in range(n)], loc="outside lower center", ncols=min(n, 10),
                fontsize="small")  # fmt: skip
     fig.suptitle(
@@ -589,7 +623,7 @@ def readout_angles(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     n = ds.sizes["output"]
     pairs = np.triu(np.ones((n, n), dtype=bool), 1)  # each pair once
     archs = _values(ds, "arch", ok)
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8), layout="constrained")
+    fig, axes = _subplots(1, 2, figsize=(9.6, 3.8), layout="constrained")
     for j, arch in enumerate(archs):
         sel = ok & (ds.arch.values == arch)
         angles = ds.readout_angle.values[sel][:, pairs].ravel()
@@ -624,7 +658,7 @@ def dimensions(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     point per network, coloured by architecture, against the (N−1)-simplex's N − 1."""
     ok = _trained(ds)
     measures = [m for m in DIMENSION_MEASURES if m in ds]
-    fig, ax = plt.subplots(figsize=(1.0 * len(measures) + 2.5, 4.0), layout="constrained")
+    fig, ax = _subplots(figsize=(1.0 * len(measures) + 2.5, 4.0), layout="constrained")
     archs = _values(ds, "arch", ok)
     for j, arch in enumerate(archs):
         sel = ok & (ds.arch.values == arch)
@@ -653,7 +687,7 @@ def dimension_vs_classes(
         for arch in _values(ds, "arch", ok):
             v = ds[measure].values[ok & (ds.arch.values == arch)]
             rows.append((arch, ds.sizes["output"], *np.nanquantile(v, [0.25, 0.5, 0.75])))
-    fig, ax = plt.subplots(figsize=(5.6, 4.0), layout="constrained")
+    fig, ax = _subplots(figsize=(5.6, 4.0), layout="constrained")
     for arch in ARCHS:
         r = sorted((row for row in rows if row[0] == arch), key=lambda row: row[1])
         if r:
@@ -808,7 +842,7 @@ def probes(task, by_index: int = 0) -> Probes:
 
 def _draw_states(ax, xyz: np.ndarray, shown: Probes, alpha: float = 0.85, linewidth: float = 0.9) -> None:
     """Probe trajectories ``xyz`` [probes, time, 2 or 3] as lines, coloured as ``shown`` says."""
-    cmap = plt.get_cmap(shown.cmap)
+    cmap = _cmap(shown.cmap)
     for j, trial in enumerate(xyz):
         color = "0.55" if shown.values is None else cmap(shown.norm(shown.values[j]))
         ax.plot(*trial.T, color=color, linewidth=linewidth, alpha=alpha if shown.values is not None else 0.35)
@@ -816,7 +850,7 @@ def _draw_states(ax, xyz: np.ndarray, shown: Probes, alpha: float = 0.85, linewi
 
 def _colorbar(fig, axes, shown: Probes) -> None:
     if shown.values is not None:
-        mappable = plt.cm.ScalarMappable(shown.norm, plt.get_cmap(shown.cmap))
+        mappable = ScalarMappable(shown.norm, _cmap(shown.cmap))
         fig.colorbar(mappable, ax=axes, shrink=0.6, aspect=30, label=shown.label)
 
 
@@ -834,7 +868,7 @@ def _draw_fixed_points(ax, ds: xr.Dataset, task, member: int, points: np.ndarray
     drawn = set()
     style = task.spec.state_style
     if style == "frequency":
-        cmap = plt.get_cmap(shown.cmap)
+        cmap = _cmap(shown.cmap)
         for c in range(points.shape[0]):
             if valid[c].any():
                 color = cmap(shown.norm(shown.values[c]))
@@ -858,24 +892,24 @@ def _fixed_point_handles(task, drawn: set) -> tuple[list, list]:
     dot = dict(marker="o", linestyle="")
     style = task.spec.state_style
     if style == "frequency":
-        return [plt.Line2D([], [], color="0.6", markeredgecolor="black", **dot)], [
+        return [Line2D([], [], color="0.6", markeredgecolor="black", **dot)], [
             "fixed points (colour: the ω of their input)"
         ]
     if style == "context":
-        return [plt.Line2D([], [], color="black", markersize=4, **dot)], ["fixed points (context 1)"]
+        return [Line2D([], [], color="black", markersize=4, **dot)], ["fixed points (context 1)"]
     handles, labels = [], []
     for k in sorted(drawn):
         color, label = _unstable_style(k)
-        handles.append(plt.Line2D([], [], color=color, **dot))
+        handles.append(Line2D([], [], color=color, **dot))
         labels.append(f"fixed point, {label}")
-    handles.append(plt.Line2D([], [], color="0.55", linewidth=0.8))
+    handles.append(Line2D([], [], color="0.55", linewidth=0.8))
     labels.append("probe trajectories")
     return handles, labels
 
 
-def _dot(color, edge, size: float) -> plt.Line2D:
+def _dot(color, edge, size: float) -> Line2D:
     """A legend handle: one round marker."""
-    return plt.Line2D([], [], marker="o", linestyle="", color=color, markeredgecolor=edge, markersize=size)
+    return Line2D([], [], marker="o", linestyle="", color=color, markeredgecolor=edge, markersize=size)
 
 
 def _net_title(ds: xr.Dataset, member: int) -> str:
@@ -895,7 +929,7 @@ def trajectories(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> lis
     ok = _trained(ds)
     archs, acts = _values(ds, "arch", ok), _values(ds, "activation", ok)
     ncols, nrows = max(len(archs), 1), max(len(acts), 1)
-    fig = plt.figure(figsize=(3.6 * ncols + 1.2, 3.5 * nrows + 0.8), layout="constrained")
+    fig = Figure(figsize=(3.6 * ncols + 1.2, 3.5 * nrows + 0.8), layout="constrained")
     axes, drawn = [], set()
     for r, act in enumerate(acts):
         for c, arch in enumerate(archs):
@@ -967,7 +1001,7 @@ def example_trials(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> l
         inputs, targets = _cdi_trials(task)
         outputs = np.asarray(_outputs(net.model, net.params, inputs))
         k = inputs.shape[-1] // 2
-        fig, axes = plt.subplots(2, len(inputs), figsize=(4.6 * len(inputs), 5.0), sharex=True, squeeze=False,
+        fig, axes = _subplots(2, len(inputs), figsize=(4.6 * len(inputs), 5.0), sharex=True, squeeze=False,
                                  layout="constrained")  # fmt: skip
         for j in range(len(inputs)):
             top, bottom = axes[0, j], axes[1, j]
@@ -992,7 +1026,7 @@ def example_trials(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> l
         picks = list(dict.fromkeys([0, n // 2, n - 1]))
         outputs = np.asarray(_outputs(net.model, net.params, inputs[np.array(picks)]))
         omega = probes(task).values
-        fig, axes = plt.subplots(len(picks), 1, figsize=(7.0, 1.9 * len(picks) + 0.8), sharex=True,
+        fig, axes = _subplots(len(picks), 1, figsize=(7.0, 1.9 * len(picks) + 0.8), sharex=True,
                                  squeeze=False, layout="constrained")  # fmt: skip
         for j, i in enumerate(picks):
             ax = axes[j, 0]
@@ -1010,7 +1044,7 @@ def example_trials(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> l
         inputs, targets = np.asarray(task.probe_inputs[:1]), np.asarray(task.probe_targets[:1])
         outputs = np.asarray(_outputs(net.model, net.params, inputs))
         k = inputs.shape[-1]
-        fig, axes = plt.subplots(k, 1, figsize=(7.0, 1.5 * k + 0.9), sharex=True, squeeze=False,
+        fig, axes = _subplots(k, 1, figsize=(7.0, 1.5 * k + 0.9), sharex=True, squeeze=False,
                                  layout="constrained")  # fmt: skip
         for c in range(k):
             ax = axes[c, 0]
@@ -1072,9 +1106,9 @@ def sine_eigenvalues(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) ->
     member = example_member(ds)
     net = network(run_dir, ds, member)
     point, primary = primary_eigenvalues(ds, member, net.states, net.fp_states, sweep.topology.burn_in)
-    cmap = plt.get_cmap(shown.cmap)
+    cmap = _cmap(shown.cmap)
     colors = [cmap(shown.norm(w)) for w in shown.values]
-    fig, axes = plt.subplots(1, 2, figsize=(10.8, 4.8), layout="constrained")
+    fig, axes = _subplots(1, 2, figsize=(10.8, 4.8), layout="constrained")
     centre, pcs, explained = _pca(net.states, 2)
     _draw_states(axes[0], (net.states - centre) @ pcs.T, shown, alpha=0.7)
     xy = (net.fp_states - centre) @ pcs.T
@@ -1127,25 +1161,27 @@ def sine_eigenvalues(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) ->
 def trained_untrained_states(ds: xr.Dataset, run_dir: str | Path, prefix: str | Path) -> list[Path]:
     """[U] Fig. 4a: the representation of the probe inputs — probe states in each network's own top-two-PC
     plane — of a trained and an untrained network per activation (the first non-diverged member of each
-    activation of the untrained-twin arch, vanilla when it is one, and its twin).  The untrained twin's
+    activation of the untrained-twin arch, the run's first in registry order — vanilla —, and its twin).  The untrained twin's
     parameters are regenerated exactly as ``popdyn.analysis.compare_run`` made them (same keys
     ``member_key(seed, "untrained/<m>")``, same ``jax.vmap(model.init)``; :func:`network`).  cdi: the first
     context's probes, blue → red by μ; sine: by ω; flip-flop: by probe trial.  Each title gives the
-    SVCCA distance to the trained network of the first activation."""
+    distance (the first states metric of the run: SVCCA, [U]'s) to the trained network of the first
+    activation."""
     run_dir = Path(run_dir)
     task = _sweep(run_dir).task
     shown = probes(task, by_index=16)  # 64 overlaid flip-flop trials are a tangle
     sim = store.load_similarity(run_dir)
     untrained = ~sim.trained.values
+    metric = _first_states_metric(sim)
     archs = _values(sim, "arch", untrained)
-    arch = "vanilla" if "vanilla" in archs else archs[0]
+    arch = archs[0]  # the first in ORDER: vanilla in [U]'s grids
     twins = set(sim.member.values[untrained & (sim.arch.values == arch)].tolist())
     ok = _trained(ds) & (ds.arch.values == arch) & np.isin(ds.member.values, list(twins))
-    acts = sorted(_values(ds, "activation", ok), key=lambda a: a != "tanh")  # [U] Fig. 4a: tanh first
+    acts = _values(ds, "activation", ok)  # [U] Fig. 4a: tanh first (ACTIVATIONS' order)
     panels = [(act, trained) for trained in (True, False) for act in acts]  # [U] Fig. 4a's order
     if not panels:  # no trained network of that arch (every one diverged or exploded): nothing to show
         return []
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.9 * max(len(panels), 1) + 1.4, 4.4),
+    fig, axes = _subplots(1, max(len(panels), 1), figsize=(3.9 * max(len(panels), 1) + 1.4, 4.4),
                              squeeze=False, layout="constrained")  # fmt: skip
 
     def row(member: int, trained: bool) -> int:
@@ -1163,10 +1199,12 @@ def trained_untrained_states(ds: xr.Dataset, run_dir: str | Path, prefix: str | 
             continue
         centre, pcs, explained = _pca(states, 2)
         _draw_states(ax, (states - centre) @ pcs.T, shown, alpha=0.8, linewidth=0.9)
-        d = float(sim.svcca_distance.values[row(member, trained), reference])
         twin = "" if trained else ", untrained twin"
-        ax.set_title(f"{name}\n(network {member}{twin})\n"
-                     f"SVCCA distance to trained {acts[0]}: {d:.2f}", fontsize="medium")  # fmt: skip
+        distance = ""
+        if metric is not None:
+            d = float(sim[f"{metric}_distance"].values[row(member, trained), reference])
+            distance = f"\n{_metric(metric).short} distance to trained {acts[0]}: {d:.2f}"
+        ax.set_title(f"{name}\n(network {member}{twin}){distance}", fontsize="medium")
         ax.set_xlabel(f"PC 1 ({100 * explained[0]:.0f} %)")
         ax.set_ylabel(f"PC 2 ({100 * explained[1]:.0f} %)")
     if not acts:
@@ -1206,9 +1244,7 @@ def statistics(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     present = np.isfinite(stat["R2"]).any(axis=0) | np.isfinite(stat["nn_accuracy"]).any(axis=0)
     factors = [str(f) for f in table.factor.values[present]]
     cols = np.flatnonzero(present)
-    fig, axes = plt.subplots(
-        1, 2, figsize=(2 * max(5.2, 1.1 * len(factors) + 2.0), 4.8), layout="constrained"
-    )
+    fig, axes = _subplots(1, 2, figsize=(2 * max(5.2, 1.1 * len(factors) + 2.0), 4.8), layout="constrained")
     width = 0.8 / max(len(metrics), 1)
     x = np.arange(len(factors))
     labels = []
@@ -1277,7 +1313,7 @@ def eigenmodes(ds: xr.Dataset, member: int, length: int, prefix: str | Path) -> 
     modes are slow *and* inside the manifold."""
     net = ds.sel(member=member)
     valid = net.fp_valid.values[0]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
+    fig, ax = _subplots(figsize=(6.4, 3.6), layout="constrained")
     if not valid.any():
         _empty(ax, "no fixed points")
         return _save(fig, prefix)
@@ -1305,7 +1341,7 @@ def bifurcation_training(ds: xr.Dataset, member: int, prefix: str | Path) -> lis
     output).  A point per step is a fixed point, a few a cycle, a smear a quasi-periodic or chaotic orbit."""
     net = ds.sel(member=member)
     steps = ds.record_step.values
-    fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.2), sharex=True, layout="constrained")
+    fig, axes = _subplots(2, 1, figsize=(6.4, 5.2), sharex=True, layout="constrained")
     for ax, name, label in ((axes[0], "bif_y", "y_t"), (axes[1], "bif_dy", "y_t − y_{t−1}")):
         values = net[name].values[..., 0]  # [record_step, bif_t]
         ax.scatter(np.repeat(steps, values.shape[1]), values.ravel(), s=0.5, color="black", alpha=0.4,
@@ -1320,7 +1356,7 @@ def contractivity_training(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     """[R] §3.2, §4.2: the largest spectral norm ‖J‖₂ and |eigenvalue| of the state Jacobian over the
     probe trials' states at each saved step, mean ± s.e. per arch; above 1 the map is not contractive."""
     steps = ds.record_step.values
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6), layout="constrained", sharex=True)
+    fig, axes = _subplots(1, 2, figsize=(9.6, 3.6), layout="constrained", sharex=True)
     for ax, name, label in (
         (axes[0], "spectral_norm", "max ‖∂F/∂s‖₂"),
         (axes[1], "spectral_radius", "max |λ(∂F/∂s)|"),
@@ -1336,7 +1372,7 @@ def contractivity_training(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
 def loss_line(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     """[R] Fig. 1b: the cost V(s·θ) along the ray through the final parameters θ (s = 1), mean ± s.e.
     per arch (log scale)."""
-    fig, ax = plt.subplots(figsize=(5.6, 4.0), layout="constrained")
+    fig, ax = _subplots(figsize=(5.6, 4.0), layout="constrained")
     _arch_bands(ax, ds, ds.scale.values, ds.loss_line.values[:, -1])
     ax.axvline(1.0, color="black", linestyle=":", linewidth=1)
     ax.set_yscale("log")
@@ -1351,7 +1387,7 @@ def memory_curves(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     """[V] Fig. 3: the memory curve Σσ(τ) — the summed singular values of the normalised state gradients
     ∂s_t/∂e_{t−τ} — against the delay τ, mean ± s.e. per arch (log scale)."""
     ok = _trained(ds)
-    fig, ax = plt.subplots(figsize=(5.6, 4.0), layout="constrained")
+    fig, ax = _subplots(figsize=(5.6, 4.0), layout="constrained")
     _arch_bands(ax, ds, ds.delay.values, ds.memory.values)
     ax.set_yscale("log")
     ax.set_xlabel("delay τ (steps)")
@@ -1444,7 +1480,7 @@ def _jobs(run_dir: Path) -> dict:
         jobs["cdi_linear"] = partial(cdi_linear, ds)
     if (run_dir / store.SIMILARITY).exists():
         sim = store.load_similarity(run_dir)
-        if not sim.trained.values.all():
+        if not sim.trained.values.all() and _first_states_metric(sim, "mds_all_") is not None:
             jobs["trained_untrained"] = partial(trained_untrained, sim)
             if "universality" in _task_figures(task):
                 jobs["trained_untrained_states"] = partial(trained_untrained_states, ds, run_dir)

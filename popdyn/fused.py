@@ -11,9 +11,13 @@ same stacked kernel ``[W; U; b]``, same 0/1 mask; results agree with the XLA loo
 The kernel is compiled on first use with the machine's C++ compiler (``-O3 -march=native``: built for the CPU
 it runs on) against the OpenBLAS of the ``scipy-openblas32`` wheel, into a cache folder
 (``$POPDYN_KERNEL_CACHE``, default ``~/.cache/popdyn/kernels``) named by a hash of the source, the flags,
-the CPU and the jaxlib headers; later processes load it.  Where it cannot be built (no C++ compiler,
-a failing build, an unwritable cache) popdyn logs one warning and uses the XLA loop: the kernel
-speeds up the CPU path, it is never a requirement.  ``POPDYN_FUSED=0`` turns it off.
+the CPU and the jaxlib headers; later processes load it.  It is built automatically only where that is
+known to work, Linux with a C++ compiler; elsewhere (macOS, Windows: a compiler shim may open an
+installer, Apple clang may refuse ``-march=native``), and on Linux without a compiler, popdyn logs one
+INFO line, calls no compiler and uses the XLA loop.  Where a build fails (a broken compiler, an
+unwritable cache) it logs one warning and uses the XLA loop: the kernel speeds up the CPU path, it is
+never a requirement.  ``POPDYN_FUSED``: ``auto`` (unset: as above), ``1`` (try to build on any platform),
+``0`` (off).
 
 Used by ``Model(kernel="auto")`` (the default) on the CPU backend, float32, for the cells whose spec
 declares it (``CellSpec.fused``: lstm, slstm).
@@ -29,6 +33,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -47,8 +52,15 @@ LINK = ("-shared", "-fPIC")
 _TARGETS = {"popdyn_lstm_forward": "PopdynLstmForward", "popdyn_lstm_backward": "PopdynLstmBackward"}
 
 
+MODES = ("auto", "1", "0")  # POPDYN_FUSED: build where known to work, try everywhere, off
+
+
 class KernelUnavailable(RuntimeError):
     """The fused kernel could not be built or loaded here (the message says why)."""
+
+
+class NoCompiler(KernelUnavailable):
+    """No C++ compiler found: the XLA loop runs, as on a platform where the kernel is not built."""
 
 
 def cache_dir() -> Path:
@@ -71,7 +83,7 @@ def _cpu_id() -> str:
 def _compiler() -> str:
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
     if not cxx:
-        raise KernelUnavailable("no C++ compiler (g++, c++ or clang++; or set CXX)")
+        raise NoCompiler("no C++ compiler (g++, c++ or clang++; or set CXX)")
     return cxx
 
 
@@ -125,13 +137,33 @@ def _load() -> ctypes.CDLL:
     return lib
 
 
+def _mode() -> str:
+    mode = os.environ.get("POPDYN_FUSED", "auto") or "auto"
+    if mode not in MODES:
+        raise ValueError(f"POPDYN_FUSED={mode!r} is unknown; allowed: {', '.join(MODES)}")
+    return mode
+
+
+def supported() -> bool:
+    """Whether the kernel is built without being asked (``POPDYN_FUSED=auto``): on Linux."""
+    return sys.platform.startswith("linux")
+
+
 @functools.cache
 def available() -> bool:
     """Whether the kernel is built and registered (builds it on the first call); logs once why not."""
-    if os.environ.get("POPDYN_FUSED", "1") == "0":
+    mode = _mode()
+    if mode == "0":
+        return False
+    if mode == "auto" and not supported():
+        log.info("popdyn: the fused lstm kernel is built on Linux only (here: %s; POPDYN_FUSED=1 tries), "
+                 "using the XLA time loop", sys.platform)  # fmt: skip
         return False
     try:
         _load()
+    except NoCompiler as e:
+        log.info("popdyn: the fused lstm kernel is not built, using the XLA time loop (%s)", e)
+        return False
     except (KernelUnavailable, OSError) as e:
         log.warning("popdyn: the fused lstm kernel is unavailable, using the XLA time loop (%s)", e)
         return False

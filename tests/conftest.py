@@ -22,9 +22,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from popdyn import cells  # noqa: E402
+from popdyn import cells, setup_host_devices  # noqa: E402
 from popdyn.cells import ACTIVATIONS  # noqa: E402
 from popdyn.model import Model  # noqa: E402
+
+setup_host_devices()  # one host device per core, as the entry points do (importing popdyn does not)
 
 
 def pytest_sessionfinish(session):

@@ -159,3 +159,39 @@ def test_ctrl_c_is_one_line_saying_where_and_exit_130_and_resumes_there(
         cli.sweep(cfg, tmp_path / "run")  # the same command
     assert "seeds: resuming from step 40" in caplog.text
     assert store.group_done(tmp_path / "run", "vanilla-tanh-8")
+
+
+IMPORT_PROBE = """
+import os, matplotlib
+flags = os.environ.get("XLA_FLAGS")
+import popdyn, popdyn.sweep, popdyn.figures, popdyn.analysis, popdyn.store, popdyn.cli
+import jax
+from jax._src import xla_bridge
+print("imported: backend", matplotlib.get_backend(), "flags", os.environ.get("XLA_FLAGS") == flags,
+      "cpu_devices", jax.config.jax_num_cpu_devices, "started", xla_bridge.backends_are_initialized())
+popdyn.cli.main(lambda: None)  # what scripts/*.py do first
+print("entry point: backend", matplotlib.get_backend(), "devices", len(jax.devices()))
+"""
+
+
+def _probe(code: str, **env) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "POPDYN_CPU_DEVICES")} | env
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=300)  # fmt: skip
+
+
+def test_importing_popdyn_changes_no_global_state_and_the_entry_point_sets_it_up():
+    """Importing keeps a notebook's backend (svg here: not Agg) and JAX's device count as they were, and
+    starts no JAX backend (issue 20); the entry point then asks for the host devices and Agg."""
+    r = _probe(IMPORT_PROBE, MPLBACKEND="svg", POPDYN_CPU_DEVICES="2", JAX_PLATFORMS="cpu")
+    assert r.returncode == 0, r.stderr
+    assert "imported: backend svg flags True cpu_devices -1 started False" in r.stdout, r.stdout
+    assert "entry point: backend agg devices 2" in r.stdout.lower(), r.stdout
+
+
+def test_where_jax_started_first_popdyn_uses_its_devices_and_says_how_many():
+    code = "import logging, jax\nlogging.basicConfig(level=logging.INFO)\njax.devices()\n"
+    code += "import popdyn\npopdyn.setup_host_devices()\nprint('devices', len(jax.devices()))"
+    r = _probe(code, POPDYN_CPU_DEVICES="2", JAX_PLATFORMS="cpu")
+    assert r.returncode == 0, r.stderr
+    assert "devices 1" in r.stdout and "using the 1 cpu device(s) it has" in r.stderr, r.stderr

@@ -188,17 +188,14 @@ def loss_dataset(
 def test_loss_curves_draw_one_panel_per_arch(archs, tmp_path):
     """[U]'s 24 groups, one arch, and three: a panel per arch, a line per group (activation × width)."""
     ds = loss_dataset(archs)
-    fig = figures._loss_figure(ds)
-    try:
-        shown = [ax for ax in fig.axes if ax.get_visible()]
-        assert [ax.get_title() for ax in shown] == [a for a in figures.ARCHS if a in archs]  # canonical order
-        for ax in shown:
-            assert len(ax.get_legend().get_texts()) == 6  # 2 activations × 3 widths
-            assert ax.get_yscale() == "log"
-        legend = [t.get_text() for t in shown[0].get_legend().get_texts()]
-        assert sum("(1), 1 diverged or exploded" in t for t in legend) == 2, legend  # members 1 and 3
-    finally:
-        figures.plt.close(fig)
+    fig = figures._loss_figure(ds)  # a bare Figure: pyplot never holds it, nothing to close
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == [a for a in figures.ARCHS if a in archs]  # canonical order
+    for ax in shown:
+        assert len(ax.get_legend().get_texts()) == 6  # 2 activations × 3 widths
+        assert ax.get_yscale() == "log"
+    legend = [t.get_text() for t in shown[0].get_legend().get_texts()]
+    assert sum("(1), 1 diverged or exploded" in t for t in legend) == 2, legend  # members 1 and 3
     path = figures.loss_curves(ds, tmp_path / "loss_curves.png")
     assert path.read_bytes()[:8] == PNG
 

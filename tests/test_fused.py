@@ -1,5 +1,6 @@
 """The fused lstm kernel (popdyn/fused.py, popdyn/kernels/lstm.cc) against the XLA time loop it replaces."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from popdyn import cells, fused
 from popdyn.model import Model
 from popdyn.recurrence import recurrence
 
-pytestmark = pytest.mark.skipif(
+needs_kernel = pytest.mark.skipif(
     jax.default_backend() != "cpu" or not fused.available(), reason="the fused kernel runs on a CPU with g++"
 )
 
@@ -35,6 +36,7 @@ def _rel_err(a, b):
     return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
 
 
+@needs_kernel
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("scale", [0.5, 4.0])  # 4: saturated gates (sigmoid and tanh at |a| ≫ 1)
@@ -68,6 +70,7 @@ def test_states_and_gradients_match_the_xla_loop(activation, masked, scale):
         assert np.all(np.asarray(h)[off] == 0) and np.all(np.asarray(c)[off] == 0)
 
 
+@needs_kernel
 def test_a_vmapped_population_is_bit_for_bit_each_member_alone():
     k, x, h0, c0, _, (wh, _) = _inputs(0.5)
     ks = jnp.stack([k, 0.8 * k, 1.2 * k])
@@ -80,6 +83,7 @@ def test_a_vmapped_population_is_bit_for_bit_each_member_alone():
     np.testing.assert_array_equal(np.asarray(together), np.asarray(alone))
 
 
+@needs_kernel
 def test_the_model_uses_the_kernel_for_lstms_on_the_cpu_unless_told_not_to():
     x = jnp.zeros((2, 5, 3))
     for arch in ("lstm", "slstm", "gru"):
@@ -91,6 +95,7 @@ def test_the_model_uses_the_kernel_for_lstms_on_the_cpu_unless_told_not_to():
             assert uses == (kernel == "auto" and arch != "gru"), (arch, kernel)
 
 
+@needs_kernel
 def test_a_trained_model_matches_the_xla_loop():
     """A few training steps through the whole model (readout, loss, SGD) land on the same parameters."""
     from popdyn.population import HParams
@@ -134,6 +139,7 @@ PROBE = """
 """
 
 
+@needs_kernel
 def test_without_a_compiler_the_xla_loop_runs_and_says_why(tmp_path):
     r = _in_subprocess(PROBE, CXX=str(tmp_path / "no-such-compiler"), POPDYN_KERNEL_CACHE=str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -142,6 +148,7 @@ def test_without_a_compiler_the_xla_loop_runs_and_says_why(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
 
 
+@needs_kernel
 def test_popdyn_fused_0_turns_the_kernel_off(tmp_path):
     r = _in_subprocess(PROBE, POPDYN_FUSED="0", POPDYN_KERNEL_CACHE=str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -149,6 +156,7 @@ def test_popdyn_fused_0_turns_the_kernel_off(tmp_path):
     assert list(tmp_path.iterdir()) == []  # not even built
 
 
+@needs_kernel
 def test_the_kernel_is_built_once_per_cache(tmp_path):
     first = _in_subprocess(PROBE, POPDYN_KERNEL_CACHE=str(tmp_path))
     assert "available True uses True" in first.stdout, first.stderr
@@ -158,3 +166,55 @@ def test_the_kernel_is_built_once_per_cache(tmp_path):
     second = _in_subprocess(PROBE, POPDYN_KERNEL_CACHE=str(tmp_path))
     assert "available True uses True" in second.stdout, second.stderr
     assert list(tmp_path.iterdir()) == built and built[0].stat().st_mtime_ns == stamp
+
+
+@pytest.fixture
+def fresh_available():
+    """``fused.available`` re-decided in this test, and again afterwards (its answer is cached)."""
+    fused.available.cache_clear()
+    yield
+    fused.available.cache_clear()
+
+
+def _no_compiler_call(*args, **kwargs):
+    raise AssertionError(f"a compiler was called: {args}")
+
+
+@pytest.mark.parametrize("platform", ["darwin", "win32"])
+def test_off_linux_the_xla_loop_runs_without_calling_a_compiler(platform, monkeypatch, caplog,
+                                                                 fresh_available):  # fmt: skip
+    monkeypatch.setattr(fused.sys, "platform", platform)
+    monkeypatch.delenv("POPDYN_FUSED", raising=False)
+    monkeypatch.setattr(fused.subprocess, "run", _no_compiler_call)
+    monkeypatch.setattr(fused, "_compiler", _no_compiler_call)
+    with caplog.at_level(logging.INFO, logger="popdyn"):
+        assert not fused.available()
+        assert not fused.available()  # decided once
+    records = [r for r in caplog.records if "fused lstm kernel" in r.getMessage()]
+    assert len(records) == 1 and records[0].levelno == logging.INFO
+    assert platform in records[0].getMessage() and "Linux only" in records[0].getMessage()
+
+
+def test_on_linux_without_a_compiler_one_info_line(monkeypatch, caplog, fresh_available):
+    monkeypatch.setattr(fused.sys, "platform", "linux")
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(fused.shutil, "which", lambda name: None)
+    monkeypatch.setattr(fused.subprocess, "run", _no_compiler_call)
+    monkeypatch.setattr(fused, "_load", fused._build)  # not the process's cached kernel
+    with caplog.at_level(logging.INFO, logger="popdyn"):
+        assert not fused.available()
+    records = [r for r in caplog.records if "fused lstm kernel" in r.getMessage()]
+    assert len(records) == 1 and records[0].levelno == logging.INFO
+    assert "no C++ compiler" in records[0].getMessage()
+
+
+def test_popdyn_fused_1_tries_off_linux_and_a_bad_value_is_named(monkeypatch, fresh_available):
+    monkeypatch.setattr(fused.sys, "platform", "darwin")
+    monkeypatch.setenv("POPDYN_FUSED", "1")
+    tried = []
+    monkeypatch.setattr(fused, "_load", lambda: tried.append(True))
+    assert fused.available() and tried == [True]
+    fused.available.cache_clear()
+    monkeypatch.setenv("POPDYN_FUSED", "yes")
+    with pytest.raises(ValueError, match=r"POPDYN_FUSED='yes'.*allowed: auto, 1, 0"):
+        fused.available()

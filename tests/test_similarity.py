@@ -3,7 +3,9 @@ answers; the metric registry."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from dataclasses import dataclass
 
 import jax
 import numpy as np
@@ -295,7 +297,7 @@ def test_grouped_transitions_are_the_papers_matrix_labelled_by_memory_state():
     """For the ideal network each memory state holds one point: a stable corner keeps its runs (T = 1
     on the diagonal), a saddle between two corners splits them between exactly those two, and the
     relabelling does not depend on the order the points are stored in."""
-    from popdyn.similarity import grouped_transitions, readout_groups
+    from popdyn.tasks.flipflop import grouped_transitions, readout_groups
 
     out = _flipflop_analysis((2.0, 2.0, 2.0))
     valid = out["fp_valid"][0]
@@ -494,3 +496,73 @@ def test_the_metrics_config_value_names_registered_metrics():
     assert _similarity({"metrics": "cka"}).metrics == ("cka",) and _similarity({"metrics": []}).metrics == ()
     with pytest.raises(ConfigError, match="unknown similarity.metrics 'nope'; allowed: svcca, cka, dsa"):
         _similarity({"metrics": ["svcca", "nope"]})
+
+
+@dataclass(frozen=True)
+class ScaledOptions:
+    scaled_factor: float = 1.0
+
+    def __post_init__(self):
+        if self.scaled_factor <= 0:
+            raise ValueError(f"similarity.scaled_factor = {self.scaled_factor!r} is impossible")
+
+
+SCALED = similarity.MetricSpec(
+    name="scaled", short="scaled", label="scaled mean-activity distance", color="#000000", score=_mean_block,
+    prepare=lambda states, options: states.mean(axis=0) * options.of("scaled").scaled_factor,
+    distance=lambda d: d, options=ScaledOptions, outputs=lambda prepared: {"scaled_norm": prepared[:, 0]},
+)  # fmt: skip
+
+
+def test_old_similarity_settings_are_the_same_keys_and_values():
+    """A run directory analysed before metrics declared their options is accepted with the same settings:
+    ``similarity.yaml`` is the same flat mapping."""
+    before = {"samples": 512, "keep_variance": 0.95, "block": 64, "untrained": ["vanilla"], "mds_iter": 300,
+              "dsa": False, "dsa_delays": 10, "dsa_rank": 10, "dsa_iters": 1000, "topology": "grouped",
+              "permutations": 999, "bootstrap": 200, "metrics": ["svcca", "cka", "topology", "procrustes"]}  # fmt: skip
+    assert SimilarityOptions().settings() == before
+    opts = SimilarityOptions(keep_variance=0.9, dsa_rank=4, topology="modal")
+    assert opts.of("svcca").keep_variance == 0.9 and opts.of("dsa").dsa_rank == 4
+    assert opts.of("topology").topology == "modal"
+    assert opts.settings() == before | {"keep_variance": 0.9, "dsa_rank": 4, "topology": "modal"}
+    again = dataclasses.replace(opts, block=8)  # a metric's options survive a replace of the shared ones
+    assert again.block == 8 and again.of("svcca").keep_variance == 0.9 and again.of("dsa").dsa_rank == 4
+
+
+def test_a_metric_declares_its_options_and_outputs(tiny_run, tmp_path):
+    import shutil
+
+    from popdyn import analysis, store
+    from popdyn.config import ConfigError, _similarity, build_sweep
+
+    with pytest.raises(ValueError, match="option similarity.keep_variance is already svcca's"):
+        similarity.register(similarity.MetricSpec(
+            name="clash", short="c", label="c", color="#000000", prepare=lambda s, o: s, score=_mean_block,
+            options=type(similarity.get("svcca").options()),
+        ))  # fmt: skip
+    assert "clash" not in similarity.REGISTRY
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / store.SIMILARITY).unlink()
+    (run / store.SIMILARITY_CONFIG).unlink()
+    similarity.register(SCALED)
+    try:
+        assert SimilarityOptions().of("scaled") == ScaledOptions()  # made before: its defaults
+        assert _similarity({"scaled_factor": 2}).of("scaled").scaled_factor == 2.0
+        with pytest.raises(ConfigError, match="similarity.scaled_factor must be float"):
+            _similarity({"scaled_factor": "big"})
+        with pytest.raises(ConfigError, match="similarity.scaled_factor = -1.0 is impossible"):
+            _similarity({"scaled_factor": -1})
+        config = store.read_config(run)
+        config["similarity"] = {**config.get("similarity", {}), "scaled_factor": 2.0}
+        s = build_sweep(config)
+        analysis.compare_run(s, run, progress=False)
+        assert store.read_yaml(run / store.SIMILARITY_CONFIG)["scaled_factor"] == 2.0
+        with np.load(run / store.SIMILARITY) as z:
+            norm, k, network = z["scaled_norm"], z["k"], z["network"]
+        sim = store.load_similarity(run)
+    finally:
+        similarity.unregister("scaled")
+    assert norm.shape == network.shape and np.isfinite(norm).any()  # written by compare_run, per network
+    np.testing.assert_array_equal(k, store.load_similarity(tiny_run).k.values)  # SVCCA's, as before
+    assert "scaled_distance" in sim

@@ -62,6 +62,7 @@ def test_training_lowers_the_loss(model):
 
 SHARDED = """
 import jax, numpy as np, popdyn
+popdyn.setup_host_devices()  # as an entry point does: importing popdyn no longer does
 from popdyn.model import Model
 from tests.test_train import ROWS, TASK, population
 assert len(jax.devices()) == 2

@@ -64,9 +64,11 @@ class Activation(NamedTuple):
 
 
 SIGMOID = Activation("sigmoid", jax.nn.sigmoid, lambda y: y * (1.0 - y))
+# in the order of every listing and figure: the first a run has is the one figures compare archs within
+# (popdyn.figures.PANELS; tanh, [U] §2.3)
 ACT: dict[str, Activation] = {
-    "relu": Activation("relu", jax.nn.relu, lambda y: (y > 0).astype(y.dtype)),
     "tanh": Activation("tanh", jnp.tanh, lambda y: 1.0 - y * y),
+    "relu": Activation("relu", jax.nn.relu, lambda y: (y > 0).astype(y.dtype)),
 }
 ACTIVATIONS = tuple(ACT)  # a cell's f; gates are always sigmoids
 _ACT: dict[str, Callable[[Array], Array]] = {k: a.fn for k, a in ACT.items()}
@@ -169,6 +171,7 @@ class CellSpec:
     color: str | None = None  # figure colour; None: the next unused one of PALETTE
     marker: str | None = None  # figure marker; None: the next unused one of MARKERS
     base: str | None = None  # the cell whose equations this one computes (slstm: lstm); None: itself
+    twin: bool = False  # its members get an untrained twin unless similarity.untrained says ([U] Fig. 4)
     rank: int = 100  # place in names() among the package's own cells (then by name); outside cells: last
 
     def state_size(self, units: int) -> int:
@@ -206,6 +209,11 @@ def register(spec: CellSpec) -> CellSpec:
 def names() -> tuple[str, ...]:
     """Every registered cell, in registration order."""
     return tuple(REGISTRY)
+
+
+def twins() -> tuple[str, ...]:
+    """The cells whose members get an untrained twin by default (``CellSpec.twin``: vanilla, [U] Fig. 4)."""
+    return tuple(n for n, s in REGISTRY.items() if s.twin)
 
 
 def get(name: str) -> CellSpec:

@@ -18,6 +18,7 @@ def recur(cell, w: dict, h, xp, noise=None):
 
 LOOP = Loop(blocks=lambda act: (act,), combine=lambda act: lambda h, acts: acts[0])
 
+# twin: [U] Fig. 4 compares trained vanilla networks with untrained ones
 SPEC = register(
-    CellSpec("vanilla", blocks=1, params=params, recur=recur, loop=LOOP, color="#0072B2", marker="o", rank=0)
+    CellSpec("vanilla", 1, params, recur, loop=LOOP, color="#0072B2", marker="o", twin=True, rank=0)
 )

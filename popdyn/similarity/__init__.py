@@ -16,6 +16,11 @@ A metric is one of three kinds:
 - ``"fixed_points"``: from the run's fixed-point analysis (``store.load``'s Dataset) rather than states
   (topology); it may compare only some networks (``<name>_compared``).
 
+A metric's own settings are a frozen dataclass, ``MetricSpec.options``: each of its fields is a key of the
+config section ``similarity`` (``similarity.keep_variance``, ``similarity.dsa_delays``), beside the shared
+keys of :class:`SimilarityOptions`; ``options.of("svcca")`` gives that metric's instance.  A states
+metric's ``outputs`` adds per-network arrays of its own to ``similarity.npz`` (SVCCA: ``k``).
+
 A metric's ``rank`` orders every listing (``names()``, the ``similarity.npz`` keys, figures, statistics).
 The statistics of metric i draw their permutations from the seed ``[seed, i, j]``: the metrics popdyn
 had first keep their ranks (svcca 0, cka 1, dsa 2, topology 3), so their numbers never move when a
@@ -26,15 +31,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import Field, asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from popdyn import cells
 from popdyn._members import import_members
 
 KINDS = ("states", "pairwise", "fixed_points")
-TOPOLOGY_RULES = ("grouped", "modal")  # topology_graphs: every network, or [U]'s modal-count rule
 
 
 def one_minus(similarity: np.ndarray) -> np.ndarray:
@@ -68,7 +73,10 @@ class MetricSpec:
     enabled: Callable[[Any], bool] | None = None  # options → computed? (default: name in options.metrics)
     default: bool = True  # in similarity.metrics when the config does not list them
     missing: Callable[[], str | None] | None = None  # a message when it cannot run here (a package absent)
-    options: tuple[str, ...] = ()  # the SimilarityOptions fields it reads
+    # its own settings: a frozen dataclass whose fields are keys of the config section `similarity`
+    options: type | None = None
+    # states: the stacked prepared population → extra per-network arrays of similarity.npz ({"k": ...})
+    outputs: Callable[[Any], dict[str, Any]] | None = None
     rank: float = math.inf  # position in every listing (module docstring)
 
     def __post_init__(self):
@@ -92,13 +100,31 @@ REGISTRY: dict[str, MetricSpec] = {}
 
 
 def register(spec: MetricSpec) -> MetricSpec:
-    """Add a metric (kept in ``rank`` order, ties in registration order); a name taken twice is an error."""
+    """Add a metric (kept in ``rank`` order, ties in registration order); a name taken twice is an error,
+    and so is an option field that another metric or :class:`SimilarityOptions` already names."""
     if spec.name in REGISTRY:
         raise ValueError(f"similarity metric {spec.name!r} is registered twice")
+    taken = option_fields()
+    for f in fields(spec.options) if spec.options is not None else ():
+        if f.name in taken:
+            owner = taken[f.name][0] or "SimilarityOptions"
+            raise ValueError(f"metric {spec.name!r}: option similarity.{f.name} is already {owner}'s")
     items = sorted([*REGISTRY.items(), (spec.name, spec)], key=lambda kv: kv[1].rank)  # stable
     REGISTRY.clear()
     REGISTRY.update(items)
     return spec
+
+
+def option_fields() -> dict[str, tuple[str | None, Field]]:
+    """Every key of the config section ``similarity``: ``{key: (metric name, or None for a shared
+    setting, its dataclass field)}``."""
+    out: dict[str, tuple[str | None, Field]] = {
+        f.name: (None, f) for f in fields(SimilarityOptions) if f.name != "own"
+    }
+    for name, spec in REGISTRY.items():
+        for f in fields(spec.options) if spec.options is not None else ():
+            out[f.name] = (name, f)
+    return out
 
 
 def unregister(name: str) -> None:
@@ -123,50 +149,81 @@ def enabled(options, kind: str | None = None) -> tuple[str, ...]:
     return tuple(n for n in names(kind) if REGISTRY[n].on(options))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SimilarityOptions:
-    """Settings of the similarity analysis; config section ``similarity`` uses the same names."""
+    """Settings of the similarity analysis; config section ``similarity`` uses the same names.
+
+    The shared settings are the fields below; every registered metric's own (``MetricSpec.options``) are
+    given by their field names too, ``SimilarityOptions(samples=256, keep_variance=0.9)``, and read with
+    :meth:`of`.  A metric registered after these options were made gets its defaults."""
 
     samples: int = 512  # probe states compared: a seeded subset of rows shared by every network (0: all)
-    keep_variance: float = 0.95  # SVCCA: principal components kept per network reach this variance fraction
     block: int = 64  # networks per block of the all-pairs passes (memory ∝ block² · components²)
-    untrained: tuple[str, ...] = ("vanilla",)  # archs whose members get an untrained twin ([U] Fig. 4)
+    # archs whose members get an untrained twin ([U] Fig. 4); None: the cells that declare one (CellSpec.twin)
+    untrained: tuple[str, ...] | None = None
     mds_iter: int = 300  # SMACOF iterations of the MDS embeddings
-    dsa: bool = False  # also Dynamical Similarity Analysis (the dsa-metric package; slow, small populations)
-    dsa_delays: int = 10  # DSA: delays of the Hankel embedding
-    dsa_rank: int = 10  # DSA: rank of its DMD model
-    dsa_iters: int = 1000  # DSA: iterations of its rotation fit per pair
-    topology: str = "grouped"  # topology distance: every network ("grouped") or [U]'s modal-count rule
     permutations: int = 999  # PERMANOVA: label permutations for each p-value (0: no p-value)
     bootstrap: int = 200  # resamples of the seeds for the confidence intervals (0: none)
     # the distances computed (registered names); None: every metric whose spec is on by default
     metrics: tuple[str, ...] | None = None
+    # (metric name, its options) for every registered metric that declares options
+    own: tuple[tuple[str, Any], ...] = ()
+
+    def __init__(self, **settings: Any):
+        keys = option_fields()
+        # own: metric options already made (dataclasses.replace passes them back)
+        given: dict[str, dict[str, Any]] = {n: asdict(o) for n, o in settings.pop("own", ())}
+        unknown = sorted(set(settings) - set(keys))
+        if unknown:
+            raise ValueError(f"unknown similarity setting {unknown[0]!r}; allowed: {', '.join(keys)}")
+        for f in fields(self):
+            if f.name != "own":
+                object.__setattr__(self, f.name, settings.get(f.name, f.default))
+        for k, v in settings.items():
+            if keys[k][0] is not None:
+                given.setdefault(keys[k][0], {})[k] = v
+        own = tuple((n, s.options(**given.get(n, {}))) for n, s in REGISTRY.items() if s.options is not None)
+        object.__setattr__(self, "own", own)
+        self.__post_init__()
 
     def __post_init__(self):
+        if self.untrained is None:
+            object.__setattr__(self, "untrained", cells.twins())
         if self.metrics is None:
             object.__setattr__(self, "metrics", tuple(n for n, s in REGISTRY.items() if s.default))
-        if self.topology not in TOPOLOGY_RULES:
-            raise ValueError(
-                f"similarity.topology = {self.topology!r} is unknown; allowed: {', '.join(TOPOLOGY_RULES)}"
-            )
         for m in self.metrics:
             if m not in REGISTRY:
                 raise ValueError(f"unknown similarity.metrics {m!r}; allowed: {', '.join(REGISTRY)}")
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in ("untrained", "dsa", "topology", "metrics"):
-                continue
-            bad = v < 0 if f.name in ("samples", "permutations", "bootstrap") else v <= 0
-            if bad or (f.name == "keep_variance" and v > 1):
-                allowed = {"samples": "≥ 0 (0: all)", "permutations": "≥ 0", "bootstrap": "≥ 0",
-                           "keep_variance": "in (0, 1]"}.get(f.name, "> 0")  # fmt: skip
-                raise ValueError(f"similarity.{f.name} = {v!r} is impossible; it must be {allowed}")
+        for k in ("samples", "block", "mds_iter", "permutations", "bootstrap"):
+            v = getattr(self, k)
+            if v < 0 if k in ("samples", "permutations", "bootstrap") else v <= 0:
+                allowed = {"samples": "≥ 0 (0: all)", "permutations": "≥ 0", "bootstrap": "≥ 0"}.get(k, "> 0")
+                raise ValueError(f"similarity.{k} = {v!r} is impossible; it must be {allowed}")
+
+    def of(self, metric: str) -> Any:
+        """The options of ``metric`` (its ``MetricSpec.options`` instance; defaults if not given)."""
+        for name, options in self.own:
+            if name == metric:
+                return options
+        spec = get(metric)
+        if spec.options is None:
+            raise ValueError(f"similarity metric {metric!r} declares no options")
+        return spec.options()
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting by its config key, as plain values (``similarity.yaml``)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "own"}
+        out |= {"untrained": list(self.untrained), "metrics": list(self.metrics)}
+        for name, spec in REGISTRY.items():
+            if spec.options is not None:
+                out |= asdict(self.of(name))
+        return out
 
 
 from popdyn.similarity._pairs import all_pairs, prepare, stack, take  # noqa: E402  (they read REGISTRY)
 
-__all__ = ["KINDS", "REGISTRY", "MetricSpec", "SimilarityOptions", "TOPOLOGY_RULES", "all_pairs", "enabled",
-           "get", "names", "one_minus", "prepare", "register", "stack", "take", "unregister"]  # fmt: skip
+__all__ = ["KINDS", "REGISTRY", "MetricSpec", "SimilarityOptions", "all_pairs", "enabled", "get", "names",
+           "one_minus", "option_fields", "prepare", "register", "stack", "take", "unregister"]  # fmt: skip
 
 
 def _import_members() -> None:

@@ -9,11 +9,29 @@ outside the blocked pass (kind ``"pairwise"``).  On with ``similarity.dsa=true``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from popdyn.similarity import MetricSpec, SimilarityOptions, register
 
-__all__ = ["DSA_MISSING", "dsa_available", "dsa_distances"]
+__all__ = ["DSAOptions", "DSA_MISSING", "dsa_available", "dsa_distances"]
+
+
+@dataclass(frozen=True)
+class DSAOptions:
+    """DSA's settings (config keys ``similarity.<field>``)."""
+
+    dsa: bool = False  # also Dynamical Similarity Analysis (slow: small populations)
+    dsa_delays: int = 10  # delays of the Hankel embedding
+    dsa_rank: int = 10  # rank of its DMD model
+    dsa_iters: int = 1000  # iterations of its rotation fit per pair
+
+    def __post_init__(self):
+        for k in ("dsa_delays", "dsa_rank", "dsa_iters"):
+            if getattr(self, k) <= 0:
+                raise ValueError(f"similarity.{k} = {getattr(self, k)!r} is impossible; it must be > 0")
+
 
 DSA_MISSING = "similarity.dsa=true needs the dsa-metric package: pip install -e '.[dsa]'"
 
@@ -36,12 +54,13 @@ def dsa_distances(trajectories: list[np.ndarray], options: SimilarityOptions, se
     from DSA import DSA
 
     torch.manual_seed(seed)
+    own = options.of("dsa")
     model = DSA(
         [np.asarray(x, np.float64) for x in trajectories],
-        n_delays=options.dsa_delays,
-        rank=options.dsa_rank,
+        n_delays=own.dsa_delays,
+        rank=own.dsa_rank,
         score_method="angular",
-        iters=options.dsa_iters,
+        iters=own.dsa_iters,
         verbose=False,
     )
     d = np.asarray(model.fit_score(), np.float32)
@@ -51,7 +70,7 @@ def dsa_distances(trajectories: list[np.ndarray], options: SimilarityOptions, se
 register(MetricSpec(
     name="dsa", short="DSA", label="DSA distance (angular, Ostrow et al. 2023)", color="#CCBB44",
     kind="pairwise", pairwise=dsa_distances,
-    enabled=lambda options: options.dsa or "dsa" in options.metrics, default=False,
+    enabled=lambda options: options.of("dsa").dsa or "dsa" in options.metrics, default=False,
     missing=lambda: None if dsa_available() else DSA_MISSING,
-    options=("dsa", "dsa_delays", "dsa_rank", "dsa_iters"), rank=2,
+    options=DSAOptions, rank=2,
 ))  # fmt: skip

@@ -10,6 +10,7 @@ pair then costs one small matmul and its singular values.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
@@ -21,7 +22,20 @@ from popdyn.precision import full_precision
 from popdyn.similarity import MetricSpec, register
 from popdyn.similarity._pairs import blocked
 
-__all__ = ["Basis", "principal_basis", "svcca"]
+__all__ = ["Basis", "SVCCAOptions", "principal_basis", "svcca"]
+
+
+@dataclass(frozen=True)
+class SVCCAOptions:
+    """SVCCA's settings (config keys ``similarity.<field>``)."""
+
+    keep_variance: float = 0.95  # principal components kept per network reach this variance fraction
+
+    def __post_init__(self):
+        if not 0 < self.keep_variance <= 1:
+            raise ValueError(
+                f"similarity.keep_variance = {self.keep_variance!r} is impossible; it must be in (0, 1]"
+            )
 
 
 class Basis(NamedTuple):
@@ -87,8 +101,8 @@ def _pairs(tree: Basis, block: int, progress=None):
 
 register(MetricSpec(
     name="svcca", short="SVCCA", label="SVCCA distance (1 − mean canonical correlation)", color="#4477AA",
-    prepare=lambda states, options: principal_basis(states, options.keep_variance),
+    prepare=lambda states, options: principal_basis(states, options.of("svcca").keep_variance),
     pairs=_pairs,
     compact=lambda t: Basis(t.basis[..., : max(int(t.k.max()), 1)], t.k),  # nothing beyond the largest k
-    options=("keep_variance",), rank=0,
+    options=SVCCAOptions, outputs=lambda t: {"k": t.k}, rank=0,  # k: the components kept per network
 ))  # fmt: skip

@@ -3,108 +3,74 @@ graph from ``popdyn.dynamics``, ``d(a, b) = ‖g_a − g_b‖`` over the entries
 
 Defined for every network whatever its number of fixed points (``similarity.topology=grouped``):
 flip-flop transition probabilities between memory states — the stable points grouped by the corner
-their readout encodes, the saddles by the corners they separate (:func:`grouped_transitions`) —, sine
-condition graphs and CDI nearest-neighbour graphs compared on the entries both networks have.
+their readout encodes, the saddles by the corners they separate
+(``popdyn.tasks.flipflop.grouped_transitions``) —, sine condition graphs and CDI nearest-neighbour graphs
+compared on the entries both networks have.
 ``similarity.topology=modal`` is [U] §3.1's rule instead: transition matrices of the points ordered by
 readout, networks with a non-modal fixed-point count set aside.  Computed from the run's fixed points,
-not from states (kind ``"fixed_points"``); the task-specific graphs stay here for now.
+not from states (kind ``"fixed_points"``); each task's graph is its spec's ``topology_graph``.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from jaxtyping import Float
 
-from popdyn.similarity import TOPOLOGY_RULES, MetricSpec, register
+from popdyn.similarity import MetricSpec, register
 from popdyn.tasks import spec_of
 
 __all__ = [
-    "grouped_transitions",
+    "TOPOLOGY_RULES",
+    "TopologyDistanceOptions",
     "partial_distances",
-    "readout_groups",
     "topology_distances",
     "topology_graphs",
 ]
 
 log = logging.getLogger("popdyn")
-TASKS = ("flipflop", "sine", "cdi")  # [U]'s tasks: the ones with a topology graph
+TOPOLOGY_RULES = ("grouped", "modal")  # topology_graphs: every network, or [U]'s modal-count rule
 
 
-def readout_groups(readout: Float[np.ndarray, "... n_out"]) -> np.ndarray:
-    """Each point's memory state as a base-3 integer: every output rounded to the nearest of −1, 0, +1
-    (``|y| < ½ → 0``), digit k = level + 1 of output k.  Stable flip-flop points read out at the
-    corners {−1, +1}^K; the saddles between two corners read 0 on the channel they separate."""
-    y = np.asarray(readout, np.float64)
-    digits = np.where(np.abs(y) < 0.5, 1, np.where(y > 0, 2, 0))
-    return np.sum(digits * 3 ** np.arange(y.shape[-1]), axis=-1).astype(np.int64)
+@dataclass(frozen=True)
+class TopologyDistanceOptions:
+    """The topology distance's setting (config key ``similarity.topology``)."""
 
+    topology: str = "grouped"  # every network ("grouped") or [U]'s modal-count rule ("modal")
 
-def grouped_transitions(readout, valid, transition) -> tuple[np.ndarray, np.ndarray]:
-    """Flip-flop topology for every network, whatever its number of fixed points: the transition
-    probabilities between memory states (:func:`readout_groups`) instead of between points.
-
-    ``T[a, b] = (1/|a|) Σ_{i ∈ a} Σ_{j ∈ b} P[i, j]``: for the valid points i of group a, the mean
-    probability that a run started near i ends at a stable point of group b (``P`` of
-    ``popdyn.dynamics.transitions``).  A network that has [U]'s ideal set — one stable point per corner,
-    saddles between them — gives [U]'s transition matrix with its points labelled by memory state; an
-    extra stable point beside a corner joins that corner's group and changes nothing (its runs stay in
-    the group), while a missing corner empties a diagonal entry and reroutes the saddles next to it.
-    Groups are the union over the population of the groups any network occupies (others are 0 for all).
-
-    ``readout`` [P, K, n_out], ``valid`` [P, K], ``transition`` [P, K, K] → (``[P, G·G]`` flattened T,
-    ``[G]`` group codes)."""
-    valid = np.asarray(valid, bool)
-    codes = np.where(valid, readout_groups(np.nan_to_num(readout)), -1)
-    groups = np.unique(codes[valid])
-    idx = np.searchsorted(groups, np.where(valid, codes, groups[0] if len(groups) else 0))
-    g = len(groups)
-    onehot = (idx[..., None] == np.arange(g)) & valid[..., None]  # [P, K, G]
-    p = np.where(valid[:, :, None] & valid[:, None, :], np.nan_to_num(transition), 0.0)
-    into = np.einsum("pij,pjb->pib", p, onehot)  # [P, K, G]: from point i into group b
-    size = onehot.sum(axis=1)  # [P, G]
-    t = np.einsum("pia,pib->pab", onehot, into) / np.maximum(size, 1)[:, :, None]
-    return t.reshape(len(t), g * g), groups
+    def __post_init__(self):
+        if self.topology not in TOPOLOGY_RULES:
+            raise ValueError(
+                f"similarity.topology = {self.topology!r} is unknown; allowed: {', '.join(TOPOLOGY_RULES)}"
+            )
 
 
 def topology_graphs(ds, rule: str = "grouped") -> tuple[np.ndarray, np.ndarray]:
     """Each trained network's fixed-point graph as a flat vector (NaN entries: not defined for that
     network), and which networks are compared.
 
-    ``rule="grouped"`` (popdyn's default) compares every trained network (``status``: neither diverged
-    nor exploded) that has a fixed point:
-    flip-flop: :func:`grouped_transitions`; sine: the per-condition graph of normalised distances between
-    the input-dependent fixed points, NaN where a condition has no oscillatory point (pairs compare the
-    entries both networks have, :func:`partial_distances`); cdi: every context's nearest-neighbour graph
-    resampled to a fixed size (0 where a context has fewer than 2 points).
+    The graph is the task's (``TaskSpec.topology_graph``).  ``rule="grouped"`` (popdyn's default)
+    compares every trained network (``status``: neither diverged nor exploded) that has a fixed point:
+    flip-flop: ``popdyn.tasks.flipflop.grouped_transitions``; sine: the per-condition graph of normalised
+    distances between the input-dependent fixed points, NaN where a condition has no oscillatory point
+    (pairs compare the entries both networks have, :func:`partial_distances`); cdi: every context's
+    nearest-neighbour graph resampled to a fixed size (0 where a context has fewer than 2 points).
     ``rule="modal"`` is [U] §3.1's: flip-flop transition matrices over the points ordered by readout,
     networks whose count differs from the modal count set aside; sine networks with a condition
-    missing and cdi networks with fewer than 2 points in a context set aside."""
+    missing and cdi networks with fewer than 2 points in a context set aside; and every network with an
+    undefined entry."""
     if rule not in TOPOLOGY_RULES:
         raise ValueError(f"unknown topology rule {rule!r}; allowed: {', '.join(TOPOLOGY_RULES)}")
     task = ds.attrs["task"]
+    graph = getattr(spec_of(task), "topology_graph", None)
+    if graph is None:
+        raise ValueError(f"no topology distance for task {task!r}")
     # trained networks (store.member_status: neither diverged nor exploded) with a fixed point
     trained = ds.status.values == "trained" if "status" in ds else ~ds.diverged.values
     ok = trained & (ds.n_fixed_points.values.sum(axis=1) > 0)
-    if task == "flipflop" and rule == "grouped":
-        flat, _ = grouped_transitions(
-            ds.fp_readout.values[:, 0], ds.fp_valid.values[:, 0], ds.transition.values
-        )
-    elif task == "flipflop":
-        ok &= ds.topology_ok.values
-        counts = ds.n_fixed_points.values[:, 0]
-        n = int(np.median(counts[ok])) if ok.any() else 0
-        flat = ds.transition.values[:, :n, :n].reshape(len(ok), -1)
-    elif task == "sine":
-        flat = ds.sine_graph.values.reshape(len(ok), -1)
-        ok &= np.isfinite(flat).any(axis=1) if rule == "grouped" else np.isfinite(flat).all(axis=1)
-    elif task == "cdi":
-        flat = ds.cdi_graph.values.reshape(len(ok), -1)
-        if rule == "modal":
-            ok &= (ds.n_fixed_points.values >= 2).all(axis=1)
-    else:
-        raise ValueError(f"no topology distance for task {task!r}")
+    flat, ok = graph(ds, rule, ok)
     flat = np.asarray(flat, np.float64)
     if rule == "modal":
         ok &= np.isfinite(flat).all(axis=1)
@@ -152,14 +118,15 @@ def _log_set_aside(ds, compared: np.ndarray, rule: str) -> None:
 
 
 def _distances(ds, options) -> tuple[np.ndarray, np.ndarray]:
-    d, compared = topology_distances(ds, options.topology)
-    _log_set_aside(ds, compared, options.topology)
+    rule = options.of("topology").topology
+    d, compared = topology_distances(ds, rule)
+    _log_set_aside(ds, compared, rule)
     return d, compared
 
 
 register(MetricSpec(
     name="topology", short="topology", label="fixed-point topology distance (Euclidean)", color="#EE6677",
     kind="fixed_points", fixed_points=_distances,
-    applies=lambda task, ds: "n_fixed_points" in ds and getattr(spec_of(task), "topology_distances", False),
-    options=("topology",), rank=3,
+    applies=lambda task, ds: "n_fixed_points" in ds and getattr(spec_of(task), "topology_graph", None) is not None,
+    options=TopologyDistanceOptions, rank=3,
 ))  # fmt: skip

@@ -161,8 +161,10 @@ class TaskSpec:
 
     - ``topology(task, fps, states, probe_states, topo, cell)`` → dict of extra per-network arrays
       (``popdyn.dynamics.analyze_one``); ``vectors`` says whether it needs the fixed points' eigenvectors.
-    - ``topology_distances``: True if its fixed-point topologies are compared across networks
-      (``popdyn.analysis``'s ``topology`` distance, [U] §2.4).
+    - ``topology_graph(ds, rule, ok)`` → ``(flat [P, E], ok [P])``: each network's fixed-point graph as a
+      flat vector (NaN: undefined there) from ``store.load``'s Dataset, and which networks of ``ok`` it
+      compares under ``similarity.topology=rule`` (``"grouped"`` or ``"modal"``); ``None``: no
+      ``topology`` distance for the task ([U] §2.4, ``popdyn.similarity.topology``).
     - ``condition_coords(task)`` → ``{name: values [C]}``, coordinates of the ``condition`` axis that
       ``store.load`` adds (sine: each condition's ω).
     - ``state_style``: how [U]'s state figures (trajectories, example trials, trained vs untrained states,
@@ -177,7 +179,7 @@ class TaskSpec:
     topology: ClassVar[Any] = None
     condition_coords: ClassVar[Any] = None
     vectors: ClassVar[bool] = False
-    topology_distances: ClassVar[bool] = False
+    topology_graph: ClassVar[Any] = None
     state_style: ClassVar[str | None] = None
     figures: ClassVar[tuple[str, ...]] = ()
 

@@ -22,7 +22,6 @@ from popdyn.tasks import Task, TaskSpec, register
 class ContextIntegration(TaskSpec):
     names = ("cdi",)
     defaults = {"cdi": {"K": 2, "T": 30, "n_probe": 8, "probe_seed": 0}}
-    topology_distances = True
     state_style = "context"
     vectors = True  # mode_overlap, linear_response
 
@@ -31,6 +30,13 @@ class ContextIntegration(TaskSpec):
 
     def sample(self, task: Task, key, batch, data=None):
         return _sample(task.T, task.param("K"), key, batch)
+
+    @staticmethod
+    def topology_graph(ds, rule, ok):
+        """Every context's nearest-neighbour graph; modal: networks with 2 points in every context."""
+        if rule == "modal":
+            ok = ok & (ds.n_fixed_points.values >= 2).all(axis=1)
+        return ds.cdi_graph.values.reshape(len(ok), -1), ok
 
     def probes(self, task: Task):
         return _probe(task)

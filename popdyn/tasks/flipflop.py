@@ -13,6 +13,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from popdyn.tasks import Task, TaskSpec, register
@@ -23,7 +24,6 @@ class FlipFlop(TaskSpec):
     defaults = {
         "flipflop": {"K": 3, "T": 100, "p": 0.05, "initial_pulse": True, "n_probe": 64, "probe_seed": 0}
     }
-    topology_distances = True
     state_style = "bits"
 
     def build(self, name, values):
@@ -40,6 +40,20 @@ class FlipFlop(TaskSpec):
 
         fp0 = jax.tree.map(lambda a: a[0], fps)
         return {"transition": transitions(model.step, params["cell"], fp0, task.x_star[0], key, topo)}
+
+    @staticmethod
+    def topology_graph(ds, rule, ok):
+        """grouped: :func:`grouped_transitions`; modal: [U] §3.1's transition matrices over the points
+        ordered by readout, networks without the modal fixed-point count set aside."""
+        if rule == "grouped":
+            flat, _ = grouped_transitions(
+                ds.fp_readout.values[:, 0], ds.fp_valid.values[:, 0], ds.transition.values
+            )
+            return flat, ok
+        ok = ok & ds.topology_ok.values
+        counts = ds.n_fixed_points.values[:, 0]
+        n = int(np.median(counts[ok])) if ok.any() else 0
+        return ds.transition.values[:, :n, :n].reshape(len(ok), -1), ok
 
 
 # Compiled once per (task settings, batch): eager callers (probes, baselines, notebooks) would otherwise
@@ -79,6 +93,42 @@ def _flipflop_target(inputs: Float[Array, "b t k"]) -> Float[Array, "b t k"]:
     last = jax.lax.cummax(jnp.where(inputs != 0, steps, -1), axis=1)
     held = jnp.take_along_axis(inputs, jnp.maximum(last, 0), axis=1)
     return jnp.where(last >= 0, held, 0.0).astype(inputs.dtype)
+
+
+def readout_groups(readout: Float[np.ndarray, "... n_out"]) -> np.ndarray:
+    """Each point's memory state as a base-3 integer: every output rounded to the nearest of −1, 0, +1
+    (``|y| < ½ → 0``), digit k = level + 1 of output k.  Stable flip-flop points read out at the
+    corners {−1, +1}^K; the saddles between two corners read 0 on the channel they separate."""
+    y = np.asarray(readout, np.float64)
+    digits = np.where(np.abs(y) < 0.5, 1, np.where(y > 0, 2, 0))
+    return np.sum(digits * 3 ** np.arange(y.shape[-1]), axis=-1).astype(np.int64)
+
+
+def grouped_transitions(readout, valid, transition) -> tuple[np.ndarray, np.ndarray]:
+    """Flip-flop topology for every network, whatever its number of fixed points: the transition
+    probabilities between memory states (:func:`readout_groups`) instead of between points.
+
+    ``T[a, b] = (1/|a|) Σ_{i ∈ a} Σ_{j ∈ b} P[i, j]``: for the valid points i of group a, the mean
+    probability that a run started near i ends at a stable point of group b (``P`` of
+    ``popdyn.dynamics.transitions``).  A network that has [U]'s ideal set — one stable point per corner,
+    saddles between them — gives [U]'s transition matrix with its points labelled by memory state; an
+    extra stable point beside a corner joins that corner's group and changes nothing (its runs stay in
+    the group), while a missing corner empties a diagonal entry and reroutes the saddles next to it.
+    Groups are the union over the population of the groups any network occupies (others are 0 for all).
+
+    ``readout`` [P, K, n_out], ``valid`` [P, K], ``transition`` [P, K, K] → (``[P, G·G]`` flattened T,
+    ``[G]`` group codes)."""
+    valid = np.asarray(valid, bool)
+    codes = np.where(valid, readout_groups(np.nan_to_num(readout)), -1)
+    groups = np.unique(codes[valid])
+    idx = np.searchsorted(groups, np.where(valid, codes, groups[0] if len(groups) else 0))
+    g = len(groups)
+    onehot = (idx[..., None] == np.arange(g)) & valid[..., None]  # [P, K, G]
+    p = np.where(valid[:, :, None] & valid[:, None, :], np.nan_to_num(transition), 0.0)
+    into = np.einsum("pij,pjb->pib", p, onehot)  # [P, K, G]: from point i into group b
+    size = onehot.sum(axis=1)  # [P, G]
+    t = np.einsum("pia,pib->pab", onehot, into) / np.maximum(size, 1)[:, :, None]
+    return t.reshape(len(t), g * g), groups
 
 
 register(FlipFlop())

@@ -24,7 +24,6 @@ SINE_OFFSET = 0.01
 class Sine(TaskSpec):
     names = ("sine",)
     defaults = {"sine": {"T": 500, "n_probe": 16, "probe_seed": 0}}
-    topology_distances = True
     state_style = "frequency"
     figures = ("sine_eigenvalues",)
 
@@ -36,6 +35,13 @@ class Sine(TaskSpec):
 
     def probes(self, task: Task):
         return _probe(task)
+
+    @staticmethod
+    def topology_graph(ds, rule, ok):
+        """The per-condition graph; grouped: networks with any oscillatory point, modal: with all."""
+        flat = ds.sine_graph.values.reshape(len(ok), -1)
+        defined = np.isfinite(flat).any(axis=1) if rule == "grouped" else np.isfinite(flat).all(axis=1)
+        return flat, ok & defined
 
     def probe_condition(self, task: Task):
         return np.arange(task.param("n_probe"), dtype=np.int32)
