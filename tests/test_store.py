@@ -37,7 +37,7 @@ def write_run(run, *overrides, analysed=True):
     """A finished tiny run as popdyn writes it (made-up numbers): config, every group's files, the tables,
     and (``analysed``) every group's dynamics.npz, dynamics.yaml and similarity.npz."""
     s = build_sweep(config("grid.trials=0", *overrides))
-    store.prepare_run(run, s.config)
+    store.prepare_run(run, s.config, sweep_mod.describe(s))
     for g in s.grid.groups:
         members = _members(s, g)
         member = members["member"].to_numpy()
