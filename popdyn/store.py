@@ -3,6 +3,7 @@
 Layout of a run directory (plain, open formats; no pickle)::
 
     config.yaml                   the resolved popdyn config the run was made with
+    groups.yaml                   what readers need of it: groups, shards, models, condition coordinates
     members.csv                   one row per trained network (written when every group is done)
     trials.csv                    the hyper-parameter search: one row per trial
     groups/<arch>-<activation>-<units>/
@@ -19,6 +20,10 @@ half-written file under a real name, and a re-run resumes: finished groups are s
 checkpoint continues from it.  Each directory's ``manifest.json`` records what popdyn wrote there; every
 read checks the file against it (:func:`verify`), and a file it does not name is refused like an altered
 one (a run older than manifests: :func:`adopt`).
+
+Storage sits near the ground: this module imports no config, task or analysis code (readers learn what they
+need of the config from ``groups.yaml``), and JAX only where it writes or rebuilds a model, so reading a
+run starts no JAX backend.
 """
 
 from __future__ import annotations
