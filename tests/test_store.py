@@ -337,8 +337,9 @@ def test_store_imports_no_config_task_or_analysis_code():
 
 def test_reading_a_run_imports_no_config_and_starts_no_jax_backend(tiny_run):
     """store.load, load_similarity, members and load_params of a finished run, in a fresh process:
-    none of the config, task or analysis modules is imported, and JAX (where ``import popdyn`` imports
-    it at all) has no backend."""
+    none of the config, task or analysis modules is imported, and JAX is not imported by reading (where
+    ``import popdyn`` imports it, as to set up host devices without XLA_FLAGS, it has no backend)."""
+    import os
     import subprocess
     import sys
 
@@ -363,8 +364,11 @@ bad = [m for m in sys.modules if any(m == n or m.startswith(n + ".") for n in {N
 assert not bad, bad
 print("ok", jax_before)
 """
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+    for flags in ("", "--xla_force_host_platform_device_count=1"):  # popdyn sets up devices / leaves them
+        env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()}
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+        assert not flags or "ok False" in r.stdout  # devices left alone: jax not imported at all
 
 
 def test_store_imports_where_there_is_no_fcntl():
