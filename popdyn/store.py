@@ -3,6 +3,7 @@
 Layout of a run directory (plain, open formats; no pickle)::
 
     config.yaml                   the resolved popdyn config the run was made with
+    groups.yaml                   what readers need of it: groups, shards, models, condition coordinates
     members.csv                   one row per trained network (written when every group is done)
     trials.csv                    the hyper-parameter search: one row per trial
     groups/<arch>-<activation>-<units>/
@@ -19,34 +20,46 @@ half-written file under a real name, and a re-run resumes: finished groups are s
 checkpoint continues from it.  Each directory's ``manifest.json`` records what popdyn wrote there; every
 read checks the file against it (:func:`verify`), and a file it does not name is refused like an altered
 one (a run older than manifests: :func:`adopt`).
+
+Storage sits near the ground: this module imports no config, task or analysis code (readers learn what they
+need of the config from ``groups.yaml``), and JAX only where it writes or rebuilds a model, so reading a
+run starts no JAX backend.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
+import functools
 import hashlib
 import json
 import logging
 import os
+import platform
 import shutil
+import subprocess
 import zipfile
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import jax
+import filelock
 import numpy as np
 import pandas as pd
 import xarray as xr
 import yaml
 
-from popdyn import hosts
-from popdyn.model import Model
+if TYPE_CHECKING:
+    from popdyn.model import Model
 
 log = logging.getLogger("popdyn")
 
 CONFIG = "config.yaml"
+# what readers need of the config, written by the run layer when it prepares the run (popdyn.sweep.describe),
+# so that reading imports no config or task code: the groups in grid order with their shard and model
+# (arch, activation, units, n_in, n_out, unroll, readout bias, vocab, cell options), the task's condition
+# coordinates and words (:func:`description`)
+DESCRIPTION = "groups.yaml"
 MEMBERS = "members.csv"
 TRIALS = "trials.csv"
 GROUPS = "groups"
@@ -112,12 +125,20 @@ UNREADABLE = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile)
 MANIFEST = "manifest.json"  # per directory: what wrote each of its files (_record)
 
 
+def _writer() -> bool:
+    """Whether this process writes (``popdyn.hosts.writer``; imported here, so that reading a run
+    imports no JAX)."""
+    from popdyn import hosts
+
+    return hosts.writer()
+
+
 def _atomic(path: Path, write, record: bool = True) -> None:
     """Write to a temporary name, then rename into place; with ``record``, the directory's manifest
     accepts both the old and the new content while the rename happens, then only the new, so a process
     killed at any instant leaves a file its manifest vouches for.  In a multi-process run only process 0
     writes (``popdyn.hosts``); the others return at once."""
-    if not hosts.writer():
+    if not _writer():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -160,7 +181,7 @@ def write_file(path: Path, write) -> None:
 
 def remove(path: Path) -> None:
     """Delete a file written by popdyn and its manifest entry (process 0 only, as every write)."""
-    if not hosts.writer():
+    if not _writer():
         return
     path.unlink(missing_ok=True)
     manifest = _read_manifest(path.parent / MANIFEST)
@@ -170,7 +191,7 @@ def remove(path: Path) -> None:
 
 def clean(run_dir: Path) -> None:
     """Delete the temporary files of writes a killed process never finished (call with the lock held)."""
-    if not hosts.writer():
+    if not _writer():
         return
     for tmp in [*Path(run_dir).glob(".*.tmp-*"), *Path(run_dir).glob(f"{GROUPS}/*/.*.tmp-*")]:
         tmp.unlink(missing_ok=True)
@@ -202,18 +223,60 @@ def _accepted(path: Path) -> list[dict]:
     return [] if entry is None else entry["content"]
 
 
-def _record(path: Path, content: list[dict], adopted: bool = False) -> None:
-    """Note in ``manifest.json`` beside ``path`` what produced it: its content's sha256 and size (so a
-    truncated or altered file is caught on reading), the run's config hash, popdyn's and JAX's versions."""
+PROVENANCE_PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy")  # their versions, in every manifest entry
+
+
+@functools.cache
+def provenance() -> dict[str, Any]:
+    """What this process computes with, as every manifest entry records it: popdyn's version and, run
+    from a git checkout, its ``git_commit`` (``git_dirty``: tracked files changed since), the versions of
+    :data:`PROVENANCE_PACKAGES`, ``python``, ``platform``, JAX's ``backend`` and ``device`` kind (called
+    by writers only, whose JAX backend is up: ``popdyn.hosts.writer``)."""
+    import jax
+
     from popdyn import __version__
 
+    out: dict[str, Any] = {"popdyn": __version__, **_git(Path(__file__).resolve().parent.parent)}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    devices = jax.devices()
+    out |= {"python": platform.python_version(), "platform": platform.platform(),
+            "backend": jax.default_backend(), "device": devices[0].device_kind}  # fmt: skip
+    return out
+
+
+def _git(root: Path) -> dict[str, Any]:
+    """``{"git_commit": ..., "git_dirty": ...}`` of the checkout popdyn runs from; empty for an installed
+    popdyn (no ``.git`` beside the package) or where git does not answer."""
+    if not (root / ".git").exists():
+        return {}
+    def git(*args):
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if head.returncode != 0:
+        return {}
+    return {"git_commit": head.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
+
+
+def _record(path: Path, content: list[dict], adopted: bool = False) -> None:
+    """Note in ``manifest.json`` beside ``path`` what produced it: its content's sha256 and size (so a
+    truncated or altered file is caught on reading), the run's config hash, and the :func:`provenance`
+    of the process that wrote it (popdyn's version and commit, JAX's and the other packages' versions,
+    platform, device)."""
     manifest_path = path.parent / MANIFEST
     manifest = _read_manifest(manifest_path)
     manifest[path.name] = {
         "content": content,
         "config_sha256": _config_hash(path) if path.name != CONFIG else None,
-        "popdyn": __version__,
-        "jax": jax.__version__,
+        **provenance(),
         **({"adopted": True} if adopted else {}),
     }
     _write_manifest(manifest_path, manifest)
@@ -255,6 +318,8 @@ def _advice(path: Path) -> str:
     if path.name == CONFIG:
         return "the settings of the run are unknown: restore it as popdyn wrote it, or start in another directory"
     sweep = f"re-run the sweep with the settings of {run / CONFIG} (hydra.run.dir={run})"
+    if path.name == DESCRIPTION:
+        return f"{sweep}: it writes it again from the config"
     if path.parent.parent.name == GROUPS:
         return f"{sweep}: it retrains group {path.parent.name}"
     return f"{sweep}: it rewrites it from the groups"
@@ -328,7 +393,8 @@ def intact(path: Path) -> bool:
 
 def _result_files(run: Path) -> list[Path]:
     """The files popdyn writes in one run directory (that are there), and every file its manifests name."""
-    files = [run / n for n in (CONFIG, MEMBERS, TRIALS, DYNAMICS_CONFIG, SIMILARITY_CONFIG, SIMILARITY, LSA)]
+    files = [run / n for n in (CONFIG, DESCRIPTION, MEMBERS, TRIALS, DYNAMICS_CONFIG, SIMILARITY_CONFIG,
+                               SIMILARITY, LSA)]  # fmt: skip
     for d in [run, *sorted(d for d in (run / GROUPS).glob("*") if d.is_dir())]:
         if d != run:  # a group's directory holds nothing but popdyn's files
             files += [p for p in d.iterdir() if p.is_file() and p.name[0] != "." and p.name != MANIFEST]
@@ -365,7 +431,7 @@ def adopt(run_dir: str | Path) -> list[Path]:
         )
     files = [p for run in _runs(run_dir) for p in _result_files(run)]
     for path in sorted(files, key=lambda p: p.name != CONFIG):  # config first: the others' hash names it
-        if hosts.writer():
+        if _writer():
             _record(path, [_fingerprint(path)], adopted=True)
     return files
 
@@ -416,6 +482,8 @@ def write_text(path: Path, text: str) -> None:
 
 def flatten(tree: Any) -> dict[str, np.ndarray]:
     """``{"cell/recurrent": array, ...}`` — the leaves of a pytree of arrays keyed by their path."""
+    import jax
+
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         name = "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
@@ -452,8 +520,9 @@ _held: dict[Path, int] = {}  # run directories this process holds, with nesting 
 
 @contextmanager
 def locked(run_dir: str | Path):
-    """Hold ``run_dir`` for this process: an exclusive ``flock`` on ``run_dir/.popdyn.lock``, which the OS
-    releases when the process ends however it ends (``kill -9`` included).  A second process pointed at
+    """Hold ``run_dir`` for this process: an exclusive OS lock on ``run_dir/.popdyn.lock`` (``flock`` on
+    Linux and macOS, ``LockFileEx`` on Windows, through ``filelock``), which the OS releases when the
+    process ends however it ends (``kill -9`` included).  A second process pointed at
     the same directory gets a ``RunDirError`` at once, before it computes or writes anything.  Nested
     use in one process is fine.  In a multi-process run process 0 holds it for all, and all of them get
     the ``RunDirError`` if it cannot."""
@@ -465,19 +534,24 @@ def locked(run_dir: str | Path):
         finally:
             _held[run_dir] -= 1
         return
+    from popdyn import hosts
+
     f, error = None, None
     if hosts.writer():
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             try:
                 f = open(run_dir / LOCK, "a")  # noqa: SIM115  (held open for the whole block)
-            except PermissionError:  # a read-only run: flock needs no write access (a finished run no write)
+            except PermissionError:  # read-only: locking needs no write access (a finished run no write)
                 f = open(run_dir / LOCK)  # noqa: SIM115
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            if f is None:
-                error = RunDirError(f"cannot write to {run_dir}: {e.strerror or e}")
-            else:
+            error = RunDirError(f"cannot write to {run_dir}: {e.strerror or e}")
+        else:
+            try:
+                held = filelock.lock_descriptor(f.fileno(), blocking=False)
+            except OSError:
+                held = False
+            if not held:
                 f.close()
                 f = None
                 error = RunDirError(
@@ -492,7 +566,7 @@ def locked(run_dir: str | Path):
     finally:
         del _held[run_dir]
         if f is not None:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            filelock.unlock_descriptor(f.fileno())
             f.close()
 
 
@@ -512,9 +586,22 @@ def check_writable(run_dir: Path, needed: int) -> None:
         )
 
 
-def prepare_run(run_dir: Path, config: dict) -> None:
-    """Record ``config`` in ``run_dir``, or check that the results already there were made with it."""
+def prepare_run(run_dir: Path, config: dict, description: dict | None = None) -> None:
+    """Record ``config`` in ``run_dir``, or check that the results already there were made with it; then
+    record ``description`` (``popdyn.sweep.describe``) as :data:`DESCRIPTION` unless it is there intact
+    (a run written before that file gains it; a read-only one is read without it, :func:`description`)."""
     run_dir = Path(run_dir)
+    _prepare_config(run_dir, config)
+    path = run_dir / DESCRIPTION
+    if description is None or intact(path):
+        return
+    try:
+        write_text(path, yaml.safe_dump(description, sort_keys=False))
+    except PermissionError:
+        log.info("%s is read-only: its groups are read from %s", run_dir, CONFIG)
+
+
+def _prepare_config(run_dir: Path, config: dict) -> None:
     path = run_dir / CONFIG
     if path.exists():
         try:
@@ -543,12 +630,7 @@ def group_dir(run_dir: Path, group: str) -> Path:
     found = shards(run_dir)
     if not found:
         return run_dir / GROUPS / group
-    from popdyn.config import build_sweep
-    from popdyn.population import shard_of_groups
-
-    config = _config(run_dir)
-    groups = build_sweep(config).grid.groups
-    of = dict(zip([g.name for g in groups], shard_of_groups(groups, len(found))))
+    of = {g["name"]: g["shard"] for g in description(run_dir)["groups"]}
     return found[of[group]] / GROUPS / group if group in of else run_dir / GROUPS / group
 
 
@@ -576,7 +658,7 @@ def damaged(run_dir: Path, group: str) -> str | None:
 
 def reset_group(run_dir: Path, group: str) -> None:
     """Delete every file of a group (training files, analysis, manifest), to train it from the start."""
-    if hosts.writer():
+    if _writer():
         shutil.rmtree(group_dir(run_dir, group), ignore_errors=True)
     invalidate(run_dir, group)
 
@@ -617,6 +699,8 @@ def load_checkpoint(path: Path, phase: str, template: Any) -> tuple[Any, np.ndar
             losses = z["losses"]
     except UNREADABLE as e:
         raise RunDirError(f"checkpoint {path} is unreadable ({e}); delete it to restart that group") from None
+    import jax
+
     treedef = jax.tree_util.tree_structure(template)
     return jax.tree_util.tree_unflatten(treedef, leaves), losses
 
@@ -670,7 +754,13 @@ def load_snapshots(run_dir: str | Path, group: str) -> tuple[np.ndarray, dict, n
         member = arrays.pop("member")
         steps.append(int(path.stem.split("-")[1]))
         trees.append(unflatten(arrays))
-    return np.array(steps), jax.tree.map(lambda *a: np.stack(a), *trees), member
+    return np.array(steps), _stack(trees), member
+
+
+def _stack(trees: list[dict]) -> dict:
+    """Nested dicts of arrays with one structure → one nested dict, each leaf stacked on a new axis 0."""
+    return {k: _stack([t[k] for t in trees]) if isinstance(v, dict) else np.stack([t[k] for t in trees])
+            for k, v in trees[0].items()}  # fmt: skip
 
 
 def write_tables(run_dir: Path, groups: list[str]) -> None:
@@ -763,10 +853,81 @@ def shards(sweep_dir: str | Path) -> dict[int, Path] | None:
     return found
 
 
-def _groups(run_dir: Path, config: dict, partial: bool) -> list[str]:
-    from popdyn.config import build_sweep
+MODEL_FIELDS = ("arch", "activation", "units", "n_in", "n_out", "unroll", "readout_bias", "vocab")
 
-    names = [g.name for g in build_sweep(config).groups]
+
+def model_description(model: Model) -> dict:
+    """A group's ``Model`` as plain values for :data:`DESCRIPTION` (:data:`MODEL_FIELDS`, ``options``
+    as a mapping); :func:`load_params` builds the same ``Model`` from it."""
+    out = {k: getattr(model, k) for k in MODEL_FIELDS}
+    out = {k: v if isinstance(v, str) else bool(v) if isinstance(v, bool) else int(v) for k, v in out.items()}
+    return {**out, "options": dict(model.options)}
+
+
+def description(run_dir: str | Path) -> dict:
+    """What readers need of a run's config (:data:`DESCRIPTION`): ``task`` (its name), ``num_shards``,
+    ``groups`` (every group of the grid in grid order: ``name``, ``shard``, ``model``), and where the task
+    has them, ``conditions`` (``{name: {"dtype", "values"}}``, coordinates of the ``condition`` axis) and
+    ``words``.  For a multirun sweep directory, its first shard's; for a run written before the file, the
+    groups, shards and models derived from its ``config.yaml`` (:func:`_derived`)."""
+    run_dir = Path(run_dir)
+    home = run_dir if (run_dir / CONFIG).exists() else (shards(run_dir) or {}).get(0)
+    if home is None:
+        _config(run_dir)  # the RunDirError that says what run_dir is not
+        raise RunDirError(f"{run_dir} is not a popdyn run directory (no {CONFIG})")
+    path = home / DESCRIPTION
+    if path.exists():
+        return read_yaml(path)
+    return _derived(_read_yaml(home / CONFIG))
+
+
+def _as_list(value: Any) -> list:
+    return [value] if isinstance(value, (str, int, float)) else list(value or [])
+
+
+def _derived(config: dict) -> dict:
+    """The :func:`description` of a run written before :data:`DESCRIPTION`, from its config alone: the
+    grid's groups (arch × activation × units, in that order), their shards
+    (``popdyn.population.shard_of_groups``) and models without the task's sizes (``load_params`` reads
+    those from the parameters); no condition coordinates or words (they need the task)."""
+    from popdyn import cells
+    from popdyn.population import Group, shard_of_groups
+
+    grid, train = config["grid"], config.get("train") or {}
+    axes = {k: _as_list(grid.get(k)) for k in ("arch", "activation", "units", "l2")}
+    groups = [Group(a, f, int(u), tuple(axes["l2"])) for a in axes["arch"] for f in axes["activation"]
+              for u in axes["units"]]  # fmt: skip
+    n = int(config.get("num_shards", 1))
+    options = grid.get("cell_options") or {}
+    rows = [
+        {"name": g.name, "shard": k,
+         "model": {"arch": g.arch, "activation": g.activation, "units": g.units,
+                   "unroll": int(train.get("unroll", 1)), "options": dict(cells.options(g.arch, options.get(g.arch)))}}
+        for g, k in zip(groups, shard_of_groups(groups, n))
+    ]  # fmt: skip
+    return {"task": config["task"]["name"], "num_shards": n, "groups": rows}
+
+
+def _sizes(arrays: dict[str, np.ndarray]) -> dict:
+    """A model's task sizes read off its stored parameters (runs older than :data:`DESCRIPTION`):
+    ``n_out`` and the readout bias from the readout, ``vocab`` and ``n_in`` from the embedding
+    ``[vocab, n_in]`` or the cell's ``input`` kernel ``[n_in, ·]``."""
+    if "embedding/embedding" in arrays:
+        vocab, n_in = arrays["embedding/embedding"].shape[-2:]
+    else:
+        vocab, n_in = 0, arrays["cell/input"].shape[-2]
+    return {"n_in": int(n_in), "n_out": int(arrays["readout/kernel"].shape[-1]),
+            "readout_bias": "readout/bias" in arrays, "vocab": int(vocab)}  # fmt: skip
+
+
+def _groups(run_dir: Path, partial: bool) -> list[str]:
+    """The finished groups of a run directory (a shard's run: its shard's) or of a multirun sweep
+    directory (every shard's), in grid order; ``RunDirError`` if one is missing and not ``partial``."""
+    groups = description(run_dir)["groups"]
+    if (run_dir / CONFIG).exists():
+        shard = int(_config(run_dir).get("shard", 0))
+        groups = [g for g in groups if g["shard"] == shard]
+    names = [g["name"] for g in groups]
     done = [g for g in names if group_done(run_dir, g)]
     missing = [g for g in names if g not in done]
     if missing and not partial:
@@ -785,7 +946,7 @@ def members(run_dir: str | Path, partial: bool = False) -> pd.DataFrame:
     any analysis, so that it serves while an analysis file is being recomputed."""
     run_dir = Path(run_dir)
     frames = []
-    for g in _groups(run_dir, _config(run_dir), partial):
+    for g in _groups(run_dir, partial):
         try:
             frames.append(pd.read_csv(verify(group_dir(run_dir, g) / MEMBERS)))
         except (*UNREADABLE, pd.errors.ParserError) as e:
@@ -808,7 +969,7 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
     run_dir = Path(run_dir)
     config = _config(run_dir)
     frames, losses, steps = [], [], None
-    for g in _groups(run_dir, config, partial):
+    for g in _groups(run_dir, partial):
         d = group_dir(run_dir, g)
         try:
             frame = pd.read_csv(verify(d / MEMBERS))
@@ -842,16 +1003,10 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
         if (run_dir / LSA).exists():  # text tasks: the dataset's LSA, and the words of the per-word results
             lsa = _lsa(run_dir)
             ds = ds.assign_coords(word=lsa.pop("word")).assign(lsa)
-        elif "word_deflection" in ds:  # analysed before lsa.npz named the words
-            from popdyn.config import build_sweep
-
-            ds = ds.assign_coords(word=list(build_sweep(config).task.words))
-        if _condition_coords(ds.attrs["task"]):  # the task's coordinates of its conditions (sine: ω)
-            from popdyn.config import build_sweep
-
-            task = build_sweep(config).task
-            coords = task.spec.condition_coords(task)
-            ds = ds.assign_coords({k: ("condition", np.asarray(v)) for k, v in coords.items()})
+        elif "word_deflection" in ds and description(run_dir).get("words"):  # before lsa.npz named them
+            ds = ds.assign_coords(word=description(run_dir)["words"])
+        coords = description(run_dir).get("conditions") or {}  # the task's condition coordinates (sine: ω)
+        ds = ds.assign_coords({k: ("condition", np.asarray(c["values"], c["dtype"])) for k, c in coords.items()})  # fmt: skip
     ds = ds.assign(_labelled(run_dir, groups))
     if "memory" not in ds and all((group_dir(run_dir, g) / MEMORY).exists() for g in groups):
         ds = ds.assign(_memory(run_dir, groups))  # written before memory.npz named its dimensions
@@ -861,14 +1016,6 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
         ds = ds.assign(_similarity_of_members(run_dir, frame["member"].to_numpy()))
         ds = ds.assign_coords(member_to=ds.member.values)
     return ds
-
-
-def _condition_coords(name: str) -> bool:
-    """Whether task ``name`` declares coordinates for its conditions (``TaskSpec.condition_coords``)."""
-    from popdyn.tasks import spec_of
-
-    spec = spec_of(name)
-    return spec is not None and spec.condition_coords is not None
 
 
 def _lsa(run_dir: Path) -> dict:
@@ -1151,22 +1298,21 @@ def load_params(run_dir: str | Path, partial: bool = False) -> dict[str, GroupPa
 
     ``jax.vmap(model, in_axes=(0, None))(params, inputs)`` runs a whole group on the same inputs.
     """
-    from popdyn.config import build_sweep
+    from popdyn.model import Model
 
     run_dir = Path(run_dir)
-    config = _config(run_dir)
-    sweep = build_sweep(config)
-    done = set(_groups(run_dir, config, partial))
+    models = {g["name"]: g["model"] for g in description(run_dir)["groups"]}
     out = {}
-    for g in sweep.groups:
-        if g.name not in done:
-            continue
+    for g in _groups(run_dir, partial):
+        path = group_dir(run_dir, g) / "params.npz"
         try:
-            with np.load(verify(group_dir(run_dir, g.name) / "params.npz")) as z:
+            with np.load(verify(path)) as z:
                 arrays = {k: z[k] for k in z.files}
+            fields = models[g] if "n_in" in models[g] else {**models[g], **_sizes(arrays)}
         except UNREADABLE as e:
-            raise RunDirError(f"parameters of group {g.name} in {run_dir} are unreadable ({e})") from None
+            raise RunDirError(f"parameters of group {g} in {run_dir} are unreadable ({e})") from None
         member = arrays.pop("member")
-        model = Model.for_task(g.arch, g.activation, g.units, sweep.task, sweep.unroll, g.options)
-        out[g.name] = GroupParams(model, unflatten(arrays), member)
+        options = tuple(sorted((fields.get("options") or {}).items()))
+        model = Model(**{k: fields[k] for k in MODEL_FIELDS}, options=options)
+        out[g] = GroupParams(model, unflatten(arrays), member)
     return out

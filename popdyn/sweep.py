@@ -31,7 +31,15 @@ from popdyn import analysis, figures, hosts, store
 from popdyn.config import ConfigError, Sweep
 from popdyn.hosts import to_host
 from popdyn.model import Model
-from popdyn.population import Group, HParams, member_ids, member_key, search_members, seed_members
+from popdyn.population import (
+    Group,
+    HParams,
+    member_ids,
+    member_key,
+    search_members,
+    seed_members,
+    shard_of_groups,
+)
 from popdyn.train import GroupTrainer
 
 log = logging.getLogger("popdyn")
@@ -238,7 +246,7 @@ def run_sweep(
     if not (run_dir / store.CONFIG).exists():  # a new run: can it be written, will it fit?
         store.check_writable(run_dir, results_bytes(sweep))
     with store.locked(run_dir):
-        store.prepare_run(run_dir, sweep.config)
+        store.prepare_run(run_dir, sweep.config, describe(sweep))
         if sweep.analyze:
             analysis.check_settings(sweep, run_dir)
         if finished(sweep, run_dir):
@@ -247,6 +255,26 @@ def run_sweep(
         if on_start is not None:
             on_start(run_dir)
         return _run_sweep(sweep, run_dir, progress and hosts.writer())
+
+
+def describe(sweep: Sweep) -> dict:
+    """What readers of the run need of its config, without ``popdyn.config`` or the task's code
+    (``store.DESCRIPTION``, ``store.description``): every group of the grid in grid order with its shard
+    and its model (``store.model_description``), the task's condition coordinates
+    (``TaskSpec.condition_coords``: sine's ω) and its words (a text task's, one per input dimension)."""
+    task, groups = sweep.task, sweep.grid.groups
+    rows = [
+        {"name": g.name, "shard": k, "model": store.model_description(
+            Model.for_task(g.arch, g.activation, g.units, task, sweep.unroll, g.options))}
+        for g, k in zip(groups, shard_of_groups(groups, sweep.num_shards))
+    ]  # fmt: skip
+    out = {"task": task.name, "num_shards": sweep.num_shards, "groups": rows}
+    if task.spec.condition_coords is not None:
+        coords = {k: np.asarray(v) for k, v in task.spec.condition_coords(task).items()}
+        out["conditions"] = {k: {"dtype": str(v.dtype), "values": v.tolist()} for k, v in coords.items()}
+    if not task.vocab and task.words:
+        out["words"] = list(task.words)
+    return out
 
 
 def finished(sweep: Sweep, run_dir: Path) -> bool:

@@ -37,7 +37,7 @@ def write_run(run, *overrides, analysed=True):
     """A finished tiny run as popdyn writes it (made-up numbers): config, every group's files, the tables,
     and (``analysed``) every group's dynamics.npz, dynamics.yaml and similarity.npz."""
     s = build_sweep(config("grid.trials=0", *overrides))
-    store.prepare_run(run, s.config)
+    store.prepare_run(run, s.config, sweep_mod.describe(s))
     for g in s.grid.groups:
         members = _members(s, g)
         member = members["member"].to_numpy()
@@ -309,3 +309,120 @@ def test_analysis_advice_names_analyze_and_it_recomputes(trained, tmp_path, monk
     with pytest.raises(SystemExit) as e:
         cli.analyze(_analyze_cfg(run))
     assert e.value.code == 2 and "members.csv is truncated or altered" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- storage sits near the ground (issues 19, 20)
+# what popdyn.store may not import, not even inside a function: config, task, training and analysis code
+NOT_BELOW_STORE = (
+    "popdyn.config", "popdyn.tasks", "popdyn.train", "popdyn.sweep", "popdyn.cli", "popdyn.figures",
+    "popdyn.analysis", "popdyn.analyses", "popdyn.similarity", "popdyn.dynamics", "popdyn.geometry",
+    "popdyn.attractors", "popdyn.memory", "popdyn.statistics",
+)  # fmt: skip
+
+
+def test_store_imports_no_config_task_or_analysis_code():
+    import ast
+    import inspect
+
+    names = []
+    for node in ast.walk(ast.parse(inspect.getsource(store))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    bad = [n for n in names if any(n == m or n.startswith(m + ".") for m in NOT_BELOW_STORE)]
+    assert not bad, bad
+    assert "fcntl" not in names  # Windows has none: the lock is filelock's
+
+
+def test_reading_a_run_imports_no_config_and_starts_no_jax_backend(tiny_run):
+    """store.load, load_similarity, members and load_params of a finished run, in a fresh process:
+    none of the config, task or analysis modules is imported, and JAX is not imported by reading (where
+    ``import popdyn`` imports it, as to set up host devices without XLA_FLAGS, it has no backend)."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+import popdyn
+jax_before = "jax" in sys.modules
+from popdyn import store
+run = {str(tiny_run)!r}
+ds, sim, table = store.load(run), store.load_similarity(run), store.members(run)
+assert ds.sizes["member"] == 4 and sim.sizes["network"] >= 4 and len(table) == 4
+loaded = sorted(m for m in sys.modules if m.startswith("popdyn."))
+bad = [m for m in loaded if any(m == n or m.startswith(n + ".") for n in {NOT_BELOW_STORE!r})]
+assert not bad, bad
+if not jax_before:
+    assert "jax" not in sys.modules, "reading imported jax"
+else:
+    from jax._src import xla_bridge
+    assert not xla_bridge._backends, "reading started a JAX backend"
+store.load_params(run)  # builds Models (flax), still no config or task code
+bad = [m for m in sys.modules if any(m == n or m.startswith(n + ".") for n in {NOT_BELOW_STORE!r})]
+assert not bad, bad
+print("ok", jax_before)
+"""
+    for flags in ("", "--xla_force_host_platform_device_count=1"):  # popdyn sets up devices / leaves them
+        env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()}
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+        assert not flags or "ok False" in r.stdout  # devices left alone: jax not imported at all
+
+
+def test_store_imports_where_there_is_no_fcntl():
+    """As on Windows: ``popdyn.store`` imports, and its lock works through filelock."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['fcntl'] = None\nfrom popdyn import store\nprint(store.LOCK)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and store.LOCK in r.stdout, r.stderr
+
+
+def test_a_run_written_before_groups_yaml_reads_the_same_and_gains_it(tiny_run, tmp_path):
+    """Without groups.yaml (a run older than it), the groups, shards and models come from config.yaml
+    and the parameters: load, members and load_params give what they give with it; the next sweep
+    command on the run records it again, the same, and changes nothing else."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    written = (run / store.DESCRIPTION).read_bytes()
+    store.remove(run / store.DESCRIPTION)
+    assert store.description(run)["groups"][0]["name"] == "vanilla-tanh-8"
+    assert store.load(run).identical(store.load(tiny_run).assign_attrs(run_dir=str(run)))
+    pd.testing.assert_frame_equal(store.members(run), store.members(tiny_run))
+    old, new = store.load_params(run), store.load_params(tiny_run)
+    assert list(old) == list(new) == list(GROUPS)
+    for g in GROUPS:
+        assert old[g].model == new[g].model
+        np.testing.assert_array_equal(old[g].member, new[g].member)
+    before = {p: p.read_bytes() for p in run.rglob("*.npz")}
+    sweep_mod.run_sweep(build_sweep(store.read_config(run)), run, progress=False)
+    assert (run / store.DESCRIPTION).read_bytes() == written
+    assert {p: p.read_bytes() for p in run.rglob("*.npz")} == before
+    store.check_run(run)
+
+
+def test_the_description_keeps_the_condition_coordinates_exactly():
+    """groups.yaml round-trips sine's ω (float32) bit for bit, and each group's Model."""
+    s = build_sweep(config(grid="sine"))
+    d = yaml.safe_load(yaml.safe_dump(sweep_mod.describe(s), sort_keys=False))
+    want = s.task.spec.condition_coords(s.task)["omega"]
+    got = np.asarray(d["conditions"]["omega"]["values"], d["conditions"]["omega"]["dtype"])
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert [g["name"] for g in d["groups"]] == [g.name for g in s.grid.groups]
+    for g, row in zip(s.grid.groups, d["groups"]):
+        model = sweep_mod.Model.for_task(g.arch, g.activation, g.units, s.task, s.unroll, g.options)
+        assert row["model"] == store.model_description(model)
+
+
+def test_every_manifest_entry_records_what_wrote_it(run):
+    import importlib.metadata as md
+
+    entry = json.loads((run / "groups" / GROUPS[0] / store.MANIFEST).read_text())["params.npz"]
+    for name in store.PROVENANCE_PACKAGES:
+        assert entry[name] == md.version(name)
+    assert entry["popdyn"] and entry["platform"] and entry["backend"] == "cpu" and entry["device"]
+    if (store.Path(store.__file__).parent.parent / ".git").exists():  # run from a checkout
+        assert len(entry["git_commit"]) == 40 and isinstance(entry["git_dirty"], bool)
