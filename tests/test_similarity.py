@@ -200,7 +200,7 @@ def _flipflop_analysis(widths: tuple[float, ...]):
 
     import jax
 
-    from popdyn.dynamics import FixedPointOptions, TopologyOptions, analyze_one
+    from popdyn.analyses.dynamics import FixedPointOptions, TopologyOptions, analyze_one
     from popdyn.model import Model
     from popdyn.tasks import make_task
     from tests.test_dynamics import saturation_root

@@ -1,5 +1,5 @@
 """Topology distances ([U] §3.1–3.3, SPEC §4): Euclidean distances between each network's fixed-point
-graph from ``popdyn.dynamics``, ``d(a, b) = ‖g_a − g_b‖`` over the entries both graphs define.
+graph from ``popdyn.analyses.dynamics``, ``d(a, b) = ‖g_a − g_b‖`` over the entries both graphs define.
 
 Defined for every network whatever its number of fixed points (``similarity.topology=grouped``):
 flip-flop transition probabilities between memory states — the stable points grouped by the corner
@@ -47,7 +47,7 @@ def grouped_transitions(readout, valid, transition) -> tuple[np.ndarray, np.ndar
 
     ``T[a, b] = (1/|a|) Σ_{i ∈ a} Σ_{j ∈ b} P[i, j]``: for the valid points i of group a, the mean
     probability that a run started near i ends at a stable point of group b (``P`` of
-    ``popdyn.dynamics.transitions``).  A network that has [U]'s ideal set — one stable point per corner,
+    ``popdyn.analyses.dynamics.transitions``).  A network that has [U]'s ideal set — one stable point per corner,
     saddles between them — gives [U]'s transition matrix with its points labelled by memory state; an
     extra stable point beside a corner joins that corner's group and changes nothing (its runs stay in
     the group), while a missing corner empties a diagonal entry and reroutes the saddles next to it.

@@ -160,7 +160,9 @@ class TaskSpec:
     Hooks of the analyses and figures (``None``: that analysis or figure is not made for the task):
 
     - ``topology(task, fps, states, probe_states, topo, cell)`` → dict of extra per-network arrays
-      (``popdyn.dynamics.analyze_one``); ``vectors`` says whether it needs the fixed points' eigenvectors.
+      (``popdyn.analyses.dynamics.analyze_one``); ``vectors`` says whether it needs the fixed points'
+      eigenvectors; ``topology_dims`` names each array's dimensions after ``member`` (stored in
+      dynamics.npz, read back by ``store.load``).
     - ``topology_distances``: True if its fixed-point topologies are compared across networks
       (``popdyn.analysis``'s ``topology`` distance, [U] §2.4).
     - ``condition_coords(task)`` → ``{name: values [C]}``, coordinates of the ``condition`` axis that
@@ -175,6 +177,7 @@ class TaskSpec:
     names: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     topology: ClassVar[Any] = None
+    topology_dims: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     condition_coords: ClassVar[Any] = None
     vectors: ClassVar[bool] = False
     topology_distances: ClassVar[bool] = False

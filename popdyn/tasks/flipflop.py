@@ -24,6 +24,7 @@ class FlipFlop(TaskSpec):
         "flipflop": {"K": 3, "T": 100, "p": 0.05, "initial_pulse": True, "n_probe": 64, "probe_seed": 0}
     }
     topology_distances = True
+    topology_dims = {"transition": ("fixed_point", "fixed_point_to")}
     state_style = "bits"
 
     def build(self, name, values):
@@ -36,7 +37,7 @@ class FlipFlop(TaskSpec):
     @staticmethod
     def topology(model, task, params, fps, topo, key):
         """[U] Fig. 1e: which stable state each unstable point's unstable manifold leads to (per pair)."""
-        from popdyn.dynamics import transitions
+        from popdyn.analyses.dynamics import transitions
 
         fp0 = jax.tree.map(lambda a: a[0], fps)
         return {"transition": transitions(model.step, params["cell"], fp0, task.x_star[0], key, topo)}
