@@ -116,7 +116,8 @@ def pending(sweep: Sweep, run_dir: Path, group: str) -> bool:
     something to analyse there and no intact results)."""
     gdir = store.group_dir(run_dir, group)
     return any(
-        spec.has_source(run_dir, group) and not store.intact(gdir / spec.file) for spec, _ in registered(sweep)
+        spec.has_source(run_dir, group) and not store.intact(gdir / spec.file)
+        for spec, _ in registered(sweep)
     )
 
 
@@ -209,22 +210,24 @@ def _analyse_groups(sweep, run_dir, groups, spec, options, riders, devices, skip
         undeclared = sorted(set(out) - set(dims) - set(spec.file_only))
         if undeclared:
             raise ValueError(
-                f"analysis {spec.name!r} returned {undeclared} but declares the dimensions of {sorted(dims)} only: "
-                "declare every key's dimensions (`dims`), or it could not be loaded"
+                f"analysis {spec.name!r} returned {undeclared} but declares the dimensions of {sorted(dims)} "
+                "only: declare every key's dimensions (`dims`), or it could not be loaded"
             )
         bad = np.isin(gp.member, list(skip)) if spec.source is None else np.zeros(len(gp.member), bool)
-        arrays = mask_members({**out, "member": np.asarray(gp.member)}, bad, dims)
+        arrays = mask_members({**out, "member": np.asarray(gp.member)}, bad, {**dims, **spec.file_only})
         arrays = spec.finish(arrays, {**dims, **spec.file_only})
         coords = {k: np.asarray(v) for k, v in spec.coords(options, gp).items()}
+        labels = store.labels(spec.var_prefix, coords)  # with `dims`: all that store.load reads of it
         stored = {k: dims[k] for k in arrays if k in dims}
-        store.write_npz(store.group_dir(run_dir, g) / spec.file, {**arrays, **coords, **store.labels(spec.var_prefix, coords)},
-                        dims=stored)  # fmt: skip
+        store.write_npz(store.group_dir(run_dir, g) / spec.file, {**arrays, **coords, **labels}, dims=stored)
         said = spec.summary(arrays, options) if spec.summary else f"{spec.name} of {len(gp.member)} networks"
         log.info("%s: %s%s", g, said, _left_out(gp.member[bad], skip))
     bar.close()
 
 
-def _compute(sweep: Sweep, spec: analyses.Analysis, options, gp, devices, results: dict) -> dict[str, np.ndarray]:
+def _compute(
+    sweep: Sweep, spec: analyses.Analysis, options, gp, devices, results: dict
+) -> dict[str, np.ndarray]:
     """One analysis of one group: its group program, or its function of ONE network vmapped over the
     members (one compiled program; ``inputs`` made once on the host, constants of the program)."""
     if spec.group is not None:
@@ -233,18 +236,22 @@ def _compute(sweep: Sweep, spec: analyses.Analysis, options, gp, devices, result
         data = spec.inputs(sweep.task, options)
         model, task = gp.model, sweep.task
         if spec.needs:
+
             def one(params, results):
                 return spec.network(model, task, options, params, data, results=results)
 
             out = jax.jit(jax.vmap(one))(gp.params, results)
         else:
+
             def one(params):
                 return spec.network(model, task, options, params, data)
 
             out = jax.jit(jax.vmap(one))(gp.params)
         missing = sorted(set(spec.dims_for(task)) - set(out))
         if missing:
-            raise ValueError(f"analysis {spec.name!r} declares the dimensions of {missing} but did not return them")
+            raise ValueError(
+                f"analysis {spec.name!r} declares the dimensions of {missing} but did not return them"
+            )
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -313,7 +320,12 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     run_dir = Path(run_dir)
     opts = sweep.similarity
     _check_settings(
-        run_dir, _similarity_settings(sweep), store.SIMILARITY_CONFIG, "similarity", store.SIMILARITY, legacy_ok=True
+        run_dir,
+        _similarity_settings(sweep),
+        store.SIMILARITY_CONFIG,
+        "similarity",
+        store.SIMILARITY,
+        legacy_ok=True,
     )
     groups = store.load_params(run_dir)
     path = run_dir / store.SIMILARITY

@@ -15,9 +15,9 @@ from typing import Any
 
 from popdyn import analyses, cells
 from popdyn import similarity as similarity_metrics
+from popdyn.analyses.dynamics import FixedPointOptions, TopologyOptions
 from popdyn.analyses.record import RecordOptions
 from popdyn.cells import ACTIVATIONS
-from popdyn.analyses.dynamics import FixedPointOptions, TopologyOptions
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid, Group, shard_of_groups
 from popdyn.similarity import SimilarityOptions
 from popdyn.tasks import Task, TaskError, make_task
@@ -315,8 +315,11 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         num_shards=num_shards,
         record_every=record_every,
         record=_record(cfg.get("record") or {}, task),
-        analyses={name: _analysis(analyses.get(name), cfg.get(name), task) for name in analyses.names()
-                  if analyses.get(name).options_of is None},  # the others: sections parsed above
+        analyses={
+            name: _analysis(analyses.get(name), cfg.get(name), task)
+            for name in analyses.names()
+            if analyses.get(name).options_of is None
+        },  # the others: sections parsed above
     )
 
 

@@ -1107,7 +1107,8 @@ def _memory(run_dir: Path, groups: list[str]) -> dict:
                 svs.append(z["singular_values"])
                 ids.append(z["member"])
         except UNREADABLE as e:
-            raise RunDirError(f"{path} is unreadable ({e}); remove it and run scripts/analyze.py again") from None
+            why = f"{path} is unreadable ({e}); remove it and run scripts/analyze.py again"
+            raise RunDirError(why) from None
     sv = _pad(svs)[np.argsort(np.concatenate(ids))]
     return {"memory": (("member", "delay"), np.nansum(sv, axis=-1)),
             "memory_singular_values": (("member", "delay", "rank"), sv)}  # fmt: skip

@@ -262,7 +262,9 @@ def finished(sweep: Sweep, run_dir: Path) -> bool:
         return False
     if not sweep.analyze:
         return True
-    if analysis.run_pending(sweep, run_dir) or any(analysis.pending(sweep, run_dir, g.name) for g in sweep.groups):
+    if analysis.run_pending(sweep, run_dir) or any(
+        analysis.pending(sweep, run_dir, g.name) for g in sweep.groups
+    ):
         return False
     return sweep.num_shards > 1 or (store.intact(run_dir / store.SIMILARITY) and not figures.missing(run_dir))
 

@@ -374,8 +374,7 @@ def test_group_analysis_over_two_devices_equals_each_member_alone(tiny_run):
     """The sharded descent + one-device finish of ``analyze_group`` is ``analyze_one`` per member."""
     from functools import partial
 
-    from popdyn.analyses.dynamics import analyze_group, member_keys
-    from popdyn.analyses.dynamics import analyze_one
+    from popdyn.analyses.dynamics import analyze_group, analyze_one, member_keys
 
     s = build_sweep(store.read_config(tiny_run))
     gp = store.load_params(tiny_run)["gru-tanh-8"]

@@ -13,8 +13,8 @@ import pytest
 
 from popdyn import store
 from popdyn.analyses import geometry
-from popdyn.config import ConfigError, build_sweep
 from popdyn.analyses.dynamics import FixedPointOptions, TopologyOptions, analyze_one
+from popdyn.config import ConfigError, build_sweep
 from popdyn.model import Model
 from popdyn.population import HParams
 from popdyn.tasks import TaskError, make_task

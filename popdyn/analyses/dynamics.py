@@ -74,7 +74,8 @@ def _check_bounds(options) -> None:
     for f in fields(options):
         if "range" not in f.metadata:
             continue
-        v, (low, low_ok, high, high_ok), null = getattr(options, f.name), f.metadata["range"], f.metadata["null"]
+        v, null = getattr(options, f.name), f.metadata["null"]
+        low, low_ok, high, high_ok = f.metadata["range"]
         if v is None and null is not None:
             continue
         if (v < low if low_ok else v <= low) or (high is not None and (v > high if high_ok else v >= high)):
@@ -97,7 +98,7 @@ class FixedPointOptions:
     # they are drawn from
     steps: int = _bounded(2000)  # Adam steps at most
     lr: float = _bounded(0.05)  # Adam's initial learning rate
-    lr_decay: float = _bounded(0.01, high=1, high_ok=True)  # learning rate after `steps` steps = lr · lr_decay
+    lr_decay: float = _bounded(0.01, high=1, high_ok=True)  # learning rate after `steps` steps: lr · this
     dq_tol: float = _bounded(1e-14, low_ok=True)  # stop when the mean q changes by less than this in one step
     newton_steps: int = _bounded(4, low_ok=True)  # Newton refinement steps (0: none)
     q_tol: float = _bounded(1e-8)  # keep points with q below this

@@ -42,6 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from popdyn import analyses, store
+from popdyn.analyses.dynamics import eigenvalues
 from popdyn.cells import (  # noqa: F401  (the constrained cells' maths, re-exported)
     SLSTM_FORGET_BIAS_MAX,
     SLSTM_FORGET_INPUT_CAP,
@@ -49,8 +51,6 @@ from popdyn.cells import (  # noqa: F401  (the constrained cells' maths, re-expo
     orthogonal,
     project_contractive,
 )
-from popdyn import analyses, store
-from popdyn.analyses.dynamics import eigenvalues
 from popdyn.precision import full_precision
 from popdyn.tasks.sinegen import SPACINGS, sine_generation  # noqa: F401
 from popdyn.tasks.symbols import CLASSES, SYMBOLS, relevant_symbols  # noqa: F401
