@@ -4,7 +4,7 @@ For each chosen trained network of a run directory (``--run-dir``), both finders
 ``--initial`` initial states per network, drawn as popdyn draws them (states visited on the task's probe
 inputs plus Gaussian noise of std ``dynamics.noise``), at the task's condition x* (flip-flop: zero input):
 
-  popdyn   ``popdyn.dynamics.analyze_group`` with the run's dynamics defaults (``dynamics.*`` of
+  popdyn   ``popdyn.analyses.dynamics.analyze_group`` with the run's dynamics defaults (``dynamics.*`` of
            ``conf/dynamics/default.yaml`` unless overridden with ``--set key=value``): the whole analysis
            of the group — Adam descent, Newton steps, selection, Jacobians, eigenvalues and the
            flip-flop transition runs —, compilation included (one group program per arch, as a sweep
