@@ -73,8 +73,9 @@ class Analysis:
       instead of ``network`` vmapped (``dynamics``: two sharded programs; ``geometry``: host NumPy).
     - ``source(run_dir, group, gp)``: the networks to analyse (with ``model``, ``params``, ``member``)
       instead of the group's final parameters ``gp`` (``record``: the parameters saved during training;
-      None: nothing for that group);
-      ``has_source(run_dir, group)`` says cheaply whether there is one.
+      None: nothing for that group); ``has_source(run_dir, group)`` says cheaply whether there is one.
+      Results of the final parameters are NaN for members that are no trained network (diverged,
+      exploded); those of a source are kept (each saved step is a network).
     - ``needs``: names of the analyses whose results (of the same group) it reads; they run first.
     - ``into``: the name of the analysis whose results file it is stored in (``geometry`` → dynamics.npz),
       computed after it for each group; it then records no settings of its own.
