@@ -1436,7 +1436,7 @@ def _jobs(run_dir: Path) -> dict:
         jobs["contractivity_training"] = partial(contractivity_training, ds)
         jobs["loss_line"] = partial(loss_line, ds)
     for spec in analyses.REGISTRY.values():  # each registered per-network analysis's own figures
-        if any((spec.name if k == spec.name else f"{spec.name}_{k}") in ds for k in spec.dims):
+        if spec.figures and any(v in ds for v in spec.variables()):
             jobs |= {name: partial(draw, ds) for name, draw in spec.figures.items()}
     if "sine_frequency" in ds:
         jobs["sine_frequency"] = partial(sine_frequency, ds)

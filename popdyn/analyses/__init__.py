@@ -142,6 +142,13 @@ class Analysis:
         """Its declared dimensions for ``task``."""
         return dict(self.dims(task) if callable(self.dims) else self.dims)
 
+    def variables(self, task=None) -> list[str]:
+        """Its variables in ``store.load``: ``<prefix>_<key>`` (``<prefix>`` for the key named like it; the
+        keys where the prefix is ``""``); dims that depend on the task need ``task``, else none."""
+        dims = {} if callable(self.dims) and task is None else self.dims_for(task)
+        p = self.var_prefix
+        return [k if not p else p if k == p else f"{p}_{k}" for k in dims]
+
     def options_for(self, sweep):
         """Its options in ``sweep``."""
         return self.options_of(sweep) if self.options_of is not None else sweep.analyses[self.name]
