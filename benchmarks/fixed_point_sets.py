@@ -4,7 +4,7 @@ For each chosen trained network of a run directory (``--run-dir``), both finders
 ``--initial`` initial states per network, drawn as popdyn draws them (states visited on the task's probe
 inputs plus Gaussian noise of std ``dynamics.noise``), at the task's condition x* (flip-flop: zero input):
 
-  popdyn   ``popdyn.analysis.analyze_group`` with the run's dynamics defaults (``dynamics.*`` of
+  popdyn   ``popdyn.analyses.dynamics.analyze_group`` with the run's dynamics defaults (``dynamics.*`` of
            ``conf/dynamics/default.yaml`` unless overridden with ``--set key=value``): the whole analysis
            of the group — Adam descent, Newton steps, selection, Jacobians, eigenvalues and the
            flip-flop transition runs —, compilation included (one group program per arch, as a sweep
@@ -50,9 +50,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import popdyn  # noqa: F401  (device setup)
-from popdyn import analysis, store
+from popdyn import store
+from popdyn.analyses import dynamics
+from popdyn.analyses.dynamics import initial_states
 from popdyn.config import build_sweep
-from popdyn.dynamics import initial_states
 
 
 def parse_args(argv=None):
@@ -191,7 +192,7 @@ def cost_one(arch: str, units: int, networks: int) -> dict:
     params = jax.vmap(model.init)(jax.random.split(jax.random.key(0), networks))
     gp = store.GroupParams(model, jax.tree.map(np.asarray, params), np.arange(networks))
     t0 = time.perf_counter()
-    out = analysis.analyze_group(sweep, gp)
+    out = dynamics.analyze_group(sweep, gp)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
     return {"arch": arch, "units": units, "networks": networks, "s_per_net": seconds / networks,
@@ -266,7 +267,7 @@ def main(argv=None):
             gp.model, jax.tree.map(lambda a, n=n: np.asarray(a)[:n], gp.params), gp.member[:n]
         )
         t0 = time.perf_counter()
-        out = analysis.analyze_group(sweep, sub)
+        out = dynamics.analyze_group(sweep, sub)
         t_popdyn = (time.perf_counter() - t0) / n
         t_big = float("nan")
         if args.repeat > 1:  # the same networks again, as one bigger group: what a sweep's group costs
@@ -276,9 +277,9 @@ def main(argv=None):
                 np.arange(n * args.repeat),
             )
             t0 = time.perf_counter()
-            analysis.analyze_group(sweep, big)
+            dynamics.analyze_group(sweep, big)
             t_big = (time.perf_counter() - t0) / (n * args.repeat)
-        keys = analysis.member_keys(sweep.seed, sub.member)
+        keys = dynamics.member_keys(sweep.seed, sub.member)
         for m in range(n):
             params = jax.tree.map(lambda a, m=m: a[m], sub.params)
             k_init, _ = jax.random.split(jax.random.wrap_key_data(keys[m]))

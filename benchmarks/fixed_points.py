@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 import popdyn  # noqa: F401  (device setup)
-from popdyn.dynamics import FixedPointOptions, descend, find_fixed_points, initial_states, refine
+from popdyn.analyses.dynamics import FixedPointOptions, descend, find_fixed_points, initial_states, refine
 from popdyn.model import Model
 from popdyn.population import population_program
 from popdyn.tasks import make_task

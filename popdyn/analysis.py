@@ -1,9 +1,11 @@
-"""Analyse the dynamics of a trained run, group by group, into its run directory (SPEC §4).
+"""Analyse a trained run, group by group, into its run directory (SPEC §4).
 
-Each group is two compiled programs over its members (``dynamics.analyze_one`` in two parts, mapped
-over the member axis, members split over the devices as in training); its results go to ``groups/<g>/dynamics.npz``
-(written atomically, so an interrupted analysis resumes with the next group), and the settings to
-``dynamics.yaml``.  ``popdyn.store.load`` then exposes them per member.
+Every registered per-network analysis (``popdyn.analyses``: the fixed points and each task's topology,
+[A]'s geometry, [R] through training, [V]'s memory, and any a user registers) in dependency order, for
+every group without its results yet: its own group program where it declares one (the fixed points: two
+sharded programs), else its function of ONE network vmapped over the group's members; its results go to
+``groups/<g>/<file>`` with their dimension names (written atomically, so an interrupted analysis resumes
+with the next group), its settings to ``<name>.yaml``.  ``popdyn.store.load`` then exposes them per member.
 
 Then :func:`compare_run` compares every pair of networks (``popdyn.similarity``) on the same probe
 states — trained members, plus an untrained twin of each member of the archs in
@@ -13,11 +15,8 @@ states — trained members, plus an untrained twin of each member of the archs i
 
 from __future__ import annotations
 
-import functools
 import logging
 import warnings
-from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 
 import jax
@@ -25,88 +24,72 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 import yaml
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from popdyn import analyses, embed, similarity, statistics, store
-from popdyn.attractors import record_one
 from popdyn.config import Sweep
-from popdyn.dynamics import analyze_descend, analyze_finish
-from popdyn.geometry import class_word_counts, lsa, network_geometry
-from popdyn.hosts import finish_devices, to_host
-from popdyn.population import member_key, padded_size, population_program
+from popdyn.population import member_key
 from popdyn.similarity import all_pairs, prepare, stack, take
 
 log = logging.getLogger("popdyn")
 
 
-def settings_dict(sweep: Sweep) -> dict:
-    return {**asdict(sweep.fixed_points), **asdict(sweep.topology)}
+def registered(sweep: Sweep) -> list[tuple[analyses.Analysis, object]]:
+    """The registered per-network analyses this sweep computes, with their options, in dependency order
+    (each after the analyses it ``needs``)."""
+    out = []
+    for spec in analyses.in_order():
+        options = spec.options_for(sweep)
+        if spec.applies(options, sweep.task):
+            out.append((spec, options))
+    return out
 
 
 def check_settings(sweep: Sweep, run_dir: Path) -> None:
     """``RunDirError`` now, before anything is computed or written, if ``run_dir`` was analysed with other
     settings than ``sweep``'s (the checks of :func:`analyze_run` and :func:`compare_run`, writing nothing)."""
-    _check_settings(run_dir, settings_dict(sweep), write=False)
-    _check_settings(run_dir, _similarity_settings(sweep), store.SIMILARITY_CONFIG, write=False)
-    groups = [g.name for g in sweep.groups]
+    _record_settings(sweep, run_dir, [g.name for g in sweep.groups], write=False)
+    _check_settings(run_dir, _similarity_settings(sweep), store.SIMILARITY_CONFIG, "similarity",
+                    store.SIMILARITY, legacy_ok=True, write=False)  # fmt: skip
+
+
+def _record_settings(sweep: Sweep, run_dir: Path, groups: list[str], write: bool = True) -> None:
+    """Every registered analysis's settings against its settings file, all checked before any is written
+    (``write``): one refused writes nothing.  An analysis is checked where it has something to analyse
+    in some group (``has_source``) or results already there."""
+    todo = []
     for spec, options in registered(sweep):
-        _check_settings(run_dir, _plain_settings(options), spec.settings_file, legacy_ok=False, write=False)
-    if any((store.group_dir(run_dir, g) / store.TRAINING).exists() or store.has_snapshots(run_dir, g)
-           for g in groups):  # fmt: skip
-        _check_settings(
-            run_dir, _plain_settings(sweep.record), store.RECORD_CONFIG, legacy_ok=False, write=False
-        )
+        if spec.settings_file is None:  # stored into another analysis's file, with its settings
+            continue
+        if not any(spec.has_source(run_dir, g) or (store.group_dir(run_dir, g) / spec.file).exists()
+                   for g in groups):  # fmt: skip
+            continue
+        todo.append((spec, spec.settings(options)))
+    for write_now in (False, True) if write else (False,):
+        for spec, settings in todo:
+            _check_settings(run_dir, settings, spec.settings_file, spec.name, f"groups/*/{spec.file}",
+                            spec.legacy_ok, write_now)  # fmt: skip
 
 
 def _similarity_settings(sweep: Sweep) -> dict:
     return sweep.similarity.settings()
 
 
-# each analysis's settings file: (config section, the results made with those settings); a registered
-# per-network analysis <name> (popdyn.analyses): <name>.yaml, section <name>, groups/*/<name>.npz
-_SETTINGS = {
-    store.DYNAMICS_CONFIG: ("dynamics", f"groups/*/{store.DYNAMICS}"),
-    store.SIMILARITY_CONFIG: ("similarity", store.SIMILARITY),
-    store.RECORD_CONFIG: ("record", f"groups/*/{store.TRAINING}"),
-}
-
-
-def _about(name: str) -> tuple[str, str]:
-    if name in _SETTINGS:
-        return _SETTINGS[name]
-    spec = analyses.get(name.removesuffix(".yaml"))
-    return spec.name, f"groups/*/{spec.file}"
-
-
-def registered(sweep: Sweep) -> list[tuple[analyses.Analysis, object]]:
-    """The registered per-network analyses this sweep computes, with their options."""
-    out = []
-    for name, options in sweep.analyses.items():
-        spec = analyses.get(name)
-        if spec.applies(options, sweep.task):
-            out.append((spec, options))
-    return out
-
-
-def _plain_settings(options) -> dict:
-    """A settings dataclass as YAML-safe plain values (tuples as lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()}
-
-
 def _check_settings(
     run_dir: Path,
     settings: dict,
-    name: str = store.DYNAMICS_CONFIG,
-    legacy_ok: bool = True,
+    name: str,
+    section: str,
+    results: str,
+    legacy_ok: bool = False,
     write: bool = True,
 ) -> None:
     """Refuse to mix analyses made with different settings in one run directory: the first analysis
-    records its settings in ``name``, every later one must match them.  ``legacy_ok=False``: results
-    without a settings file (written before popdyn recorded them) are refused too, since nothing says
-    what they were made with.  ``write=False``: only check, recording nothing."""
+    records its settings (config section ``section``) in ``name``, every later one must match them.
+    ``legacy_ok=False``: results (the glob ``results``) without a settings file (written before popdyn
+    recorded them) are refused too, since nothing says what they were made with.  ``write=False``: only
+    check, recording nothing."""
     path = run_dir / name
-    section, results = _about(name)
     if path.exists():
         old = store.read_yaml(path)
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
@@ -126,58 +109,19 @@ def _check_settings(
         store.write_text(path, yaml.safe_dump(settings, sort_keys=False))
 
 
-def member_keys(seed: int, members: np.ndarray) -> np.ndarray:
-    """One raw key per member id, from the config's seed: independent of grouping and devices."""
-    return np.stack([jax.random.key_data(member_key(seed, f"dynamics/{m}")) for m in members])
-
-
-def analyze_group(sweep: Sweep, gp: store.GroupParams, devices=None) -> dict[str, np.ndarray]:
-    """Every member of one group, as two compiled programs: ``{name: [members, ...]}``.
-
-    The Adam descent (``dynamics.analyze_descend``, most of the time, pure XLA) is sharded over every
-    device; the rest (``dynamics.analyze_finish``) as well on accelerators, but on one host device per
-    process on a CPU (``hosts.finish_devices``): its LAPACK work (eig, solve) goes through host callbacks,
-    and a callback in a program sharded over 2 host devices on 2 cores waits forever for an XLA pool
-    thread (jaxlib 0.10.2; the same deadlock as XLA's own batched LAPACK kernels).  The programs are
-    built once per (model, task, settings, devices) and reused by every group of that kind (compiling
-    them takes seconds on a CPU: ≈ 7 s for a 64-unit flip-flop group on 2 cores)."""
-    devices = tuple(devices or jax.devices())
-    n = len(gp.member)
-    keys = member_keys(sweep.seed, gp.member)
-    descend, finish = _group_programs(
-        gp.model, sweep.task, sweep.fixed_points, sweep.topology, devices, sweep.member_batch
+def pending(sweep: Sweep, run_dir: Path, group: str) -> bool:
+    """Whether :func:`analyze_run` would still write something for ``group`` (a registered analysis with
+    something to analyse there and no intact results)."""
+    gdir = store.group_dir(run_dir, group)
+    return any(
+        spec.has_source(run_dir, group) and not store.intact(gdir / spec.file)
+        for spec, _ in registered(sweep)
     )
 
-    def run(program, devs, *args):
-        size = padded_size(n, len(devs))
-        idx = np.concatenate([np.arange(n), np.zeros(size - n, int)])
-        sharding = NamedSharding(Mesh(np.array(devs), ("member",)), PartitionSpec("member"))
-        out = program(
-            *(jax.device_put(jax.tree.map(lambda a: np.asarray(a)[idx], a), sharding) for a in args)
-        )
-        return jax.tree.map(lambda v: v[:n], to_host(out))
 
-    h0, h = run(descend, devices, gp.params, keys)
-    return run(finish, finish_devices(devices), gp.params, keys, h0, h)
-
-
-@functools.cache
-def _group_programs(model, task, fp_opts, topo, devices: tuple, member_batch):
-    """The two jitted population programs of :func:`analyze_group` (descend on ``devices``, finish on
-    ``finish_devices(devices)``), shared by every group of that model, task and settings."""
-    descend = partial(analyze_descend, model, task, fp_opts)
-    finish = partial(analyze_finish, model, task, fp_opts, topo)
-
-    def descend_member(params, raw_key):
-        return descend(params, jax.random.wrap_key_data(raw_key))
-
-    def finish_member(params, raw_key, h0, h):
-        return finish(params, jax.random.wrap_key_data(raw_key), h0, h)
-
-    def program(f, devs):
-        return population_program(f, Mesh(np.array(devs), ("member",)), member_batch)
-
-    return program(descend_member, devices), program(finish_member, finish_devices(devices))
+def run_pending(sweep: Sweep, run_dir: Path) -> bool:
+    """Whether a registered analysis's results of the whole run (``run_results``: ``lsa.npz``) are missing."""
+    return any(not store.intact(run_dir / f) for spec, _ in registered(sweep) for f in spec.run_results)
 
 
 def not_trained(run_dir: Path) -> dict[int, str]:
@@ -188,10 +132,13 @@ def not_trained(run_dir: Path) -> dict[int, str]:
     return dict(zip(bad["member"].tolist(), bad["status"].tolist()))
 
 
-def mask_members(arrays: dict[str, np.ndarray], bad: np.ndarray) -> dict[str, np.ndarray]:
+def mask_members(
+    arrays: dict[str, np.ndarray], bad: np.ndarray, dims: dict[str, tuple[str, ...]]
+) -> dict[str, np.ndarray]:
     """``arrays`` (``[members, ...]`` each, plus ``member``) with the rows of the members ``bad`` emptied:
     NaN (per-network counts such as ``n_fixed_points`` become float32 to hold it), False for masks
-    (no valid fixed point), 0 for per-point counts (``fp_n_unstable``: 0 where not valid).  A diverged
+    (no valid fixed point), 0 for per-point counts (``fp_n_unstable``: 0 where not valid; a
+    ``fixed_point`` axis in ``dims``, the declared dimensions).  A diverged
     member is frozen at finite weights, so its analysis runs and gives numbers: they describe no trained
     network."""
     bad = np.asarray(bad, bool)
@@ -201,7 +148,7 @@ def mask_members(arrays: dict[str, np.ndarray], bad: np.ndarray) -> dict[str, np
     for k, a in arrays.items():
         a = np.asarray(a)
         if k != "member":
-            per_point = "fixed_point" in store.DYNAMICS_DIMS.get(k, ())
+            per_point = "fixed_point" in dims.get(k, ())
             if a.dtype == np.bool_:
                 a = a & ~bad.reshape(-1, *[1] * (a.ndim - 1))
             elif per_point and np.issubdtype(a.dtype, np.integer):
@@ -220,84 +167,102 @@ def _nanmedian(a: np.ndarray, axis=None):
         return np.nanmedian(np.asarray(a, np.float64), axis=axis)
 
 
-def text_geometry(sweep: Sweep, gp: store.GroupParams, dynamics: dict) -> dict[str, np.ndarray]:
-    """[A]'s measures of each member of a classification group (``popdyn.geometry.network_geometry``),
-    plus ``word_deflection`` [members, V, state] — the mean ``h_t − h_{t−1}`` over the probe phrases'
-    steps reading each word — and ``speed`` [members, probes] — ``‖h − F(h, 0)‖`` at each probe phrase's
-    final state (slow where it is far below the deflections)."""
-    task, model = sweep.task, gp.model
-    x = task.probe_inputs
-    states = jax.jit(jax.vmap(model.states, (0, None)))(gp.params, x)  # [M, P, L, D]
-    zero = jnp.zeros((task.n_in,))  # x = 0: the cell's input (a corpus: the embedded input)
-    step = jax.vmap(jax.vmap(model.step, (None, 0, None)), (0, 0, None))  # members × probes
-    speed = np.asarray(
-        jnp.linalg.norm(step(gp.params["cell"], states[:, :, -1], zero) - states[:, :, -1], axis=-1)
-    )
-    states = np.asarray(states, np.float64)
-    words = np.asarray(x) if task.vocab else np.asarray(x).argmax(-1)  # [P, L] word ids
-    delta = np.diff(states, axis=2, prepend=0.0)  # h_0 = 0
-    n_words = len(reported_words(task))  # a corpus: its most common words (ids 2 …), padding excluded
-    first = 2 if task.vocab else 0
-    onehot = (words[..., None] == np.arange(first, first + n_words)).astype(np.float64)  # [P, L, W]
-    uses = np.maximum(onehot.sum(axis=(0, 1)), 1)
-    deflection = np.einsum("plv,mpld->mvd", onehot, delta) / uses[None, :, None]
-    readout = np.asarray(gp.params["readout"]["kernel"])
-    rows = [
-        network_geometry(states[m, :, -1], dynamics["fp_states"][m, 0], dynamics["fp_valid"][m, 0], readout[m],
-                         seed=sweep.seed)
-        for m in range(len(gp.member))
-    ]  # fmt: skip
-    out = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-    return out | {"word_deflection": deflection.astype(np.float32), "speed": speed.astype(np.float32)}
-
-
 def analyze_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Path:
-    """Analyse every finished group of a trained run that has no analysis yet (and, for text
-    classification, the dataset's LSA into ``lsa.npz``); return ``run_dir``."""
+    """Every registered analysis (:func:`registered`) of every finished group of a trained run that has
+    no results of it yet, and their results of the whole run (``lsa.npz``); return ``run_dir``."""
     run_dir = Path(run_dir)
-    _check_settings(run_dir, settings_dict(sweep))
     groups = store.load_params(run_dir)  # every group must be trained: RunDirError names the missing
-    for spec, options in registered(sweep):
-        _check_settings(run_dir, _plain_settings(options), spec.settings_file, legacy_ok=False)
-    if any((store.group_dir(run_dir, g) / store.TRAINING).exists() or store.has_snapshots(run_dir, g)
-           for g in groups):  # fmt: skip
-        _check_settings(run_dir, _plain_settings(sweep.record), store.RECORD_CONFIG, legacy_ok=False)
+    _record_settings(sweep, run_dir, list(groups))
     devices = jax.devices()[: sweep.devices] if sweep.devices else None
-    if sweep.task.classification and not store.intact(run_dir / store.LSA):
-        store.write_npz(run_dir / store.LSA, text_lsa(sweep))
-    record_run(sweep, run_dir, groups, progress)
+    todo = registered(sweep)
+    for spec, _ in todo:
+        for name, make in spec.run_results.items():
+            if not store.intact(run_dir / name):
+                store.write_npz(run_dir / name, make(sweep))
     skip = not_trained(run_dir)
-    network_analyses(sweep, run_dir, groups, progress, skip)
-    todo = [g for g in groups if not store.intact(store.group_dir(run_dir, g) / store.DYNAMICS)]
-    if not todo:
-        log.info("dynamics: every group already analysed")
-        return run_dir
-    bar = tqdm(todo, desc="dynamics", unit="group", disable=not progress)
-    for g in bar:
-        bar.set_postfix_str(f"{g} ({len(groups[g].member)} networks)")
-        out = analyze_group(sweep, groups[g], devices)
-        if sweep.task.classification:
-            out |= text_geometry(sweep, groups[g], out)
-        bad = np.isin(groups[g].member, list(skip))
-        out = store.trim_points(mask_members({**out, "member": groups[g].member}, bad))
-        store.write_npz(store.group_dir(run_dir, g) / store.DYNAMICS, out)
-        counts = out["n_fixed_points"]
-        log.info(
-            "%s: fixed points per condition median %s, stable %s%s",
-            g, _nanmedian(counts, axis=0).tolist(), _nanmedian(out["n_stable"], axis=0).tolist(),
-            _left_out(groups[g].member[bad], skip),
-        )  # fmt: skip
-        cut = out["fp_truncated"].any(axis=1)
-        if cut.any():
-            log.warning(
-                "%s: %d of %d networks found more distinct fixed points than dynamics.max_points = %d "
-                "(up to %d) and kept only the lowest-q %d: their sets are incomplete (fp_truncated); "
-                "raise dynamics.max_points to keep every point",
-                g, int(cut.sum()), len(cut), sweep.fixed_points.max_points, int(np.nanmax(out["fp_n_found"])),
-                sweep.fixed_points.max_points,
-            )  # fmt: skip
-    bar.close()
+    for spec, options in todo:
+        if spec.into is None:
+            riders = [(s, o) for s, o in todo if s.into == spec.name]
+            _analyse_groups(sweep, run_dir, groups, spec, options, riders, devices, skip, progress)
     return run_dir
+
+
+def _analyse_groups(sweep, run_dir, groups, spec, options, riders, devices, skip, progress) -> None:
+    """``spec`` (and the analyses stored ``into`` its file, ``riders``) of every group without its
+    results: computed, the members ``skip`` emptied (:func:`mask_members`; not for networks from a
+    ``source``, which are saved training steps), ``spec.finish``-ed and written with their dimensions."""
+    todo = [g for g in groups if spec.has_source(run_dir, g)
+            and not store.intact(store.group_dir(run_dir, g) / spec.file)]  # fmt: skip
+    bar = tqdm(todo, desc=spec.name, unit="group", disable=not progress)
+    for g in bar:
+        gp = groups[g] if spec.source is None else spec.source(run_dir, g, groups[g])
+        if gp is None:
+            continue
+        bar.set_postfix_str(f"{g} ({len(gp.member)} networks)")
+        dims = spec.dims_for(sweep.task)
+        out = _compute(sweep, spec, options, gp, devices, _needed(run_dir, g, spec))
+        for rider, rider_options in riders:
+            needed = _needed(run_dir, g, rider, computed={spec.name: out})
+            out |= _compute(sweep, rider, rider_options, gp, devices, needed)
+            dims |= rider.dims_for(sweep.task)
+        undeclared = sorted(set(out) - set(dims) - set(spec.file_only))
+        if undeclared:
+            raise ValueError(
+                f"analysis {spec.name!r} returned {undeclared} but declares the dimensions of {sorted(dims)} "
+                "only: declare every key's dimensions (`dims`), or it could not be loaded"
+            )
+        bad = np.isin(gp.member, list(skip)) if spec.source is None else np.zeros(len(gp.member), bool)
+        arrays = mask_members({**out, "member": np.asarray(gp.member)}, bad, {**dims, **spec.file_only})
+        arrays = spec.finish(arrays, {**dims, **spec.file_only})
+        coords = {k: np.asarray(v) for k, v in spec.coords(options, gp).items()}
+        labels = store.labels(spec.var_prefix, coords)  # with `dims`: all that store.load reads of it
+        stored = {k: dims[k] for k in arrays if k in dims}
+        store.write_npz(store.group_dir(run_dir, g) / spec.file, {**arrays, **coords, **labels}, dims=stored)
+        said = spec.summary(arrays, options) if spec.summary else f"{spec.name} of {len(gp.member)} networks"
+        log.info("%s: %s%s", g, said, _left_out(gp.member[bad], skip))
+    bar.close()
+
+
+def _compute(
+    sweep: Sweep, spec: analyses.Analysis, options, gp, devices, results: dict
+) -> dict[str, np.ndarray]:
+    """One analysis of one group: its group program, or its function of ONE network vmapped over the
+    members (one compiled program; ``inputs`` made once on the host, constants of the program)."""
+    if spec.group is not None:
+        out = spec.group(sweep, options, gp, devices, results)
+    else:
+        data = spec.inputs(sweep.task, options)
+        model, task = gp.model, sweep.task
+        if spec.needs:
+
+            def one(params, results):
+                return spec.network(model, task, options, params, data, results=results)
+
+            out = jax.jit(jax.vmap(one))(gp.params, results)
+        else:
+
+            def one(params):
+                return spec.network(model, task, options, params, data)
+
+            out = jax.jit(jax.vmap(one))(gp.params)
+        missing = sorted(set(spec.dims_for(task)) - set(out))
+        if missing:
+            raise ValueError(
+                f"analysis {spec.name!r} declares the dimensions of {missing} but did not return them"
+            )
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _needed(run_dir: Path, group: str, spec: analyses.Analysis, computed: dict | None = None) -> dict:
+    """The results of the group that ``spec`` needs: those just ``computed`` (the analysis it is stored
+    into), else read from their files (every per-member array, ``fp_states`` too)."""
+    out = {}
+    for name in spec.needs:
+        if computed and name in computed:
+            out[name] = computed[name]
+        else:
+            out[name] = store.read_results(store.group_dir(run_dir, group) / analyses.get(name).file)
+    return out
 
 
 def _left_out(members: np.ndarray, status: dict[int, str]) -> str:
@@ -306,87 +271,6 @@ def _left_out(members: np.ndarray, status: dict[int, str]) -> str:
         return ""
     names = ", ".join(f"{m} ({status[m]})" for m in members.tolist())
     return f"; {len(members)} not analysed (NaN, no trained network): {names}"
-
-
-def record_run(sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True) -> None:
-    """[R] through training: for every group with parameters saved during training
-    (``train.record_every``) and no ``training.npz`` yet, ``attractors.record_one`` of every member at
-    every saved step — one compiled program per group, vmapped over its members and run once per saved
-    step (vmapping the steps too would hold every step's Jacobians at once) — into
-    ``groups/<g>/training.npz``."""
-    todo = [g for g in groups if not store.intact(store.group_dir(run_dir, g) / store.TRAINING)]
-    todo = [(g, snaps) for g in todo if (snaps := store.load_snapshots(run_dir, g)) is not None]
-    for g, (steps, params, member) in tqdm(todo, desc="through training", unit="group", disable=not progress):
-        program = jax.jit(jax.vmap(partial(record_one, groups[g].model, sweep.task, sweep.record)))
-        per_step = [program(jax.tree.map(lambda a, i=i: a[i], params)) for i in range(len(steps))]
-        out = {
-            k: np.stack([np.asarray(o[k]) for o in per_step], axis=1) for k in per_step[0]
-        }  # [members, steps]
-        store.write_npz(store.group_dir(run_dir, g) / store.TRAINING,
-                        {**out, "member": member, "record_step": steps, "scale": np.array(sweep.record.scales)})  # fmt: skip
-        log.info(
-            "%s through training: %d saved steps; final spectral norm median %.3g, radius %.3g",
-            g, len(steps), float(np.median(out["spectral_norm"][:, -1])), float(np.median(out["spectral_radius"][:, -1])),
-        )  # fmt: skip
-
-
-def network_analyses(
-    sweep: Sweep, run_dir: Path, groups: dict, progress: bool = True, skip: dict[int, str] | None = None
-) -> None:
-    """Every registered per-network analysis (``popdyn.analyses``) the sweep computes, for every group
-    without its results yet: ``spec.network`` of ONE network vmapped over the group's members, one
-    compiled program per group, into ``groups/<g>/<name>.npz`` with its dimension names; NaN for the
-    members ``skip`` (:func:`not_trained`)."""
-    for spec, options in registered(sweep):
-        todo = [g for g in groups if not store.intact(store.group_dir(run_dir, g) / spec.file)]
-        data = spec.inputs(sweep.task, options) if todo else None
-        for g in tqdm(todo, desc=spec.name, unit="group", disable=not progress):
-            gp = groups[g]
-            def one(params, gp=gp, spec=spec, options=options, data=data):  # data: constants of the program
-                return spec.network(gp.model, sweep.task, options, params, data)
-
-            program = jax.jit(jax.vmap(one))
-            out = {k: np.asarray(v) for k, v in program(gp.params).items()}
-            if set(out) != set(spec.dims):
-                raise ValueError(
-                    f"analysis {spec.name!r} returned {sorted(out)} but declares the dimensions of {sorted(spec.dims)}"
-                )
-            bad = np.isin(gp.member, list(skip or {}))
-            out = mask_members({**out, "member": gp.member}, bad)
-            store.write_npz(store.group_dir(run_dir, g) / spec.file, out, dims=spec.dims)
-            said = spec.summary(out) if spec.summary else f"{spec.name} of {len(gp.member)} networks"
-            log.info("%s: %s%s", g, said, _left_out(gp.member[bad], skip or {}))
-
-
-def reported_words(task) -> tuple[str, ...]:
-    """The words the per-word results are given for: the whole vocabulary of a synthetic task; a
-    corpus's ``n_words`` most common (``<pad>`` and ``<unk>`` left out)."""
-    if not task.vocab:
-        return task.words
-    return task.words[2 : 2 + task.param("n_words")]
-
-
-def text_lsa(sweep: Sweep, phrases: int = 8192) -> dict[str, np.ndarray]:
-    """[A] §4: the LSA of the dataset's class × word count matrix, rank = number of classes — over
-    ``phrases`` phrases drawn from the config's seed (synthetic tasks), or a corpus's whole training split
-    (counts and word directions kept for :func:`reported_words`).  Also the reported ``words``."""
-    task = sweep.task
-    words = reported_words(task)
-    if task.vocab:
-        c = task.corpus
-        counts = np.stack(
-            [np.bincount(c.train_ids[t > 0].ravel(), minlength=task.vocab) for t in c.train_targets.T]
-        )
-        counts = counts.astype(np.float64)
-        counts[:, :2] = 0  # <pad>, <unk>
-    else:
-        inputs, targets = task.sample(member_key(sweep.seed, "lsa"), phrases)
-        counts = class_word_counts(inputs, targets)
-    out = lsa(counts, task.n_out)
-    first = 2 if task.vocab else 0
-    keep = slice(first, first + len(words))
-    return {"counts": counts[:, keep], "classes": out["classes"], "words": out["words"][keep],
-            "singular_values": out["singular_values"], "word": np.array(words)}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ similarity
@@ -433,7 +317,14 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     ``similarity.npz``; return ``run_dir``."""
     run_dir = Path(run_dir)
     opts = sweep.similarity
-    _check_settings(run_dir, _similarity_settings(sweep), store.SIMILARITY_CONFIG)
+    _check_settings(
+        run_dir,
+        _similarity_settings(sweep),
+        store.SIMILARITY_CONFIG,
+        "similarity",
+        store.SIMILARITY,
+        legacy_ok=True,
+    )
     groups = store.load_params(run_dir)
     path = run_dir / store.SIMILARITY
     if store.intact(path):

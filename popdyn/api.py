@@ -7,7 +7,7 @@ did not train.
 - :func:`compare`: every similarity metric between arrays of states you bring (recorded neurons, another
   framework's hidden states; any widths), through the same blocked all-pairs programs a run uses, with the
   MDS embeddings and, given labels, the PERMANOVA and nearest-neighbour statistics of [U]'s question.
-- :func:`fixed_points`: popdyn's fixed-point finder (:mod:`popdyn.dynamics`) for any JAX step function
+- :func:`fixed_points`: popdyn's fixed-point finder (:mod:`popdyn.analyses.dynamics`) for any JAX step function
   ``h' = step(params, h, x)`` — a PyTorch GRU's weights as NumPy arrays, say (README, "Your own networks").
 
 They are also ``popdyn.run``, ``popdyn.compare``, ``popdyn.fixed_points`` and ``popdyn.compose``.
@@ -240,19 +240,19 @@ def _prepare(arrays: list[np.ndarray], opts, metrics) -> dict:
 # ------------------------------------------------------------------------------------------ fixed points
 def fixed_points(step, params, x_star, states, key=None, **options):
     """Fixed points of ``h ↦ step(params, h, x_star)`` for any JAX step function, with their Jacobians,
-    eigenvalues and eigenvectors (:class:`popdyn.dynamics.FixedPoints`, arrays over ``max_points`` slots
+    eigenvalues and eigenvectors (:class:`popdyn.analyses.dynamics.FixedPoints`, arrays over ``max_points`` slots
     of which ``valid`` are found points, lowest ``q = ½‖F(h) − h‖²`` first).
 
     ``states [n, D]``: where the search starts — states your network visits (e.g. its hidden states over a
     batch of trials, flattened over time).  With ``key`` (a ``jax.random`` key), ``n_initial`` of them are
     drawn and perturbed by Gaussian noise of std ``noise``, as a popdyn run does; without, they are used as
-    given.  ``options``: :class:`popdyn.dynamics.FixedPointOptions` fields (``steps``, ``q_tol``,
+    given.  ``options``: :class:`popdyn.analyses.dynamics.FixedPointOptions` fields (``steps``, ``q_tol``,
     ``unique_tol``, ``max_points``, …).  Pure and fixed-shape: ``jax.vmap`` it over a stack of ``params``
     (``in_axes=(None, 0, None, None)`` with ``functools.partial`` for the step)."""
     import jax
     import jax.numpy as jnp
 
-    from popdyn.dynamics import FixedPointOptions, find_fixed_points
+    from popdyn.analyses.dynamics import FixedPointOptions, find_fixed_points
 
     allowed = FixedPointOptions.__dataclass_fields__
     for k in options:

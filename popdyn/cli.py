@@ -182,10 +182,8 @@ def analyze(cfg: DictConfig) -> Path:
     try:
         config = store.read_config(run_dir)
         for section, recorded in (
-            ("dynamics", store.DYNAMICS_CONFIG),
             ("similarity", store.SIMILARITY_CONFIG),
-            ("record", store.RECORD_CONFIG),
-            *((name, f"{name}.yaml") for name in analyses.names()),
+            *((a.name, a.settings_file) for a in analyses.in_order() if a.settings_file is not None),
         ):
             given = OmegaConf.to_container(cfg[section], resolve=True) if section in cfg else {}
             settings = dict(config.get(section) or given)

@@ -16,9 +16,9 @@ from typing import Any
 
 from popdyn import analyses, cells
 from popdyn import similarity as similarity_metrics
-from popdyn.attractors import RecordOptions
+from popdyn.analyses.dynamics import FixedPointOptions, TopologyOptions
+from popdyn.analyses.record import RecordOptions
 from popdyn.cells import ACTIVATIONS
-from popdyn.dynamics import FixedPointOptions, TopologyOptions
 from popdyn.population import HPARAM_NAMES, SEARCH_SPACE, Grid, Group, shard_of_groups
 from popdyn.similarity import SimilarityOptions
 from popdyn.tasks import Task, TaskError, make_task
@@ -363,7 +363,11 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         num_shards=num_shards,
         record_every=record_every,
         record=_record(cfg.get("record") or {}, task),
-        analyses={name: _analysis(analyses.get(name), cfg.get(name), task) for name in analyses.names()},
+        analyses={
+            name: _analysis(analyses.get(name), cfg.get(name), task)
+            for name in analyses.names()
+            if analyses.get(name).options_of is None
+        },  # the others: sections parsed above
     )
 
 
@@ -396,7 +400,7 @@ def _analysis(spec: analyses.Analysis, value: Any, task: Task):
 
 
 def _record(value: Any, task: Task) -> RecordOptions:
-    """The ``record`` section: :class:`~popdyn.attractors.RecordOptions` fields, by name."""
+    """The ``record`` section: :class:`~popdyn.analyses.record.RecordOptions` fields, by name."""
     out = _section("record", value, RecordOptions)
     x = out.get("x_const")
     if x is not None:

@@ -617,7 +617,7 @@ def text_manifold(
 def readout_angles(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     """[A] Fig. 8: the pairwise angles between each network's readout vectors, per architecture, against
     the regular simplex's arccos(−1/(N−1)); and each network's subspace fraction Λ (eq. 12)."""
-    from popdyn.geometry import simplex_angle
+    from popdyn.analyses.geometry import simplex_angle
 
     ok = _trained(ds)
     n = ds.sizes["output"]
@@ -1070,7 +1070,7 @@ def primary_eigenvalues(
     fp_states: np.ndarray,
     burn_in: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sine, per condition, the fixed point ``popdyn.dynamics`` reads the oscillation from — the valid point
+    """Sine, per condition, the fixed point ``popdyn.analyses.dynamics`` reads the oscillation from — the valid point
     nearest the orbit's centre (the mean state of probe c after the fraction ``burn_in`` of the trial) —
     and its primary oscillatory eigenvalue, the complex one of largest modulus: (point index [C] or −1,
     eigenvalue [C], NaN where there is none)."""
@@ -1472,7 +1472,7 @@ def _jobs(run_dir: Path) -> dict:
         jobs["contractivity_training"] = partial(contractivity_training, ds)
         jobs["loss_line"] = partial(loss_line, ds)
     for spec in analyses.REGISTRY.values():  # each registered per-network analysis's own figures
-        if any((spec.name if k == spec.name else f"{spec.name}_{k}") in ds for k in spec.dims):
+        if spec.figures and any(v in ds for v in spec.variables()):
             jobs |= {name: partial(draw, ds) for name, draw in spec.figures.items()}
     if "sine_frequency" in ds:
         jobs["sine_frequency"] = partial(sine_frequency, ds)

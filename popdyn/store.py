@@ -69,7 +69,7 @@ SIMILARITY = "similarity.npz"
 SIMILARITY_CONFIG = "similarity.yaml"
 LSA = "lsa.npz"  # text classification: the dataset's class × word counts and their LSA
 SNAPSHOT = "snapshot-{step:08d}.npz"  # parameters saved during training (train.record_every)
-TRAINING = "training.npz"  # [R]'s measurements at every saved step (popdyn.analysis.record_run)
+TRAINING = "training.npz"  # [R]'s measurements at every saved step (popdyn.analyses.record)
 MEMORY = "memory.npz"  # [V]'s memory curves (popdyn.analyses.memory)
 MEMORY_CONFIG = "memory.yaml"  # the memory.* settings memory.npz was made with
 RECORD_CONFIG = "record.yaml"  # the record.* settings training.npz was made with
@@ -997,9 +997,11 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
     ds = xr.Dataset(data, coords={"member": frame["member"].to_numpy(), "step": steps, **coords})
     ds.attrs.update(task=config["task"]["name"], run_dir=str(run_dir))
     groups = list(dict.fromkeys(frame["group"]))
+    variables, coordinates = _analyses(run_dir, groups, frame["member"].to_numpy())
+    ds = ds.assign(variables).assign_coords(coordinates)
+    if "n_fixed_points" in ds:  # [U] §3.1: the fixed-point counts' modal set
+        ds = ds.assign(topology_ok=_topology_ok(ds.n_fixed_points.values, ds.status.to_numpy() != TRAINED))
     if all((group_dir(run_dir, g) / DYNAMICS).exists() for g in groups):
-        excluded = ds.status.to_numpy() != TRAINED
-        ds = ds.assign(_dynamics(run_dir, groups, frame["member"].to_numpy(), excluded))
         if (run_dir / LSA).exists():  # text tasks: the dataset's LSA, and the words of the per-word results
             lsa = _lsa(run_dir)
             ds = ds.assign_coords(word=lsa.pop("word")).assign(lsa)
@@ -1007,11 +1009,8 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
             ds = ds.assign_coords(word=description(run_dir)["words"])
         coords = description(run_dir).get("conditions") or {}  # the task's condition coordinates (sine: ω)
         ds = ds.assign_coords({k: ("condition", np.asarray(c["values"], c["dtype"])) for k, c in coords.items()})  # fmt: skip
-    ds = ds.assign(_labelled(run_dir, groups))
     if "memory" not in ds and all((group_dir(run_dir, g) / MEMORY).exists() for g in groups):
         ds = ds.assign(_memory(run_dir, groups))  # written before memory.npz named its dimensions
-    if all((group_dir(run_dir, g) / TRAINING).exists() for g in groups):
-        ds = ds.assign(_training(run_dir, groups)).assign_coords(_training_coords(run_dir, groups[0]))
     if (run_dir / SIMILARITY).exists():
         ds = ds.assign(_similarity_of_members(run_dir, frame["member"].to_numpy()))
         ds = ds.assign_coords(member_to=ds.member.values)
@@ -1107,60 +1106,41 @@ def load_similarity(run_dir: str | Path) -> xr.Dataset:
     return ds
 
 
-# dimensions after `member` of each analysis array (groups/<g>/dynamics.npz); fp_states stays in the files
-DYNAMICS_DIMS = {
-    "n_fixed_points": ("condition",),
-    "n_stable": ("condition",),
-    "fp_q": ("condition", "fixed_point"),
-    "fp_valid": ("condition", "fixed_point"),
-    "fp_n_unstable": ("condition", "fixed_point"),
-    "fp_readout": ("condition", "fixed_point", "output"),
-    "fp_eigenvalues": ("condition", "fixed_point", "mode"),
-    "fp_n_found": ("condition",),
-    "fp_truncated": ("condition",),
-    "transition": ("fixed_point", "fixed_point_to"),
-    "sine_frequency": ("condition",),
-    "sine_modulus": ("condition",),
-    "sine_graph": ("condition", "condition_to"),
-    "cdi_graph": ("condition", "node", "node_to"),
-    "cdi_spectrum": ("condition", "mode"),
-    "cdi_response": ("condition", "mode"),
-    # text classification ([A], popdyn.analysis.text_geometry)
-    **dict.fromkeys(
-        [f"{s}_{m}" for s in ("hidden", "fp") for m in ("var95", "var_classes", "pr")]
-        + ["hidden_local_pr", "hidden_mle", "hidden_corr_dim", "subspace_fraction"],
-        (),
-    ),
-    "readout_norm": ("output",),
-    "readout_angle": ("output", "output_to"),
-    "fp_time_constants": ("condition", "fixed_point", "mode"),
-    "fp_mode_overlap": ("condition", "fixed_point", "mode"),
-    "word_deflection": ("word", "state"),
-    "speed": ("probe",),
-}
+PREFIX_KEY = "_prefix"  # in an analysis's npz: its variables in `load` are <prefix>_<key> ("": the keys)
+COORDS_KEY = "_coords"  # in an analysis's npz: JSON list of its keys that are coordinates, not per member
 
 
-FILE_ONLY_DIMS = {"fp_states": ("condition", "fixed_point", "state")}  # in dynamics.npz, not in load
+def labels(prefix: str, coords) -> dict[str, np.ndarray]:
+    """What an analysis's npz stores beside its arrays and ``_dims`` so that :func:`load` needs no table
+    of it: the prefix of its variables and which keys are coordinates (``record_step``)."""
+    return {PREFIX_KEY: np.array(prefix), COORDS_KEY: np.array(json.dumps(list(coords)))}
 
 
-def trim_points(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A group's analysis with every ``fixed_point`` axis cut to the most valid points any member has at
-    any condition (valid points come first in every slot order), at least one: the arrays are sized for
-    ``max_points`` slots, most of them empty."""
-    if "fp_valid" not in arrays:
-        return arrays
-    keep = max(1, int(np.asarray(arrays["fp_valid"]).sum(axis=-1).max(initial=0)))
-    dims = DYNAMICS_DIMS | FILE_ONLY_DIMS
-    out = {}
-    for k, a in arrays.items():
-        if "fixed_point" in dims.get(k, ()):
-            cut = [slice(None)] * a.ndim
-            for i, d in enumerate(dims[k]):
-                if d in ("fixed_point", "fixed_point_to"):
-                    cut[i + 1] = slice(0, keep)
-            a = a[tuple(cut)]
-        out[k] = a
-    return out
+# Reading files written before analyses named their dimensions (no `_dims`) — only for those old files:
+# {file: (prefix, {key: dimensions after `member`}, coordinate keys)}; keys not listed were never loaded.
+LEGACY_FILES = {
+    DYNAMICS: ("", {
+        "n_fixed_points": ("condition",), "n_stable": ("condition",), "fp_q": ("condition", "fixed_point"),
+        "fp_valid": ("condition", "fixed_point"), "fp_n_unstable": ("condition", "fixed_point"),
+        "fp_readout": ("condition", "fixed_point", "output"), "fp_eigenvalues": ("condition", "fixed_point", "mode"),
+        "fp_n_found": ("condition",), "fp_truncated": ("condition",),
+        "transition": ("fixed_point", "fixed_point_to"), "sine_frequency": ("condition",),
+        "sine_modulus": ("condition",), "sine_graph": ("condition", "condition_to"),
+        "cdi_graph": ("condition", "node", "node_to"), "cdi_spectrum": ("condition", "mode"),
+        "cdi_response": ("condition", "mode"),
+        **dict.fromkeys([f"{s}_{m}" for s in ("hidden", "fp") for m in ("var95", "var_classes", "pr")]
+                        + ["hidden_local_pr", "hidden_mle", "hidden_corr_dim", "subspace_fraction"], ()),
+        "readout_norm": ("output",), "readout_angle": ("output", "output_to"),
+        "fp_time_constants": ("condition", "fixed_point", "mode"),
+        "fp_mode_overlap": ("condition", "fixed_point", "mode"), "word_deflection": ("word", "state"),
+        "speed": ("probe",),
+    }, ()),
+    TRAINING: ("", {
+        "bif_y": ("record_step", "bif_t", "output"), "bif_dy": ("record_step", "bif_t", "output"),
+        "spectral_radius": ("record_step",), "spectral_norm": ("record_step",),
+        "loss_line": ("record_step", "scale"),
+    }, ("record_step", "scale")),
+}  # fmt: skip
 
 
 def _fill(dtype: np.dtype):
@@ -1185,104 +1165,100 @@ def _pad(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _dynamics(run_dir: Path, groups: list[str], members: np.ndarray, excluded: np.ndarray) -> dict:
-    """The analysis arrays of every group, in ``members`` order, plus ``topology_ok`` (never for the
-    members ``excluded``: diverged or exploded, whose analyses are NaN)."""
-    parts: dict[str, list] = {}
-    ids = []
-    for g in groups:
-        path = group_dir(run_dir, g) / DYNAMICS
-        try:
-            with np.load(verify(path)) as z:
-                ids.append(z["member"])
-                for k in z.files:
-                    if k in DYNAMICS_DIMS:
-                        parts.setdefault(k, []).append(z[k])
-        except UNREADABLE as e:
-            raise RunDirError(f"dynamics of group {g} in {run_dir} are unreadable ({path}: {e})") from None
-    ids = np.concatenate(ids)
-    if sorted(ids.tolist()) != sorted(members.tolist()):
-        raise RunDirError(f"{run_dir}: the members of groups/*/{DYNAMICS} do not match members.csv")
-    order = np.argsort(ids)  # `members` is sorted
-    out = {k: (("member", *DYNAMICS_DIMS[k]), _pad(v)[order]) for k, v in parts.items()}
-    # [U] §3.1: networks whose fixed-point count differs from the modal count are set aside
-    counts = out["n_fixed_points"][1][:, 0]
+def _read_analysis(path: Path):
+    """One analysis file: ``(prefix, {key: dims}, {key: array}, coordinate keys)`` from the names stored
+    in it (``_dims``, ``_prefix``, ``_coords``), or from :data:`LEGACY_FILES` for an old file that has
+    none; None for an old file that table does not know."""
+    try:
+        with np.load(verify(path)) as z:
+            arrays = {k: z[k] for k in z.files}
+    except UNREADABLE as e:
+        raise RunDirError(f"{path} is unreadable ({e}); remove it and run scripts/analyze.py again") from None
+    try:
+        if DIMS_KEY in arrays:
+            dims = {k: tuple(v) for k, v in json.loads(str(arrays[DIMS_KEY])).items()}
+            prefix = str(arrays[PREFIX_KEY]) if PREFIX_KEY in arrays else path.stem
+            coords = tuple(json.loads(str(arrays[COORDS_KEY]))) if COORDS_KEY in arrays else ()
+        elif path.name in LEGACY_FILES:
+            prefix, dims, coords = LEGACY_FILES[path.name]
+        else:
+            return None
+        arrays["member"]  # noqa: B018  (a KeyError names what is missing)
+    except (KeyError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{path} is unreadable ({e}); remove it and run scripts/analyze.py again") from None
+    return prefix, {k: d for k, d in dims.items() if k in arrays}, arrays, coords
+
+
+def read_results(path: Path) -> dict[str, np.ndarray]:
+    """Every per-member array of one group's analysis file (those not loaded, ``fp_states``, too): what
+    an analysis that ``needs`` it receives."""
+    got = _read_analysis(path)
+    if got is None:
+        with np.load(verify(path)) as z:
+            return {k: z[k] for k in z.files if k != "member" and not k.startswith("_")}
+    _, _, arrays, coords = got
+    return {k: a for k, a in arrays.items() if k != "member" and not k.startswith("_") and k not in coords}
+
+
+def _analysis_files(run_dir: Path, group: str) -> list[str]:
+    """The analysis files of a group: every npz but its training files and snapshots (``_dims`` in it,
+    or an old one :data:`LEGACY_FILES` or :func:`_memory` reads)."""
+    return [p.name for p in sorted(group_dir(run_dir, group).glob("*.npz"))
+            if p.name not in TRAINING_FILES and not p.name.startswith("snapshot-")]  # fmt: skip
+
+
+def _analyses(run_dir: Path, groups: list[str], members: np.ndarray) -> tuple[dict, dict]:
+    """Every per-group analysis file present for every group (``popdyn.analysis`` writes them, each
+    naming its dimensions), as variables over ``member`` then its stored dimensions, in ``members``
+    order (sorted): each key as ``<prefix>_<key>`` (``<prefix>`` for the key named like it; the stored
+    prefix, else the file's name); trailing axes that differ between groups padded (:func:`_fill`).
+    Also the coordinates the files store (``record_step``, ``scale``), from the first group."""
+    variables, coordinates = {}, {}
+    for name in _analysis_files(run_dir, groups[0]):
+        paths = [group_dir(run_dir, g) / name for g in groups]
+        if not all(p.exists() for p in paths):
+            continue
+        parts = [_read_analysis(p) for p in paths]
+        if parts[0] is None:
+            continue
+        prefix, dims, first, coords = parts[0]
+        ids = np.concatenate([p[2]["member"] for p in parts])
+        if sorted(ids.tolist()) != sorted(members.tolist()):
+            raise RunDirError(f"{run_dir}: the members of groups/*/{name} do not match members.csv")
+        order = np.argsort(ids)
+        for key, d in dims.items():
+            var = key if not prefix else prefix if key == prefix else f"{prefix}_{key}"
+            variables[var] = (("member", *d), _pad([p[2][key] for p in parts])[order])
+        coordinates |= {c: first[c] for c in coords}
+    return variables, coordinates
+
+
+def _topology_ok(n_fixed_points: np.ndarray, excluded: np.ndarray) -> tuple:
+    """[U] §3.1: networks whose fixed-point count (at the first condition) differs from the modal count
+    are set aside; never the members ``excluded`` (diverged or exploded, whose analyses are NaN)."""
+    counts = n_fixed_points[:, 0]
     counted = ~excluded & np.isfinite(counts)
     values, freq = np.unique(counts[counted], return_counts=True)
     modal = values[np.argmax(freq)] if len(values) else -1
-    out["topology_ok"] = ("member", (counts == modal) & counted)
-    return out
-
-
-# [R]'s measurements through training (groups/<g>/training.npz), dimensions after `member`
-TRAINING_DIMS = {
-    "bif_y": ("record_step", "bif_t", "output"),
-    "bif_dy": ("record_step", "bif_t", "output"),
-    "spectral_radius": ("record_step",),
-    "spectral_norm": ("record_step",),
-    "loss_line": ("record_step", "scale"),
-}
-
-
-def _read_training(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(verify(path)) as z:
-            return {k: z[k] for k in z.files}
-    except UNREADABLE as e:
-        raise RunDirError(f"{path} is unreadable ({e}); remove it and run scripts/analyze.py again") from None
-
-
-def _training(run_dir: Path, groups: list[str]) -> dict:
-    parts: dict[str, list] = {}
-    ids = []
-    for g in groups:
-        z = _read_training(group_dir(run_dir, g) / TRAINING)
-        ids.append(z["member"])
-        for k in TRAINING_DIMS:
-            parts.setdefault(k, []).append(z[k])
-    order = np.argsort(np.concatenate(ids))
-    return {k: (("member", *TRAINING_DIMS[k]), np.concatenate(v)[order]) for k, v in parts.items()}
+    return ("member", (counts == modal) & counted)
 
 
 def _memory(run_dir: Path, groups: list[str]) -> dict:
-    """``memory`` (member × delay, Σσ) and ``memory_singular_values`` (member × delay × rank, NaN-padded
-    where ranks differ between groups)."""
+    """An old ``memory.npz`` (before it named its dimensions): ``memory`` (member × delay, Σσ) and
+    ``memory_singular_values`` (member × delay × rank, NaN-padded where ranks differ between groups)."""
     svs, ids = [], []
     for g in groups:
-        z = _read_training(group_dir(run_dir, g) / MEMORY)
-        svs.append(z["singular_values"])
-        ids.append(z["member"])
+        path = group_dir(run_dir, g) / MEMORY
+        try:
+            with np.load(verify(path)) as z:
+                svs.append(z["singular_values"])
+                ids.append(z["member"])
+        except UNREADABLE as e:
+            why = f"{path} is unreadable ({e}); remove it and run scripts/analyze.py again"
+            raise RunDirError(why) from None
     sv = _pad(svs)[np.argsort(np.concatenate(ids))]
     return {"memory": (("member", "delay"), np.nansum(sv, axis=-1)),
             "memory_singular_values": (("member", "delay", "rank"), sv)}  # fmt: skip
-
-
-def _labelled(run_dir: Path, groups: list[str]) -> dict:
-    """Every per-group analysis file that names its dimensions (``groups/<g>/<name>.npz`` written by
-    ``popdyn.analysis.network_analyses``), present for every group: each key as ``<name>_<key>``
-    (``<name>`` for the key named like the file), over ``member`` then its stored dimensions, in member
-    order; trailing axes that differ between groups padded with NaN."""
-    first = group_dir(run_dir, groups[0])
-    names = [p.stem for p in sorted(first.glob("*.npz")) if p.name not in (*TRAINING_FILES, DYNAMICS, TRAINING)
-             and not p.name.startswith("snapshot-") and is_labelled(p)]  # fmt: skip
-    out = {}
-    for name in names:
-        paths = [group_dir(run_dir, g) / f"{name}.npz" for g in groups]
-        if not all(p.exists() for p in paths):
-            continue
-        parts = [read_labelled(p) for p in paths]
-        order = np.argsort(np.concatenate([p["member"][1] for p in parts]))
-        for key, (dims, _) in parts[0].items():
-            if key == "member":
-                continue
-            var = name if key == name else f"{name}_{key}"
-            out[var] = (("member", *dims), _pad([p[key][1] for p in parts])[order])
-    return out
-
-
-def _training_coords(run_dir: Path, group: str) -> dict:
-    z = _read_training(group_dir(run_dir, group) / TRAINING)
-    return {"record_step": z["record_step"], "scale": z["scale"]}
 
 
 class GroupParams(NamedTuple):

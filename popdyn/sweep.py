@@ -290,15 +290,9 @@ def finished(sweep: Sweep, run_dir: Path) -> bool:
         return False
     if not sweep.analyze:
         return True
-    for g in sweep.groups:
-        gdir = store.group_dir(run_dir, g.name)
-        if not store.intact(gdir / store.DYNAMICS):
-            return False
-        if any(not store.intact(gdir / spec.file) for spec, _ in analysis.registered(sweep)):
-            return False
-        if store.has_snapshots(run_dir, g.name) and not store.intact(gdir / store.TRAINING):
-            return False
-    if sweep.task.classification and not store.intact(run_dir / store.LSA):
+    if analysis.run_pending(sweep, run_dir) or any(
+        analysis.pending(sweep, run_dir, g.name) for g in sweep.groups
+    ):
         return False
     return sweep.num_shards > 1 or (store.intact(run_dir / store.SIMILARITY) and not figures.missing(run_dir))
 

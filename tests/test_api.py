@@ -163,8 +163,9 @@ def test_fixed_points_refuses_unknown_options_and_shapes():
 
 # ------------------------------------------------------------------------------------------ run
 def test_compose_gives_the_cli_config_and_names_bad_values():
-    from tests.test_sweep import config
     from omegaconf import OmegaConf
+
+    from tests.test_sweep import config
 
     got = popdyn.compose("tiny", ["train.steps=30"])
     assert got.pop("hydra_run_dir") == "results/tiny/flipflop/train.steps=30"  # the CLI's run directory
@@ -220,10 +221,10 @@ def _field_defaults(options: type) -> dict:
 def test_one_source_of_defaults_for_the_cli_the_api_and_the_dataclasses():
     """conf/config.yaml's values are the settings dataclasses' defaults, and a partial dict given to
     ``build_sweep`` gets the command line's values for everything it leaves out."""
-    from popdyn.attractors import RecordOptions
+    from popdyn.analyses.dynamics import FixedPointOptions, TopologyOptions
+    from popdyn.analyses.memory import MemoryOptions
+    from popdyn.analyses.record import RecordOptions
     from popdyn.config import HPARAM_DEFAULTS, build_sweep
-    from popdyn.dynamics import FixedPointOptions, TopologyOptions
-    from popdyn.memory import MemoryOptions
     from popdyn.similarity import SimilarityOptions
     from popdyn.train import TrainSettings
     from tests.test_sweep import config

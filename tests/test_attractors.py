@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from popdyn.attractors import (
+from popdyn.analyses.record import (
     CLASSES,
     SLSTM_RECURRENT_CAPS,
     SYMBOLS,

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from popdyn.dynamics import (
+from popdyn.analyses.dynamics import (
     FixedPointOptions,
     FixedPoints,
     TopologyOptions,
@@ -330,7 +330,7 @@ def test_a_singular_newton_system_skips_that_point_only(xla, monkeypatch):
     points' Newton steps are skipped; the others' are kept, and the one fixed point h* = (I − A)⁻¹ b is
     found to float precision from an Adam descent far too short to reach it (Newton on a linear map is
     exact in one step).  Both solvers: the host's (CPU) and XLA's (GPU)."""
-    import popdyn.dynamics as dyn
+    import popdyn.analyses.dynamics as dyn
 
     monkeypatch.setattr(dyn, "_xla_solve", lambda: xla)
     a = np.array([[0.5, 0.2], [-0.1, 0.3]], np.float32)

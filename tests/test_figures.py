@@ -320,7 +320,7 @@ def test_state_figures_of_sine_and_cdi_are_reproducible(task, monkeypatch, tmp_p
 
 
 def test_primary_eigenvalue_is_read_at_the_point_nearest_the_orbit_centre():
-    """As popdyn.dynamics._oscillation: the valid point nearest the mean late state, and there the complex
+    """As popdyn.analyses.dynamics._oscillation: the valid point nearest the mean late state, and there the complex
     eigenvalue of largest modulus (real ones and invalid points never chosen)."""
     states = np.zeros((2, 10, 2))
     states[1] += 1.0  # orbit centres (0, 0) and (1, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from popdyn import geometry
+from popdyn.analyses import geometry
 
 RNG = np.random.default_rng(0)
 

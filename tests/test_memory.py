@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from popdyn import memory
+from popdyn.analyses import memory
 from popdyn.model import Model
 from popdyn.tasks.repetition import sample_repetition
 

@@ -25,7 +25,7 @@ from popdyn.similarity import (
     svcca,
     topology_distances,
 )
-from tests.test_outside import registered
+from tests.test_outside import _mean_block, registered
 
 OPTS = SimilarityOptions()
 
@@ -203,7 +203,7 @@ def _flipflop_analysis(widths: tuple[float, ...]):
 
     import jax
 
-    from popdyn.dynamics import FixedPointOptions, TopologyOptions, analyze_one
+    from popdyn.analyses.dynamics import FixedPointOptions, TopologyOptions, analyze_one
     from popdyn.model import Model
     from popdyn.tasks import make_task
     from tests.test_dynamics import saturation_root

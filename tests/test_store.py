@@ -282,6 +282,7 @@ def test_analysis_advice_names_analyze_and_it_recomputes(trained, tmp_path, monk
     """A truncated analysis file: the error says to run scripts/analyze.py; it recomputes that file (and
     never reports success on a directory whose files fail their check)."""
     from popdyn import analysis
+    from popdyn.analyses import dynamics
 
     s, run, gdir = _copy(trained, tmp_path)
     path = gdir / store.DYNAMICS
@@ -299,7 +300,7 @@ def test_analysis_advice_names_analyze_and_it_recomputes(trained, tmp_path, monk
             "fp_truncated": np.zeros((n, 1), bool),
         }
 
-    monkeypatch.setattr(analysis, "analyze_group", fake_group)
+    monkeypatch.setattr(dynamics, "analyze_group", fake_group)
     monkeypatch.setattr(analysis, "compare_run", lambda sweep, run_dir, progress=True: run_dir)
     cli.analyze(_analyze_cfg(run))
     assert calls == [[0]] and (store.load(run).n_fixed_points == 2).all()

@@ -374,8 +374,7 @@ def test_group_analysis_over_two_devices_equals_each_member_alone(tiny_run):
     """The sharded descent + one-device finish of ``analyze_group`` is ``analyze_one`` per member."""
     from functools import partial
 
-    from popdyn.analysis import analyze_group, member_keys
-    from popdyn.dynamics import analyze_one
+    from popdyn.analyses.dynamics import analyze_group, analyze_one, member_keys
 
     s = build_sweep(store.read_config(tiny_run))
     gp = store.load_params(tiny_run)["gru-tanh-8"]
@@ -388,7 +387,7 @@ def test_group_analysis_over_two_devices_equals_each_member_alone(tiny_run):
         for k in ("fp_states", "fp_valid", "fp_n_unstable", "transition"):
             np.testing.assert_allclose(group[k][i], np.asarray(alone[k]), rtol=1e-4, atol=1e-5, err_msg=k)
     # a second group of the same kind reuses the compiled programs (compiling them takes seconds)
-    from popdyn.analysis import _group_programs
+    from popdyn.analyses.dynamics import _group_programs
 
     programs = _group_programs(
         gp.model, s.task, s.fixed_points, s.topology, tuple(jax.devices()), s.member_batch

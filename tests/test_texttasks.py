@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from popdyn import geometry, store
+from popdyn import store
+from popdyn.analyses import geometry
+from popdyn.analyses.dynamics import FixedPointOptions, TopologyOptions, analyze_one
 from popdyn.config import ConfigError, build_sweep
-from popdyn.dynamics import FixedPointOptions, TopologyOptions, analyze_one
 from popdyn.model import Model
 from popdyn.population import HParams
 from popdyn.tasks import TaskError, make_task

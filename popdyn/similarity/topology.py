@@ -1,5 +1,5 @@
 """Topology distances ([U] §3.1–3.3, SPEC §4): Euclidean distances between each network's fixed-point
-graph from ``popdyn.dynamics``, ``d(a, b) = ‖g_a − g_b‖`` over the entries both graphs define.
+graph from ``popdyn.analyses.dynamics``, ``d(a, b) = ‖g_a − g_b‖`` over the entries both graphs define.
 
 Defined for every network whatever its number of fixed points (``similarity.topology=grouped``):
 flip-flop transition probabilities between memory states — the stable points grouped by the corner

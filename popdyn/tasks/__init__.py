@@ -160,7 +160,9 @@ class TaskSpec:
     Hooks of the analyses and figures (``None``: that analysis or figure is not made for the task):
 
     - ``topology(task, fps, states, probe_states, topo, cell)`` → dict of extra per-network arrays
-      (``popdyn.dynamics.analyze_one``); ``vectors`` says whether it needs the fixed points' eigenvectors.
+      (``popdyn.analyses.dynamics.analyze_one``); ``vectors`` says whether it needs the fixed points'
+      eigenvectors; ``topology_dims`` names each array's dimensions after ``member`` (stored in
+      dynamics.npz, read back by ``store.load``).
     - ``topology_graph(ds, rule, ok)`` → ``(flat [P, E], ok [P])``: each network's fixed-point graph as a
       flat vector (NaN: undefined there) from ``store.load``'s Dataset, and which networks of ``ok`` it
       compares under ``similarity.topology=rule`` (``"grouped"`` or ``"modal"``); ``None``: no
@@ -177,6 +179,7 @@ class TaskSpec:
     names: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     topology: ClassVar[Any] = None
+    topology_dims: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     condition_coords: ClassVar[Any] = None
     vectors: ClassVar[bool] = False
     topology_graph: ClassVar[Any] = None

@@ -22,6 +22,11 @@ from popdyn.tasks import Task, TaskSpec, register
 class ContextIntegration(TaskSpec):
     names = ("cdi",)
     defaults = {"cdi": {"K": 2, "T": 30, "n_probe": 8, "probe_seed": 0}}
+    topology_dims = {
+        "cdi_graph": ("condition", "node", "node_to"),
+        "cdi_spectrum": ("condition", "mode"),
+        "cdi_response": ("condition", "mode"),
+    }
     state_style = "context"
     vectors = True  # mode_overlap, linear_response
 
@@ -52,7 +57,7 @@ class ContextIntegration(TaskSpec):
     def topology(model, task, params, fps, topo, key):
         """[U] Fig. 3: each context's nearest-neighbour graph of its points, mean |λ| spectrum and the
         readout's linear response along the attractor."""
-        from popdyn.dynamics import _nn_graph, linear_response
+        from popdyn.analyses.dynamics import _nn_graph, linear_response
 
         out = {}
         n_ctx = task.x_star.shape[0]

@@ -24,6 +24,7 @@ class FlipFlop(TaskSpec):
     defaults = {
         "flipflop": {"K": 3, "T": 100, "p": 0.05, "initial_pulse": True, "n_probe": 64, "probe_seed": 0}
     }
+    topology_dims = {"transition": ("fixed_point", "fixed_point_to")}
     state_style = "bits"
 
     def build(self, name, values):
@@ -36,7 +37,7 @@ class FlipFlop(TaskSpec):
     @staticmethod
     def topology(model, task, params, fps, topo, key):
         """[U] Fig. 1e: which stable state each unstable point's unstable manifold leads to (per pair)."""
-        from popdyn.dynamics import transitions
+        from popdyn.analyses.dynamics import transitions
 
         fp0 = jax.tree.map(lambda a: a[0], fps)
         return {"transition": transitions(model.step, params["cell"], fp0, task.x_star[0], key, topo)}
@@ -110,7 +111,7 @@ def grouped_transitions(readout, valid, transition) -> tuple[np.ndarray, np.ndar
 
     ``T[a, b] = (1/|a|) Σ_{i ∈ a} Σ_{j ∈ b} P[i, j]``: for the valid points i of group a, the mean
     probability that a run started near i ends at a stable point of group b (``P`` of
-    ``popdyn.dynamics.transitions``).  A network that has [U]'s ideal set — one stable point per corner,
+    ``popdyn.analyses.dynamics.transitions``).  A network that has [U]'s ideal set — one stable point per corner,
     saddles between them — gives [U]'s transition matrix with its points labelled by memory state; an
     extra stable point beside a corner joins that corner's group and changes nothing (its runs stay in
     the group), while a missing corner empties a diagonal entry and reroutes the saddles next to it.

@@ -24,6 +24,11 @@ SINE_OFFSET = 0.01
 class Sine(TaskSpec):
     names = ("sine",)
     defaults = {"sine": {"T": 500, "n_probe": 16, "probe_seed": 0}}
+    topology_dims = {
+        "sine_frequency": ("condition",),
+        "sine_modulus": ("condition",),
+        "sine_graph": ("condition", "condition_to"),
+    }
     state_style = "frequency"
     figures = ("sine_eigenvalues",)
 
@@ -59,7 +64,7 @@ class Sine(TaskSpec):
     def topology(model, task, params, fps, topo, key):
         """[U] Fig. 2: each condition's oscillation (frequency, modulus of the point's leading complex
         pair) and the distances between conditions' points, scaled to [0, 1]."""
-        from popdyn.dynamics import _oscillation
+        from popdyn.analyses.dynamics import _oscillation
 
         states = model.states(params, task.probe_inputs)  # probe i is condition i
         start = int(topo.burn_in * states.shape[1])

@@ -31,15 +31,21 @@ Eigen-decomposition: through ``jax.pure_callback`` to SciPy's geev on the host, 
 host pool, on every backend (XLA's GPU geev was no faster per matrix than one CPU thread on an H200;
 XLA's CPU LAPACK kernels, batched and on 2 host devices at once, deadlocked here; TPUs have none), so the
 one program runs everywhere. Newton solves: XLA's on GPUs, the host's elsewhere.
+
+Registered as the analysis ``dynamics`` (config section ``dynamics``: :class:`FixedPointOptions` and
+:class:`TopologyOptions` fields; settings ``dynamics.yaml``): every group's members as two sharded programs
+(:func:`analyze_group`), empty point slots cut (:func:`trim_points`), into ``groups/<g>/dynamics.npz``
+with each array's dimensions (:func:`dims`; the task's own from ``TaskSpec.topology_dims``), loaded by
+``store.load`` under the keys' own names.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import NamedTuple
 
@@ -51,43 +57,62 @@ import scipy.linalg
 from jaxtyping import Array, Bool, Complex, Float, Int
 from threadpoolctl import threadpool_limits
 
+from popdyn import analyses
 from popdyn.precision import full_precision
 
 StepFn = Callable[[dict, Array, Array], Array]  # F(params, h, x) -> h'
+
+
+def _bounded(default, low=0, low_ok=False, high=None, high_ok=False, null=None):
+    """A numeric setting's field, its allowed range declared: above ``low`` (or at it, ``low_ok``), below
+    ``high`` (or at it, ``high_ok``) when given; ``null``: what None means, where None is allowed."""
+    return field(default=default, metadata={"range": (low, low_ok, high, high_ok), "null": null})
+
+
+def _check_bounds(options) -> None:
+    """``ValueError`` naming the first field of ``options`` outside its declared range (:func:`_bounded`)."""
+    for f in fields(options):
+        if "range" not in f.metadata:
+            continue
+        v, null = getattr(options, f.name), f.metadata["null"]
+        low, low_ok, high, high_ok = f.metadata["range"]
+        if v is None and null is not None:
+            continue
+        if (v < low if low_ok else v <= low) or (high is not None and (v > high if high_ok else v >= high)):
+            if high is None:
+                allowed = f"≥ {low}" if low_ok else f"> {low}"
+            else:
+                allowed = f"in {'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
+            if null is not None:
+                allowed += f" (or null: {null})"
+            raise ValueError(f"dynamics.{f.name} = {v!r} is impossible; it must be {allowed}")
 
 
 @dataclass(frozen=True)
 class FixedPointOptions:
     """Settings of the fixed-point search; config section ``dynamics`` uses the same names."""
 
-    n_initial: int = 1024  # initial states per condition (trained 64-unit flip-flop networks: 128 found
-    # 11–20 of their 21–27 fixed points, 1024 found 18–27; benchmarks/README.md)
-    noise: float = 0.05  # std of the Gaussian noise added to the visited states they are drawn from
-    steps: int = 2000  # Adam steps at most
-    lr: float = 0.05  # Adam's initial learning rate
-    lr_decay: float = 0.01  # learning rate after `steps` steps = lr · lr_decay
-    dq_tol: float = 1e-14  # stop when the mean q changes by less than this in one step
-    newton_steps: int = 4  # Newton refinement steps (0: none)
-    q_tol: float = 1e-8  # keep points with q below this
+    n_initial: int = _bounded(1024)  # initial states per condition (trained 64-unit flip-flop networks:
+    # 128 found 11–20 of their 21–27 fixed points, 1024 found 18–27; benchmarks/README.md)
+    noise: float = _bounded(0.05, low_ok=True)  # std of the Gaussian noise added to the visited states
+    # they are drawn from
+    steps: int = _bounded(2000)  # Adam steps at most
+    lr: float = _bounded(0.05)  # Adam's initial learning rate
+    lr_decay: float = _bounded(0.01, high=1, high_ok=True)  # learning rate after `steps` steps: lr · this
+    dq_tol: float = _bounded(1e-14, low_ok=True)  # stop when the mean q changes by less than this in one step
+    newton_steps: int = _bounded(4, low_ok=True)  # Newton refinement steps (0: none)
+    q_tol: float = _bounded(1e-8)  # keep points with q below this
     rerun_q_outliers: bool = False  # optimise points with q > outlier_q_scale · median(q) again
-    outlier_q_scale: float = 10.0
+    outlier_q_scale: float = _bounded(10.0)
     exclude_distance_outliers: bool = True
-    outlier_distance_scale: float = 10.0  # × mean distance of the initial states to their centroid
-    unique_tol: float = 1e-3  # points closer than this are one point
-    max_points: int | None = 128  # fixed points kept per condition (the K of every array; more found are
-    # flagged, fp_truncated); None: as many as there are initial states, so that none is ever cut
+    outlier_distance_scale: float = _bounded(10.0)  # × mean distance of the initial states to their centroid
+    unique_tol: float = _bounded(1e-3)  # points closer than this are one point
+    max_points: int | None = _bounded(128, null="every distinct point")  # fixed points kept per condition
+    # (the K of every array; more found are flagged, fp_truncated); None: as many as there are initial
+    # states, so that none is ever cut
 
     def __post_init__(self):
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.type == "bool" or (f.name == "max_points" and v is None):
-                continue
-            zero_ok = f.name in ("newton_steps", "dq_tol", "noise")
-            if (v < 0 if zero_ok else v <= 0) or (f.name == "lr_decay" and v > 1):
-                allowed = "in (0, 1]" if f.name == "lr_decay" else "≥ 0" if zero_ok else "> 0"
-                if f.name == "max_points":
-                    allowed += " (or null: every distinct point)"
-                raise ValueError(f"dynamics.{f.name} = {v!r} is impossible; it must be {allowed}")
+        _check_bounds(self)
 
 
 class FixedPoints(NamedTuple):
@@ -422,20 +447,17 @@ def refine(
 class TopologyOptions:
     """Settings of the per-task analyses; config section ``dynamics`` (with :class:`FixedPointOptions`)."""
 
-    transition_runs: int = 100  # flip-flop: autonomous runs from each fixed point ([U] §3.1: 100)
-    transition_radius: float = 0.05  # their initial displacement (Euclidean norm)
-    transition_steps: int = 300  # steps each run is followed before its end point is read
-    readout_decimals: int = 1  # fixed points are ordered by their readout rounded to this many decimals
-    graph_size: int = 16  # cdi: nearest-neighbour graphs resampled to this many nodes
-    burn_in: float = 0.5  # sine: the orbit's centre is the mean state over the trial after this fraction
+    transition_runs: int = _bounded(100)  # flip-flop: autonomous runs from each fixed point ([U] §3.1: 100)
+    transition_radius: float = _bounded(0.05)  # their initial displacement (Euclidean norm)
+    transition_steps: int = _bounded(300)  # steps each run is followed before its end point is read
+    readout_decimals: int = _bounded(1, low_ok=True)  # fixed points are ordered by their readout rounded
+    # to this many decimals
+    graph_size: int = _bounded(16)  # cdi: nearest-neighbour graphs resampled to this many nodes
+    burn_in: float = _bounded(0.5, low_ok=True, high=1)  # sine: the orbit's centre is the mean state over
+    # the trial after this fraction
 
     def __post_init__(self):
-        for f in fields(self):
-            v = getattr(self, f.name)
-            zero_ok = f.name in ("readout_decimals", "burn_in")
-            if (v < 0 if zero_ok else v <= 0) or (f.name == "burn_in" and v >= 1):
-                allowed = "in [0, 1)" if f.name == "burn_in" else "≥ 0" if zero_ok else "> 0"
-                raise ValueError(f"dynamics.{f.name} = {v!r} is impossible; it must be {allowed}")
+        _check_bounds(self)
 
 
 def initial_states(model, task, params: dict, key: Array, options: FixedPointOptions):
@@ -607,3 +629,166 @@ def analyze_finish(model, task, fp_opts, topo, params: dict, key: Array, h0, h):
     if hook is not None:
         out.update(hook(model, task, params, fps, topo, k_trans))
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the analysis of a run: every group's members, as two sharded programs (config section ``dynamics``)
+
+
+@dataclass(frozen=True)
+class DynamicsOptions:
+    """The ``dynamics`` section: the search's and the per-task analyses' settings (one section, one
+    ``dynamics.yaml``; ``popdyn.config`` parses it into ``Sweep.fixed_points`` and ``Sweep.topology``)."""
+
+    fixed_points: FixedPointOptions = FixedPointOptions()
+    topology: TopologyOptions = TopologyOptions()
+
+
+def member_keys(seed: int, members: np.ndarray) -> np.ndarray:
+    """One raw key per member id, from the config's seed: independent of grouping and devices."""
+    from popdyn.population import member_key
+
+    return np.stack([jax.random.key_data(member_key(seed, f"dynamics/{m}")) for m in members])
+
+
+def analyze_group(sweep, gp, devices=None) -> dict[str, np.ndarray]:
+    """Every member of one group, as two compiled programs: ``{name: [members, ...]}``.
+
+    The Adam descent (:func:`analyze_descend`, most of the time, pure XLA) is sharded over every
+    device; the rest (:func:`analyze_finish`) as well on accelerators, but on one host device per
+    process on a CPU (``hosts.finish_devices``): its LAPACK work (eig, solve) goes through host callbacks,
+    and a callback in a program sharded over 2 host devices on 2 cores waits forever for an XLA pool
+    thread (jaxlib 0.10.2; the same deadlock as XLA's own batched LAPACK kernels).  The programs are
+    built once per (model, task, settings, devices) and reused by every group of that kind (compiling
+    them takes seconds on a CPU: ≈ 7 s for a 64-unit flip-flop group on 2 cores)."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from popdyn.hosts import finish_devices, to_host
+    from popdyn.population import padded_size
+
+    devices = tuple(devices or jax.devices())
+    n = len(gp.member)
+    keys = member_keys(sweep.seed, gp.member)
+    descend, finish = _group_programs(
+        gp.model, sweep.task, sweep.fixed_points, sweep.topology, devices, sweep.member_batch
+    )
+
+    def run(program, devs, *args):
+        size = padded_size(n, len(devs))
+        idx = np.concatenate([np.arange(n), np.zeros(size - n, int)])
+        sharding = NamedSharding(Mesh(np.array(devs), ("member",)), PartitionSpec("member"))
+        out = program(
+            *(jax.device_put(jax.tree.map(lambda a: np.asarray(a)[idx], a), sharding) for a in args)
+        )
+        return jax.tree.map(lambda v: v[:n], to_host(out))
+
+    h0, h = run(descend, devices, gp.params, keys)
+    return run(finish, finish_devices(devices), gp.params, keys, h0, h)
+
+
+@functools.cache
+def _group_programs(model, task, fp_opts, topo, devices: tuple, member_batch):
+    """The two jitted population programs of :func:`analyze_group` (descend on ``devices``, finish on
+    ``finish_devices(devices)``), shared by every group of that model, task and settings."""
+    from jax.sharding import Mesh
+
+    from popdyn.hosts import finish_devices
+    from popdyn.population import population_program
+
+    descend = partial(analyze_descend, model, task, fp_opts)
+    finish = partial(analyze_finish, model, task, fp_opts, topo)
+
+    def descend_member(params, raw_key):
+        return descend(params, jax.random.wrap_key_data(raw_key))
+
+    def finish_member(params, raw_key, h0, h):
+        return finish(params, jax.random.wrap_key_data(raw_key), h0, h)
+
+    def program(f, devs):
+        return population_program(f, Mesh(np.array(devs), ("member",)), member_batch)
+
+    return program(descend_member, devices), program(finish_member, finish_devices(devices))
+
+
+# each stored array's dimensions after `member` (groups/<g>/dynamics.npz)
+DIMS = {
+    "n_fixed_points": ("condition",),
+    "n_stable": ("condition",),
+    "fp_q": ("condition", "fixed_point"),
+    "fp_valid": ("condition", "fixed_point"),
+    "fp_n_unstable": ("condition", "fixed_point"),
+    "fp_readout": ("condition", "fixed_point", "output"),
+    "fp_eigenvalues": ("condition", "fixed_point", "mode"),
+    "fp_n_found": ("condition",),
+    "fp_truncated": ("condition",),
+}
+CLASSIFICATION_DIMS = {  # [A] Fig. 2, classification tasks only
+    "fp_time_constants": ("condition", "fixed_point", "mode"),
+    "fp_mode_overlap": ("condition", "fixed_point", "mode"),
+}
+FILE_ONLY = {"fp_states": ("condition", "fixed_point", "state")}  # in dynamics.npz, not in store.load
+
+
+def dims(task) -> dict[str, tuple[str, ...]]:
+    """The dimensions of what :func:`analyze_finish` returns for ``task``: the fixed points', [A]'s
+    per-mode arrays for a classifier, and the task's own topology arrays (``TaskSpec.topology_dims``)."""
+    return {**DIMS, **(CLASSIFICATION_DIMS if task.classification else {}), **task.spec.topology_dims}
+
+
+def trim_points(arrays: dict[str, np.ndarray], dims: Mapping[str, tuple[str, ...]]) -> dict[str, np.ndarray]:
+    """A group's analysis with every ``fixed_point`` axis (``dims``) cut to the most valid points any
+    member has at any condition (valid points come first in every slot order), at least one: the arrays
+    are sized for ``max_points`` slots, most of them empty."""
+    if "fp_valid" not in arrays:
+        return arrays
+    keep = max(1, int(np.asarray(arrays["fp_valid"]).sum(axis=-1).max(initial=0)))
+    out = {}
+    for k, a in arrays.items():
+        if "fixed_point" in dims.get(k, ()):
+            cut = [slice(None)] * a.ndim
+            for i, d in enumerate(dims[k]):
+                if d in ("fixed_point", "fixed_point_to"):
+                    cut[i + 1] = slice(0, keep)
+            a = a[tuple(cut)]
+        out[k] = a
+    return out
+
+
+def summary(out: dict, options: DynamicsOptions) -> str:
+    """The log line of a group (and a warning where ``max_points`` cut some network's set)."""
+    import logging
+
+    cut = np.asarray(out["fp_truncated"]).any(axis=1)
+    if cut.any():
+        k = options.fixed_points.max_points
+        logging.getLogger("popdyn").warning(
+            "%d of %d networks found more distinct fixed points than dynamics.max_points = %d (up to %d) and "
+            "kept only the lowest-q %d: their sets are incomplete (fp_truncated); raise dynamics.max_points "
+            "to keep every point", int(cut.sum()), len(cut), k, int(np.nanmax(out["fp_n_found"])), k,
+        )  # fmt: skip
+    return (f"fixed points per condition median {_nanmedian(out['n_fixed_points'], axis=0).tolist()}, "
+            f"stable {_nanmedian(out['n_stable'], axis=0).tolist()}")  # fmt: skip
+
+
+def _nanmedian(a, axis=None):
+    """``np.nanmedian`` without the warning of an all-NaN slice (NaN there)."""
+    import warnings
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(np.asarray(a, np.float64), axis=axis)
+
+
+def _plain(options: DynamicsOptions) -> dict:
+    return {**asdict(options.fixed_points), **asdict(options.topology)}
+
+
+analyses.register(
+    analyses.Analysis(
+        "dynamics", DynamicsOptions, None, dims=dims,
+        group=lambda sweep, options, gp, devices, results: analyze_group(sweep, gp, devices),
+        prefix="", options_of=lambda sweep: DynamicsOptions(sweep.fixed_points, sweep.topology),
+        settings=_plain, legacy_ok=True, file_only=FILE_ONLY, finish=trim_points, summary=summary,
+        doc=__doc__,
+    )
+)  # fmt: skip

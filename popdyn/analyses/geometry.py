@@ -19,13 +19,22 @@ against the regular simplex's ``arccos(−1/(N−1))`` (eq. 11) and the subspace
 :func:`lsa` is the latent semantic analysis of a class × word count matrix (truncated SVD).
 
 Plain NumPy in float64: these run once per network on a few thousand points, on the host.
+
+Registered as the analysis ``geometry`` (classification tasks; no settings): :func:`text_geometry` of every
+group from its fixed points, stored into ``dynamics.npz`` beside them (``needs`` and ``into``
+``dynamics``) and loaded under the keys' own names; and the dataset's :func:`text_lsa` into the run's
+``lsa.npz``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
+
+from popdyn import analyses
 
 
 def pca_variances(x: np.ndarray) -> np.ndarray:
@@ -153,3 +162,102 @@ def network_geometry(
     g = readout_geometry(readout)
     out.update(readout_norm=g["norms"], readout_angle=g["angles"], subspace_fraction=g["subspace_fraction"])
     return {key: np.asarray(v, np.float32) for key, v in out.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# the analysis of a run: every member of a classification group, and the dataset's LSA
+
+
+def reported_words(task) -> tuple[str, ...]:
+    """The words the per-word results are given for: the whole vocabulary of a synthetic task; a
+    corpus's ``n_words`` most common (``<pad>`` and ``<unk>`` left out)."""
+    if not task.vocab:
+        return task.words
+    return task.words[2 : 2 + task.param("n_words")]
+
+
+def text_geometry(sweep, gp, dynamics: dict) -> dict[str, np.ndarray]:
+    """[A]'s measures of each member of a classification group (:func:`network_geometry`), plus
+    ``word_deflection`` [members, V, state] — the mean ``h_t − h_{t−1}`` over the probe phrases' steps
+    reading each word — and ``speed`` [members, probes] — ``‖h − F(h, 0)‖`` at each probe phrase's final
+    state (slow where it is far below the deflections)."""
+    import jax
+    import jax.numpy as jnp
+
+    task, model = sweep.task, gp.model
+    x = task.probe_inputs
+    states = jax.jit(jax.vmap(model.states, (0, None)))(gp.params, x)  # [M, P, L, D]
+    zero = jnp.zeros((task.n_in,))  # x = 0: the cell's input (a corpus: the embedded input)
+    step = jax.vmap(jax.vmap(model.step, (None, 0, None)), (0, 0, None))  # members × probes
+    speed = np.asarray(
+        jnp.linalg.norm(step(gp.params["cell"], states[:, :, -1], zero) - states[:, :, -1], axis=-1)
+    )
+    states = np.asarray(states, np.float64)
+    words = np.asarray(x) if task.vocab else np.asarray(x).argmax(-1)  # [P, L] word ids
+    delta = np.diff(states, axis=2, prepend=0.0)  # h_0 = 0
+    n_words = len(reported_words(task))  # a corpus: its most common words (ids 2 …), padding excluded
+    first = 2 if task.vocab else 0
+    onehot = (words[..., None] == np.arange(first, first + n_words)).astype(np.float64)  # [P, L, W]
+    uses = np.maximum(onehot.sum(axis=(0, 1)), 1)
+    deflection = np.einsum("plv,mpld->mvd", onehot, delta) / uses[None, :, None]
+    readout = np.asarray(gp.params["readout"]["kernel"])
+    rows = [
+        network_geometry(states[m, :, -1], dynamics["fp_states"][m, 0], dynamics["fp_valid"][m, 0], readout[m],
+                         seed=sweep.seed)
+        for m in range(len(gp.member))
+    ]  # fmt: skip
+    out = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    return out | {"word_deflection": deflection.astype(np.float32), "speed": speed.astype(np.float32)}
+
+
+def text_lsa(sweep, phrases: int = 8192) -> dict[str, np.ndarray]:
+    """[A] §4: the LSA of the dataset's class × word count matrix, rank = number of classes — over
+    ``phrases`` phrases drawn from the config's seed (synthetic tasks), or a corpus's whole training split
+    (counts and word directions kept for :func:`reported_words`).  Also the reported ``words``."""
+    from popdyn.population import member_key
+
+    task = sweep.task
+    words = reported_words(task)
+    if task.vocab:
+        c = task.corpus
+        counts = np.stack(
+            [np.bincount(c.train_ids[t > 0].ravel(), minlength=task.vocab) for t in c.train_targets.T]
+        )
+        counts = counts.astype(np.float64)
+        counts[:, :2] = 0  # <pad>, <unk>
+    else:
+        inputs, targets = task.sample(member_key(sweep.seed, "lsa"), phrases)
+        counts = class_word_counts(inputs, targets)
+    out = lsa(counts, task.n_out)
+    first = 2 if task.vocab else 0
+    keep = slice(first, first + len(words))
+    return {"counts": counts[:, keep], "classes": out["classes"], "words": out["words"][keep],
+            "singular_values": out["singular_values"], "word": np.array(words)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GeometryOptions:
+    """[A]'s measures take no settings (``k`` = 20 neighbours, the config's seed)."""
+
+
+DIMS = {
+    **dict.fromkeys(
+        [f"{s}_{m}" for s in ("hidden", "fp") for m in ("var95", "var_classes", "pr")]
+        + ["hidden_local_pr", "hidden_mle", "hidden_corr_dim", "subspace_fraction"],
+        (),
+    ),
+    "readout_norm": ("output",),
+    "readout_angle": ("output", "output_to"),
+    "word_deflection": ("word", "state"),
+    "speed": ("probe",),
+}
+
+analyses.register(
+    analyses.Analysis(
+        "geometry", GeometryOptions, None, dims=DIMS,
+        group=lambda sweep, options, gp, devices, results: text_geometry(sweep, gp, results["dynamics"]),
+        needs=("dynamics",), into="dynamics", prefix="",
+        applies=lambda options, task: task.classification,
+        run_results={"lsa.npz": text_lsa}, doc=__doc__,
+    )
+)  # fmt: skip

@@ -21,6 +21,12 @@ diagram over training) with the same call.
 - :func:`orthogonal`, :func:`project_contractive` — the maths of [R]'s two constrained cells, oRNN
   (Lezcano-Casado & Martínez-Rubio 2019) and sLSTM (Miller & Hardt 2019), the archs ``ornn`` and
   ``slstm`` (``popdyn/cells/ornn.py``, ``popdyn/cells/slstm.py``; re-exported).
+
+Registered as the analysis ``record`` (config section ``record``, :class:`RecordOptions`; settings
+``record.yaml``): :func:`record_one` of every member at every step saved during training
+(``train.record_every``; groups without saved parameters have nothing to record) into
+``groups/<g>/training.npz`` over ``record_step`` (and ``scale``), loaded by ``store.load`` under the keys'
+own names (``bif_y``, ``spectral_norm``, …).
 """
 
 from __future__ import annotations
@@ -28,12 +34,16 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
+from popdyn import analyses, store
+from popdyn.analyses.dynamics import eigenvalues
 from popdyn.cells import (  # noqa: F401  (the constrained cells' maths, re-exported)
     SLSTM_FORGET_BIAS_MAX,
     SLSTM_FORGET_INPUT_CAP,
@@ -41,7 +51,6 @@ from popdyn.cells import (  # noqa: F401  (the constrained cells' maths, re-expo
     orthogonal,
     project_contractive,
 )
-from popdyn.dynamics import eigenvalues
 from popdyn.precision import full_precision
 from popdyn.tasks.sinegen import SPACINGS, sine_generation  # noqa: F401
 from popdyn.tasks.symbols import CLASSES, SYMBOLS, relevant_symbols  # noqa: F401
@@ -112,7 +121,7 @@ def contractivity(
     the contraction of [R] §3.2 along the trajectory and ``ρ(J_t) > 1`` the necessary condition for
     exploding gradients of the §4.2 remark. States are the full state (lstm ``[h; c]``, 2N).
 
-    ``J_t`` by ``jax.jacfwd`` of ``model.step``; eigenvalues through :func:`popdyn.dynamics.eigenvalues`,
+    ``J_t`` by ``jax.jacfwd`` of ``model.step``; eigenvalues through :func:`popdyn.analyses.dynamics.eigenvalues`,
     singular values by ``jnp.linalg.svd``. The ``batch × time`` states are processed ``chunk`` at a time
     (``lax.map``) so that only ``chunk`` D × D Jacobians exist at once (a 200-unit lstm on 100 × 400 steps
     would otherwise hold 26 GB). ``model`` and ``chunk`` are static under ``jit``.
@@ -197,3 +206,55 @@ def record_one(model, task, options: RecordOptions, params: dict) -> dict[str, A
     )
     return {"bif_y": y, "bif_dy": dy, "spectral_radius": c.spectral_radius, "spectral_norm": c.spectral_norm,
             "loss_line": line}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# the analysis of a run: every saved step of every member
+
+
+class Snapshots(NamedTuple):
+    """A group's parameters saved during training: ``params`` leaves ``[steps, members, ...]``."""
+
+    model: Any
+    params: dict
+    member: Any
+    steps: Any
+
+
+def snapshots(run_dir, group: str, gp) -> Snapshots | None:
+    """The group's saved parameters (``store.load_snapshots``; ``gp``: its final ones, for the model),
+    or None where it saved none."""
+    snaps = store.load_snapshots(run_dir, group)
+    if snaps is None:
+        return None
+    steps, params, member = snaps
+    return Snapshots(gp.model, params, member, steps)
+
+
+def record_group(sweep, options: RecordOptions, snaps: Snapshots, devices, results) -> dict:
+    """:func:`record_one` of every member at every saved step: one compiled program per group, vmapped
+    over its members and run once per saved step (vmapping the steps too would hold every step's
+    Jacobians at once); ``{key: [members, steps, ...]}``."""
+    program = jax.jit(jax.vmap(partial(record_one, snaps.model, sweep.task, options)))
+    per_step = [program(jax.tree.map(lambda a, i=i: a[i], snaps.params)) for i in range(len(snaps.steps))]
+    return {k: np.stack([np.asarray(o[k]) for o in per_step], axis=1) for k in per_step[0]}
+
+
+def _summary(out: dict, options: RecordOptions) -> str:
+    return (f"through training: {out['spectral_norm'].shape[1]} saved steps; final spectral norm median "
+            f"{float(np.median(out['spectral_norm'][:, -1])):.3g}, radius "
+            f"{float(np.median(out['spectral_radius'][:, -1])):.3g}")  # fmt: skip
+
+
+analyses.register(
+    analyses.Analysis(
+        "record", RecordOptions, record_one,
+        dims={"bif_y": ("record_step", "bif_t", "output"), "bif_dy": ("record_step", "bif_t", "output"),
+              "spectral_radius": ("record_step",), "spectral_norm": ("record_step",),
+              "loss_line": ("record_step", "scale")},
+        group=record_group, source=snapshots, has_source=store.has_snapshots, results=store.TRAINING,
+        settings_name=store.RECORD_CONFIG, prefix="", options_of=lambda sweep: sweep.record, summary=_summary,
+        coords=lambda options, snaps: {"record_step": snaps.steps, "scale": np.array(options.scales)},
+        doc=__doc__,
+    )
+)  # fmt: skip
