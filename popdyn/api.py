@@ -210,11 +210,9 @@ def _state_metrics(metrics) -> tuple[str, ...]:
 
 
 def _similarity_options(options: dict) -> dict:
-    from dataclasses import fields
-
     from popdyn import similarity
 
-    allowed = [f.name for f in fields(similarity.SimilarityOptions) if f.name not in ("metrics", "untrained")]
+    allowed = [k for k in similarity.option_fields() if k not in ("metrics", "untrained")]
     for k in options:
         if k not in allowed:
             raise TypeError(f"unknown compare option {k!r}; allowed: {', '.join(allowed)}")

@@ -50,7 +50,7 @@ def export(run_dir: str | Path, path: str | Path, format: str | None = None) -> 
     try:
         for i, (group, ds) in enumerate(parts.items()):
             ds = portable(ds)
-            ds.attrs.update(attrs)
+            ds.attrs.update({k: _attr(v) for k, v in attrs.items()})
             if format == "netcdf":
                 ds.to_netcdf(tmp, group=group, mode="w" if i == 0 else "a", engine="h5netcdf")
             else:
@@ -72,9 +72,17 @@ def portable(ds: xr.Dataset) -> xr.Dataset:
                 data[f"{name}_{part}"] = values.assign_attrs(v.attrs, complex_part=part, complex_of=name)
         else:
             data[name] = v
-    out = xr.Dataset(data, coords=ds.coords)
+    coords = {k: _bool(c) for k, c in ds.coords.items()}
+    out = xr.Dataset({k: _bool(v) for k, v in data.items()}, coords=coords)
     out.attrs = {k: _attr(v) for k, v in ds.attrs.items()}
     return out
+
+
+def _bool(v: xr.DataArray) -> xr.DataArray:
+    """A boolean variable as int8 with xarray's ``dtype: bool`` marker (decoded back to bool on reading)."""
+    if v.dtype != bool:
+        return v
+    return v.astype(np.int8).assign_attrs(v.attrs, dtype="bool")
 
 
 def _attr(v):
@@ -95,7 +103,7 @@ def _provenance(run_dir: Path) -> dict:
         entry = json.loads(manifest.read_text()).get(store.CONFIG, {})
         for k, v in entry.items():
             if k not in ("content", "config_sha256"):
-                out[f"written_by_{k}"] = v if isinstance(v, (str, int, float)) else json.dumps(v, default=str)
+                out[f"written_by_{k}"] = v
     return out
 
 

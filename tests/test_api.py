@@ -225,7 +225,6 @@ def test_one_source_of_defaults_for_the_cli_the_api_and_the_dataclasses():
     from popdyn.analyses.memory import MemoryOptions
     from popdyn.analyses.record import RecordOptions
     from popdyn.config import HPARAM_DEFAULTS, build_sweep
-    from popdyn.similarity import SimilarityOptions
     from popdyn.train import TrainSettings
     from tests.test_sweep import config
 
@@ -234,7 +233,11 @@ def test_one_source_of_defaults_for_the_cli_the_api_and_the_dataclasses():
     assert {k: base["train"][k] for k in train} == train
     assert base["grid"]["hparams"] == HPARAM_DEFAULTS
     assert base["dynamics"] == _field_defaults(FixedPointOptions) | _field_defaults(TopologyOptions)
-    assert base["similarity"] == _field_defaults(SimilarityOptions)
+    from popdyn import cells
+
+    shared = {k: f.default for k, (_, f) in similarity.option_fields().items()}
+    shared["untrained"] = list(cells.twins())  # None: the cells that declare an untrained twin
+    assert base["similarity"] == shared
     assert base["memory"] == _field_defaults(MemoryOptions)
     assert base["record"] == _field_defaults(RecordOptions)
     partial = build_sweep({"task": {"name": "sine", "T": 40}, "train": {"steps": 200}, "grid": {"arch": ["gru"]}})
