@@ -120,7 +120,11 @@ def fail(message: str, run_dir: Path | None = None) -> None:
 
 
 def sweep(cfg: DictConfig, run_dir: Path | None = None) -> Path:
-    """``scripts/sweep.py``: validate, then train every group into ``run_dir`` (default: Hydra's run dir)."""
+    """``scripts/sweep.py``: validate, then train every group into ``run_dir`` (default: Hydra's run dir).
+
+    Sets up the host devices itself too: a job of a Hydra launcher (submitit) runs this function in a
+    process of its own, without :func:`main`, and must split its members like a single run does."""
+    setup_host_devices()
     run_dir = Path(run_dir) if run_dir is not None else _output_dir()
     try:
         hosts.initialize(cfg.get("distributed"))
@@ -178,6 +182,7 @@ def analyze(cfg: DictConfig) -> Path:
     The run's own ``config.yaml`` gives task, grid and training, and the ``dynamics.*`` and
     ``similarity.*`` settings it was made (or last analysed) with; those given on the command line
     replace them."""
+    setup_host_devices()  # as sweep: a launcher's job does not go through main
     run_dir = Path(str(cfg.run_dir))
     try:
         config = store.read_config(run_dir)
