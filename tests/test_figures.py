@@ -5,6 +5,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import xarray as xr
@@ -188,7 +189,7 @@ def loss_dataset(
 def test_loss_curves_draw_one_panel_per_arch(archs, tmp_path):
     """[U]'s 24 groups, one arch, and three: a panel per arch, a line per group (activation × width)."""
     ds = loss_dataset(archs)
-    fig = figures._loss_figure(ds)  # a bare Figure: pyplot never holds it, nothing to close
+    fig = figures.training._loss_figure(ds)  # a bare Figure: pyplot never holds it, nothing to close
     shown = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in shown] == [a for a in figures.ARCHS if a in archs]  # canonical order
     for ax in shown:
@@ -231,18 +232,18 @@ def test_a_cut_fixed_point_set_is_named_in_the_title():
         {"fp_valid": (("condition", "fixed_point"), np.ones((3, 4), bool)),
          "fp_truncated": ("condition", [False, True, False]), "fp_n_found": ("condition", [4, 150, 4])}
     )  # fmt: skip
-    assert figures._truncation(net) == "\nset cut at condition 2: 4 kept of 150 found"
-    assert figures._truncation(net.assign(fp_truncated=("condition", [True, True, False]))).startswith(
+    assert figures.dynamics._truncation(net) == "\nset cut at condition 2: 4 kept of 150 found"
+    assert figures.dynamics._truncation(net.assign(fp_truncated=("condition", [True, True, False]))).startswith(
         "\nset cut at 2 of 3 conditions: 8 kept of 154 found"
     )
-    assert figures._truncation(net.assign(fp_truncated=("condition", [False] * 3))) == ""
+    assert figures.dynamics._truncation(net.assign(fp_truncated=("condition", [False] * 3))) == ""
     one = net.isel(condition=[1])
-    assert figures._truncation(one) == "\nset cut: 4 kept of 150 found"
+    assert figures.dynamics._truncation(one) == "\nset cut: 4 kept of 150 found"
 
 
 def test_mean_and_standard_error_ignore_nan():
     values = np.array([[1.0, 2.0], [3.0, np.nan], [5.0, np.nan]])
-    mean, se, n = figures._mean_se(values)
+    mean, se, n = figures._style._mean_se(values)
     np.testing.assert_allclose(mean, [3.0, 2.0])
     np.testing.assert_allclose(se, [np.std([1, 3, 5], ddof=1) / np.sqrt(3), 0.0])
     np.testing.assert_array_equal(n, [3, 1])
@@ -266,8 +267,8 @@ def fake_run(name: str, monkeypatch) -> xr.Dataset:
     def network(run_dir, ds, member, trained=True):
         if (member, trained) not in made:  # each network made once: init and states compile slowly
             model = Model(arch[member], act[member], units, task.n_in, task.n_out)
-            params = model.init(figures.jax.random.key(member + (0 if trained else 10)))
-            states = np.asarray(figures._states(model, params, task.probe_inputs))
+            params = model.init(jax.random.key(member + (0 if trained else 10)))
+            states = np.asarray(figures.networks._states(model, params, task.probe_inputs))
             cond = np.asarray(task.probe_condition)
             centre = np.stack([states[cond == c, -5:].mean(axis=(0, 1)) for c in range(conditions)])
             fps = centre[:, None] + 0.05 * np.arange(k)[None, :, None]
@@ -298,8 +299,8 @@ def fake_run(name: str, monkeypatch) -> xr.Dataset:
                 "arch": ("network", ["vanilla", "vanilla", "gru", "vanilla", "vanilla"])},
     )  # fmt: skip
     sweep = SimpleNamespace(task=task, topology=SimpleNamespace(burn_in=0.5), seed=0)
-    monkeypatch.setattr(figures, "_sweep", lambda run_dir: sweep)
-    monkeypatch.setattr(figures, "network", network)
+    monkeypatch.setattr(figures.dynamics, "_sweep", lambda run_dir: sweep)
+    monkeypatch.setattr(figures.dynamics, "network", network)
     monkeypatch.setattr(figures.store, "load_similarity", lambda run_dir: sim)
     return ds
 

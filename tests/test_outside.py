@@ -107,9 +107,21 @@ def end_speed(model, task, options, params, probes):
     }
 
 
-END_SPEED = analyses.Analysis(
-    "end_speed", EndSpeedOptions, end_speed, dims={"end_speed": ("probe",), "norm": ("probe",)},
-    inputs=lambda task, options: task.probe_inputs[: options.probes],
+def draw_end_speed(ds, prefix):
+    """The toy analysis's own figure: each network's mean end speed (a bare Figure, PNG only)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2))
+    fig.subplots().bar(ds.member.values, ds["end_speed"].mean("probe").values)
+    path = Path(f"{prefix}.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return [path]
+
+
+END_SPEED = analyses.Analysis(  # its dims depend on the task (as [A]'s per-word ones do): figures find them
+    "end_speed", EndSpeedOptions, end_speed, dims=lambda task: {"end_speed": ("probe",), "norm": ("probe",)},
+    inputs=lambda task, options: task.probe_inputs[: options.probes], figures={"end_speed": draw_end_speed},
 )  # fmt: skip
 
 TOYS = ("indrnn", "hold_toy", "mean_activity", "mean_speed", "end_speed")
@@ -220,6 +232,12 @@ def test_outside_members_run_through_one_sweep_analysis_and_store_load(outside_r
         np.testing.assert_allclose(
             ds["end_speed"].sel(member=gp.member[1]).values, one["end_speed"], rtol=1e-5, atol=1e-6, err_msg=g
         )
+    # its figure, drawn by popdyn.figures where its variables are loaded
+    assert "end_speed" in figures.missing(run)
+    (path,) = figures.draw_all(run, only=["end_speed"])
+    assert path == run / figures.FIGURES / "end_speed.png" and path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="no_such_figure"):
+        figures.draw_all(run, only=["no_such_figure"])
 
 
 def test_no_file_of_popdyn_names_the_outside_members():
