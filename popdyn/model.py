@@ -132,6 +132,18 @@ class Model:
         noiseless (a stochastic cell's analyses see its deterministic map)."""
         return self.cell.apply({"params": cell_params}, state, x)
 
+    def time_loop(self, dtype=jnp.float32, noisy: bool = False) -> str:
+        """Which time loop :meth:`states` runs here for states of ``dtype`` (``noisy``: with a stochastic
+        cell's training noise): ``"fused"`` (the cell's compiled CPU kernel, popdyn.fused), ``"hoisted"``
+        (XLA's loop with the hoisted backward pass, popdyn.recurrence) or ``"scan"`` (``lax.scan`` under
+        plain autodiff).  Recorded per group in the run's manifests (provenance)."""
+        spec = self.spec
+        if self.grad != "hoisted" or spec.loop is None or noisy:
+            return "scan"
+        if self.kernel == "auto" and spec.fused is not None and spec.fused.usable(dtype):
+            return "fused"
+        return "hoisted"
+
     def states(
         self,
         params: dict,
@@ -147,15 +159,13 @@ class Model:
         state0 = spec.carry0(h0)
         x, mask = self.embed(params, inputs)
         noisy = spec.stochastic and key is not None
+        loop = self.time_loop(h0.dtype, noisy)
 
-        if self.grad == "hoisted" and spec.loop is not None and not noisy:
+        if loop == "fused":
+            states = spec.fused.run(self.kernels(params), x.astype(h0.dtype), state0, mask, self.activation)
+        elif loop == "hoisted":
             x = x.astype(h0.dtype)
-            if self.kernel == "auto" and spec.fused is not None and spec.fused.usable(x.dtype):
-                states = spec.fused.run(self.kernels(params), x, state0, mask, self.activation)
-            else:
-                states = recurrence(
-                    spec.loop, self.activation, self.unroll, self.kernels(params), x, state0, mask
-                )
+            states = recurrence(spec.loop, self.activation, self.unroll, self.kernels(params), x, state0, mask)
         else:
             # the input half of every gate does not depend on the state: one matmul for the whole sequence
             xp = jnp.swapaxes(self.cell.apply(cell_params, x, method=Cell.project), 0, 1)
