@@ -8,7 +8,7 @@ did not train.
   framework's hidden states; any widths), through the same blocked all-pairs programs a run uses, with the
   MDS embeddings and, given labels, the PERMANOVA and nearest-neighbour statistics of [U]'s question.
 - :func:`fixed_points`: popdyn's fixed-point finder (:mod:`popdyn.analyses.dynamics`) for any JAX step function
-  ``h' = step(params, h, x)`` — a PyTorch GRU's weights as NumPy arrays, say (README, "Your own networks").
+  ``h' = step(params, h, x)`` — a PyTorch GRU's weights as NumPy arrays, say (docs/python.md, "Your own networks").
 
 They are also ``popdyn.run``, ``popdyn.compare``, ``popdyn.fixed_points`` and ``popdyn.compose``.
 """

@@ -1,7 +1,7 @@
 """From a Hydra config to a validated :class:`Sweep`, before anything is compiled or written.
 
 Every bad value gets one :class:`ConfigError` naming the value and what is allowed; ``scripts/sweep.py``
-prints it and exits non-zero.  The config names are fixed (README, "Config reference"): ``task.*``,
+prints it and exits non-zero.  The config names are fixed (docs/training.md, "Config reference"): ``task.*``,
 ``grid.{arch,activation,units,l2,seeds,trials,search,hparams,cell_options}``, ``train.*``, ``seed``.
 """
 
