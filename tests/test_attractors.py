@@ -468,7 +468,7 @@ def test_a_run_records_attractors_through_training(tmp_path):
     for name in ("bifurcation_training", "contractivity_training", "loss_line"):
         assert (run_dir / "figures" / f"{name}.png").exists(), name
     # issue 18 item 4: training.npz is kept only with the record.* settings that made it (record.yaml)
-    assert store.yaml.safe_load((run_dir / store.RECORD_CONFIG).read_text())["steps"] == 60
+    assert store.read_yaml(run_dir / store.RECORD_CONFIG)["steps"] == 60
     before = (run_dir / "groups" / "slstm-tanh-8" / store.TRAINING).read_bytes()
     r = run_script(
         f"run_dir={run_dir}", "+record.steps=80", "progress=false", cwd=tmp_path, script="analyze.py"

@@ -1,4 +1,4 @@
-"""popdyn.export: one netCDF-4 file of a run, read back with xarray alone (popdyn and JAX not imported)
+"""popdyn.store.export: one netCDF-4 file of a run, read back with xarray alone (popdyn and JAX not imported)
 and equal to ``store.load`` / ``store.load_similarity``."""
 
 import pickle
@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from popdyn import store
-from popdyn.export import export
 
 READ_BACK = """
 import pickle, sys
@@ -38,7 +37,7 @@ def _same(read, want):
 
 
 def test_export_is_read_back_by_xarray_alone_equal_to_load(tiny_run, tmp_path):
-    path = export(tiny_run, tmp_path / "tiny.nc")
+    path = store.export(tiny_run, tmp_path / "tiny.nc")
     out = tmp_path / "read.pkl"
     r = subprocess.run([sys.executable, "-c", READ_BACK, str(path), str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -53,7 +52,7 @@ def test_export_is_read_back_by_xarray_alone_equal_to_load(tiny_run, tmp_path):
 
 def test_export_refuses_an_unknown_format_and_a_missing_run(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="unknown export format 'hdf'; allowed: netcdf, zarr"):
-        export(tiny_run, tmp_path / "x.nc", format="hdf")
+        store.export(tiny_run, tmp_path / "x.nc", format="hdf")
     with pytest.raises(store.RunDirError):
-        export(tmp_path / "nothing", tmp_path / "x.nc")
+        store.export(tmp_path / "nothing", tmp_path / "x.nc")
     assert not (tmp_path / "x.nc").exists()

@@ -107,7 +107,7 @@ def test_a_full_disk_leaves_every_figure_whole_and_is_one_error(tmp_path, monkey
 
     full = shutil.disk_usage(tmp_path)._replace(free=4096)
     monkeypatch.setattr(Figure, "savefig", dies_half_way)
-    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: full)
+    monkeypatch.setattr(store.files.shutil, "disk_usage", lambda path: full)
     with pytest.raises(store.RunDirError, match="no space left on the device to write .*sine_frequency.png"):
         figures.sine_frequency(sine_dataset(), prefix)
     assert {p: p.read_bytes() for p in paths} == before

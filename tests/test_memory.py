@@ -368,7 +368,7 @@ def test_memory_results_record_their_settings_and_refuse_others(tiny_run, tmp_pa
         return build_sweep({**config, "memory": {**config.get("memory", {}), **memory_settings}})
 
     analysis.analyze_run(sweep(max_delay=3, probes=2), run_dir, progress=False)
-    assert store.yaml.safe_load((run_dir / store.MEMORY_CONFIG).read_text())["max_delay"] == 3
+    assert store.read_yaml(run_dir / store.MEMORY_CONFIG)["max_delay"] == 3
     first = {p: p.read_bytes() for p in run_dir.glob(f"groups/*/{store.MEMORY}")}
     assert len(first) == 2 and store.load(run_dir).sizes["delay"] == 4
     analysis.analyze_run(sweep(max_delay=3, probes=2), run_dir, progress=False)  # the same: kept as is

@@ -5,6 +5,7 @@ removed), and what reading, resuming and analysing them does."""
 import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -322,18 +323,29 @@ NOT_BELOW_STORE = (
 
 
 def test_store_imports_no_config_task_or_analysis_code():
+    """Every module of the package, its imports inside functions too; and each imports only the store
+    modules above it (names → files → layout → read → portable), so that its layers keep one order."""
     import ast
-    import inspect
+    import pkgutil
 
+    order = ["names", "files", "layout", "read", "portable"]
+    modules = sorted(m.name for m in pkgutil.iter_modules(store.__path__))
+    assert modules == sorted(order)  # a new module takes its place in the order
     names = []
-    for node in ast.walk(ast.parse(inspect.getsource(store))):
-        if isinstance(node, ast.Import):
-            names += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    for path in [Path(store.__file__), *(Path(store.__path__[0]) / f"{m}.py" for m in order)]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0 and node.module, f"{path.name}: a relative import"
+                names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                below = node.module.removeprefix("popdyn.store.")
+                if path.stem in order and below in order:
+                    assert order.index(below) < order.index(path.stem), f"{path.name} imports {node.module}"
     bad = [n for n in names if any(n == m or n.startswith(m + ".") for m in NOT_BELOW_STORE)]
     assert not bad, bad
     assert "fcntl" not in names  # Windows has none: the lock is filelock's
+    assert "popdyn.store.files" in names and "popdyn.store.read.load" in names  # it saw the modules
 
 
 def test_reading_a_run_imports_no_config_and_starts_no_jax_backend(tiny_run):
@@ -425,5 +437,5 @@ def test_every_manifest_entry_records_what_wrote_it(run):
     for name in store.PROVENANCE_PACKAGES:
         assert entry[name] == md.version(name)
     assert entry["popdyn"] and entry["platform"] and entry["backend"] == "cpu" and entry["device"]
-    if (store.Path(store.__file__).parent.parent / ".git").exists():  # run from a checkout
+    if (Path(store.files.__file__).parents[2] / ".git").exists():  # run from a checkout
         assert len(entry["git_commit"]) == 40 and isinstance(entry["git_dirty"], bool)

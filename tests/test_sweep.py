@@ -122,7 +122,7 @@ def test_script_rejects_bad_input_before_compiling(tmp_path):
 
 def test_tiny_sweep_writes_and_reloads(tiny_run):
     ds = store.load(tiny_run)
-    s = build_sweep(store.yaml.safe_load((tiny_run / "config.yaml").read_text()))
+    s = build_sweep(store.read_config(tiny_run))
     assert ds.sizes["member"] == s.grid.n_members == 4
     assert list(ds.member.values) == sorted(member_ids(s.grid).values())
     assert set(ds.arch.values) == {"vanilla", "gru"} and set(ds.seed.values) == {0, 1}
@@ -193,7 +193,7 @@ def test_unwritable_or_full_results_dir_is_refused_before_training(tmp_path, mon
     with pytest.raises(store.RunDirError, match="cannot write"):
         run_sweep(s, tmp_path / "a_file" / "run", progress=False)
     full = shutil.disk_usage(tmp_path)._replace(free=1000)
-    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: full)
+    monkeypatch.setattr(store.files.shutil, "disk_usage", lambda path: full)
     with pytest.raises(store.RunDirError, match="GiB free"):
         run_sweep(s, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()

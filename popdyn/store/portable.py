@@ -1,13 +1,17 @@
 """One self-describing file of a run's results, readable without popdyn: netCDF-4 (h5netcdf) or zarr.
 
-:func:`export` writes every labelled array ``popdyn.store.load`` gives (group ``members``: the training
-table, losses, every analysis) and ``popdyn.store.load_similarity`` gives (group ``similarity``: every
-compared network, untrained twins included) with their dimension names and coordinates; the run's config
-(YAML) and what the run's manifest recorded (popdyn, JAX versions) are attributes.  netCDF has no complex
-type: each complex variable (``fp_eigenvalues``) is written as ``<name>_real`` and ``<name>_imag``, each
-with the attribute ``complex_part`` ("real"/"imag") and ``complex_of`` (the original name); read back, the
-pair is ``ds.fp_eigenvalues_real + 1j * ds.fp_eigenvalues_imag``.  Booleans become int8 with xarray's
-``dtype: bool`` marker (xarray decodes them back to bool).
+:func:`export` (``popdyn.store.export``) writes every labelled array ``popdyn.store.load`` gives (group
+``members``: the training table, losses, every analysis) and ``popdyn.store.load_similarity`` gives (group
+``similarity``: every compared network, untrained twins included) with their dimension names and
+coordinates; the run's config (YAML) and what the run's manifest recorded (popdyn, JAX versions) are
+attributes.  netCDF has no complex type: each complex variable (``fp_eigenvalues``) is written as
+``<name>_real`` and ``<name>_imag``, each with the attribute ``complex_part`` ("real"/"imag") and
+``complex_of`` (the original name); read back, the pair is ``ds.fp_eigenvalues_real + 1j *
+ds.fp_eigenvalues_imag``.  Booleans become int8 with xarray's ``dtype: bool`` marker (xarray decodes them
+back to bool).
+
+(This module is not named ``export``: ``popdyn.store.export`` is the function, and a module of that name
+would be hidden behind it.)
 
 Read it anywhere with xarray alone::
 
@@ -26,8 +30,11 @@ import numpy as np
 import xarray as xr
 import yaml
 
+from popdyn.store.layout import read_config
+from popdyn.store.names import CONFIG, MANIFEST, SIMILARITY
+from popdyn.store.read import load, load_similarity
+
 FORMATS = ("netcdf", "zarr")
-GROUPS = ("members", "similarity")
 
 
 def export(run_dir: str | Path, path: str | Path, format: str | None = None) -> Path:
@@ -35,15 +42,13 @@ def export(run_dir: str | Path, path: str | Path, format: str | None = None) -> 
     ``.zarr`` → a zarr store; or ``format``); return ``path``.  Written beside and renamed into place, so
     that an interrupted export leaves no half-written file; an existing ``path`` is replaced only once the
     new one is complete."""
-    from popdyn import store
-
     run_dir, path = Path(run_dir), Path(path)
     format = format or ("zarr" if path.suffix == ".zarr" else "netcdf")
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; allowed: {', '.join(FORMATS)}")
-    parts = {"members": store.load(run_dir)}
-    if (run_dir / store.SIMILARITY).exists():
-        parts["similarity"] = store.load_similarity(run_dir)
+    parts = {"members": load(run_dir)}  # the netCDF (zarr) groups
+    if (run_dir / SIMILARITY).exists():
+        parts["similarity"] = load_similarity(run_dir)
     attrs = _provenance(run_dir)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     _remove(tmp)
@@ -93,14 +98,15 @@ def _attr(v):
 
 def _provenance(run_dir: Path) -> dict:
     """The run's config (YAML text) and the versions its manifest recorded for its config file."""
-    from popdyn import store
-
-    out = {"popdyn_export": "popdyn.export (netCDF groups: members, similarity)", "run_dir": str(run_dir)}
-    config = store.read_config(run_dir)
+    out = {
+        "popdyn_export": "popdyn.store.export (netCDF groups: members, similarity)",
+        "run_dir": str(run_dir),
+    }
+    config = read_config(run_dir)
     out["config"] = yaml.safe_dump(config, sort_keys=False)
-    manifest = run_dir / store.MANIFEST
+    manifest = run_dir / MANIFEST
     if manifest.exists():
-        entry = json.loads(manifest.read_text()).get(store.CONFIG, {})
+        entry = json.loads(manifest.read_text()).get(CONFIG, {})
         for k, v in entry.items():
             if k not in ("content", "config_sha256"):
                 out[f"written_by_{k}"] = v
