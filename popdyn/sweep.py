@@ -211,7 +211,9 @@ def train_group(
     )
     members["status"] = store.member_status(members["final_loss"], diverged)
     loss, step = store.downsample(losses, s.log_every)
-    store.write_group(run_dir, group.name, params, members, loss, step)
+    # provenance: the time loop that trained the group (the fused kernel, or XLA's), in its manifest
+    loop = model.time_loop(params["readout"]["kernel"].dtype, noisy=model.spec.stochastic)
+    store.write_group(run_dir, group.name, params, members, loss, step, about={"time_loop": loop})
     n_div = int(diverged.sum())
     n_exploded = int((members.status == store.EXPLODED).sum())
     log.info(

@@ -93,6 +93,11 @@ def test_the_model_uses_the_kernel_for_lstms_on_the_cpu_unless_told_not_to():
             text = str(jax.make_jaxpr(jax.grad(lambda p, m=model: jnp.sum(m(p, x))))(params))
             uses = "popdyn_lstm_forward" in text and "popdyn_lstm_backward" in text
             assert uses == (kernel == "auto" and arch != "gru"), (arch, kernel)
+            # Model.time_loop says which (the run's provenance records it): the traced program agrees
+            assert model.time_loop() == ("fused" if uses else "hoisted"), (arch, kernel)
+    assert Model("lstm", "tanh", 4, 3, 3, grad="autodiff").time_loop() == "scan"
+    assert Model("lstm", "tanh", 4, 3, 3).time_loop(jnp.float64) == "hoisted"  # the kernel is float32 only
+    assert Model("leaky", "tanh", 4, 3, 3).time_loop(noisy=True) == "scan"  # training noise: plain scan
 
 
 @needs_kernel

@@ -142,9 +142,12 @@ def test_tiny_sweep_writes_and_reloads(tiny_run):
         assert best.chosen
         np.testing.assert_allclose(ds.lr.where(ds.group == g, drop=True), best.lr)
     params = store.load_params(tiny_run)
-    for gp in params.values():
+    for name, gp in params.items():
         out = jax.vmap(gp.model, in_axes=(0, None))(gp.params, s.task.probe_inputs)
         assert out.shape == (len(gp.member), *s.task.probe_targets.shape)
+        # provenance: the time loop that trained the group (vanilla, gru on a CPU: XLA's hoisted loop)
+        entry = json.loads((store.group_dir(tiny_run, name) / store.MANIFEST).read_text())["params.npz"]
+        assert entry["time_loop"] == gp.model.time_loop() == "hoisted"
     assert not list(tiny_run.rglob("*.tmp-*")) and not list(tiny_run.rglob("checkpoint.npz"))
     assert (tiny_run / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

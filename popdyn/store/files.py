@@ -45,11 +45,12 @@ def _writer() -> bool:
     return hosts.writer()
 
 
-def _atomic(path: Path, write, record: bool = True) -> None:
+def _atomic(path: Path, write, record: bool = True, about: dict | None = None) -> None:
     """Write to a temporary name, then rename into place; with ``record``, the directory's manifest
     accepts both the old and the new content while the rename happens, then only the new, so a process
     killed at any instant leaves a file its manifest vouches for.  In a multi-process run only process 0
-    writes (``popdyn.hosts``); the others return at once."""
+    writes (``popdyn.hosts``); the others return at once.  ``about``: what else the manifest entry says
+    of how the content was made (a group's parameters: the time loop that trained them)."""
     if not _writer():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +59,7 @@ def _atomic(path: Path, write, record: bool = True) -> None:
         write(tmp)
         if record:
             new = _fingerprint(tmp)
-            _record(path, [*_accepted(path), new])
+            _record(path, [*_accepted(path), new], about=about)
         os.replace(tmp, path)
     except Exception as e:
         if _disk_full(e, path.parent):
@@ -71,7 +72,7 @@ def _atomic(path: Path, write, record: bool = True) -> None:
         if tmp.exists():
             tmp.unlink()
     if record:
-        _record(path, [new])
+        _record(path, [new], about=about)
 
 
 def _disk_full(error: BaseException, directory: Path) -> bool:
@@ -171,17 +172,18 @@ def _git(root: Path) -> dict[str, Any]:
     return {"git_commit": head.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
 
 
-def _record(path: Path, content: list[dict], adopted: bool = False) -> None:
+def _record(path: Path, content: list[dict], adopted: bool = False, about: dict | None = None) -> None:
     """Note in ``manifest.json`` beside ``path`` what produced it: its content's sha256 and size (so a
     truncated or altered file is caught on reading), the run's config hash, and the :func:`provenance`
     of the process that wrote it (popdyn's version and commit, JAX's and the other packages' versions,
-    platform, device)."""
+    platform, device), and ``about`` (what the writer adds: a group's ``time_loop``)."""
     manifest_path = path.parent / MANIFEST
     manifest = _read_manifest(manifest_path)
     manifest[path.name] = {
         "content": content,
         "config_sha256": _config_hash(path) if path.name != CONFIG else None,
         **provenance(),
+        **(about or {}),
         **({"adopted": True} if adopted else {}),
     }
     _write_manifest(manifest_path, manifest)
@@ -271,10 +273,14 @@ def labels(prefix: str, coords) -> dict[str, np.ndarray]:
 
 
 def write_npz(
-    path: Path, arrays: dict[str, np.ndarray], dims: dict[str, tuple[str, ...]] | None = None
+    path: Path,
+    arrays: dict[str, np.ndarray],
+    dims: dict[str, tuple[str, ...]] | None = None,
+    about: dict | None = None,
 ) -> None:
     """``arrays`` into ``path`` (atomically); with ``dims``, a self-describing file: each key's dimension
-    names stored beside the arrays (``_dims``), so that :func:`load` needs no table of what it holds."""
+    names stored beside the arrays (``_dims``), so that :func:`load` needs no table of what it holds;
+    ``about``: added to its manifest entry (:func:`_atomic`)."""
     if dims is not None:
         arrays = {**arrays, DIMS_KEY: np.array(json.dumps({k: list(v) for k, v in dims.items()}))}
 
@@ -282,7 +288,7 @@ def write_npz(
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
-    _atomic(path, write)
+    _atomic(path, write, about=about)
 
 
 def read_labelled(path: Path) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:

@@ -289,11 +289,18 @@ def downsample(losses: np.ndarray, every: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_group(
-    run_dir: Path, group: str, params: dict, members: pd.DataFrame, loss: np.ndarray, step: np.ndarray
+    run_dir: Path,
+    group: str,
+    params: dict,
+    members: pd.DataFrame,
+    loss: np.ndarray,
+    step: np.ndarray,
+    about: dict | None = None,
 ):
-    """Write a finished group; its ``members.csv`` goes last and marks it done."""
+    """Write a finished group; its ``members.csv`` goes last and marks it done.  ``about``: how it was
+    trained, into the parameters' manifest entry (``{"time_loop": "fused"}``: ``Model.time_loop``)."""
     d = group_dir(run_dir, group)
-    write_npz(d / "params.npz", {**flatten(params), "member": members["member"].to_numpy()})
+    write_npz(d / "params.npz", {**flatten(params), "member": members["member"].to_numpy()}, about=about)
     write_npz(d / "losses.npz", {"loss": loss, "step": step, "member": members["member"].to_numpy()})
     write_csv(d / MEMBERS, members[MEMBER_COLUMNS + [c for c in OPTIONAL_COLUMNS if c in members]])
     remove(d / "checkpoint.npz")
