@@ -49,8 +49,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import popdyn  # noqa: F401  (device setup)
 from popdyn import store
+from popdyn._devices import setup_host_devices
 from popdyn.analyses import dynamics
 from popdyn.analyses.dynamics import initial_states
 from popdyn.config import build_sweep
@@ -351,4 +351,5 @@ def table(rows, args, opts) -> str:
 
 
 if __name__ == "__main__":
+    setup_host_devices()  # one XLA CPU device per core, before JAX starts (as the scripts do)
     main()

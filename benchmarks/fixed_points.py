@@ -31,7 +31,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-import popdyn  # noqa: F401  (device setup)
+from popdyn._devices import setup_host_devices
 from popdyn.analyses.dynamics import FixedPointOptions, descend, find_fixed_points, initial_states, refine
 from popdyn.model import Model
 from popdyn.population import population_program
@@ -198,4 +198,5 @@ def torch_loop(params, h0, n, args) -> float:
 
 
 if __name__ == "__main__":
+    setup_host_devices()  # one XLA CPU device per core, before JAX starts (as the scripts do)
     main()

@@ -22,7 +22,7 @@ import time
 import jax
 import numpy as np
 
-import popdyn  # noqa: F401  (device setup)
+from popdyn._devices import setup_host_devices
 from popdyn.similarity import SimilarityOptions, all_pairs, prepare, stack
 
 
@@ -89,4 +89,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    setup_host_devices()  # one XLA CPU device per core, before JAX starts (as the scripts do)
     sys.exit(main())

@@ -61,7 +61,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import popdyn  # noqa: F401  (its import-time device setup; main() then asks for --host-devices)
 from popdyn import fused
 from popdyn.model import Model
 from popdyn.population import HParams
@@ -423,7 +422,7 @@ def sweep_table(results, cell, sizes, n_dev, compare_p) -> str:
 def use_host_devices(n: int) -> None:
     """One XLA host device per core, so that "all devices" shards the members over the cores.
 
-    popdyn keeps one CPU device unless ``POPDYN_CPU_DEVICES`` asks for more; the benchmark opts in.  Must
+    As popdyn's entry points do (``popdyn._devices.setup_host_devices``), with the count of ``--host-devices``.  Must
     run before JAX starts its backends; ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` wins.
     """
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
