@@ -162,7 +162,7 @@ def test_write_tables_refuses_an_altered_group_table(run):
 
 def test_example_states_reads_no_swapped_fixed_points(run, monkeypatch):
     ds = store.load(run).assign(fp_valid=lambda d: d.n_fixed_points > 0)
-    monkeypatch.setattr(figures, "_states", lambda model, params, inputs: np.zeros((1, 2, 8)))
+    monkeypatch.setattr(figures.networks, "_states", lambda model, params, inputs: np.zeros((1, 2, 8)))
     manifest = run / "groups" / GROUPS[0] / store.MANIFEST
     kept = manifest.read_bytes()
     manifest.unlink()
