@@ -66,9 +66,9 @@ class Run:
     @cached_property
     def sweep(self):
         """The run's ``Sweep`` (its task, seed and settings), built from its stored config when first asked."""
-        from popdyn.config import build_sweep
+        from popdyn.figures.networks import _sweep
 
-        return build_sweep(store.read_config(self.dir))
+        return _sweep(self.dir)
 
     @cached_property
     def sim(self) -> xr.Dataset | None:

@@ -129,28 +129,31 @@ def contractivity_training(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
 def loss_line(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     """[R] Fig. 1b: the cost V(s·θ) along the ray through the final parameters θ (s = 1), mean ± s.e.
     per arch (log scale)."""
-    fig, ax = _subplots(figsize=(5.6, 4.0), layout="constrained")
-    _arch_bands(ax, ds, ds.scale.values, ds.loss_line.values[:, -1])
-    ax.axvline(1.0, color="black", linestyle=":", linewidth=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("s (parameters s·θ)")
-    ax.set_ylabel("V(s·θ)")
-    ax.legend(fontsize="small")
-    ax.set_title(f"cost along the ray, at step {int(ds.record_step.values[-1])}")
-    return _save(fig, prefix)
+    title = f"cost along the ray, at step {int(ds.record_step.values[-1])}"
+    return _arch_curves(ds, ds.scale.values, ds.loss_line.values[:, -1], "s (parameters s·θ)", "V(s·θ)", title,
+                        prefix, mark=1.0)  # fmt: skip
 
 
 def memory_curves(ds: xr.Dataset, prefix: str | Path) -> list[Path]:
     """[V] Fig. 3: the memory curve Σσ(τ) — the summed singular values of the normalised state gradients
     ∂s_t/∂e_{t−τ} — against the delay τ, mean ± s.e. per arch (log scale)."""
-    ok = _trained(ds)
+    title = f"{ds.attrs.get('task', '')}: memory of {int(_trained(ds).sum())} networks"
+    return _arch_curves(ds, ds.delay.values, ds.memory.values, "delay τ (steps)", "Σ singular values of Ḡ_τ D",
+                        title, prefix)  # fmt: skip
+
+
+def _arch_curves(ds, x, values, xlabel, ylabel, title, prefix, mark=None) -> list[Path]:
+    """One panel of mean ± s.e. curves of ``values`` [member, x] per arch on a log y axis (a dotted line at
+    x = ``mark``)."""
     fig, ax = _subplots(figsize=(5.6, 4.0), layout="constrained")
-    _arch_bands(ax, ds, ds.delay.values, ds.memory.values)
+    _arch_bands(ax, ds, x, values)
+    if mark is not None:
+        ax.axvline(mark, color="black", linestyle=":", linewidth=1)
     ax.set_yscale("log")
-    ax.set_xlabel("delay τ (steps)")
-    ax.set_ylabel("Σ singular values of Ḡ_τ D")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize="small")
-    ax.set_title(f"{ds.attrs.get('task', '')}: memory of {int(ok.sum())} networks")
+    ax.set_title(title)
     return _save(fig, prefix)
 
 
