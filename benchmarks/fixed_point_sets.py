@@ -70,9 +70,9 @@ def parse_args(argv=None):
     p.add_argument("--no-fff", action="store_true", help="popdyn only")
     p.add_argument(
         "--repeat",
-        type=int,
-        default=4,
-        help="also time popdyn on a group of this many copies of the networks (compilation amortised)",
+        default="4",
+        help="comma-separated: also time popdyn on a group of this many copies of the networks each "
+        "(compilation amortised; 15 × 8 networks = 120, a group of [U]'s grid)",
     )
     p.add_argument("--out", help="also write the report to this Markdown file")
     return p.parse_args(argv)
@@ -246,6 +246,8 @@ def main(argv=None):
         torch.set_num_threads(os.cpu_count() or 1)
     run_dir = Path(args.run_dir)
     config = store.read_config(run_dir)
+    # today's dynamics defaults (conf/dynamics/default.yaml), not those the run was analysed with
+    config["dynamics"] = composed(["+grid=flipflop"]).get("dynamics") or {}
     for item in args.set:
         key, _, value = item.partition("=")
         config.setdefault("dynamics", {})[key] = _value(value)
@@ -256,6 +258,7 @@ def main(argv=None):
     task = sweep.task
     x_star = np.asarray(task.x_star[0])
     groups = store.load_params(run_dir)
+    repeats = [int(r) for r in str(args.repeat).split(",") if int(r) > 1]
     rows = []
     for arch in args.archs.split(","):
         names = [g for g in groups if groups[g].model.arch == arch]
@@ -269,16 +272,16 @@ def main(argv=None):
         t0 = time.perf_counter()
         out = dynamics.analyze_group(sweep, sub)
         t_popdyn = (time.perf_counter() - t0) / n
-        t_big = float("nan")
-        if args.repeat > 1:  # the same networks again, as one bigger group: what a sweep's group costs
+        t_big = {}
+        for r in repeats:  # the same networks again, as one bigger group: what a sweep's group costs
             big = store.GroupParams(
                 gp.model,
-                jax.tree.map(lambda a: np.concatenate([a] * args.repeat), sub.params),
-                np.arange(n * args.repeat),
+                jax.tree.map(lambda a, r=r: np.concatenate([a] * r), sub.params),
+                np.arange(n * r),
             )
             t0 = time.perf_counter()
             dynamics.analyze_group(sweep, big)
-            t_big = (time.perf_counter() - t0) / (n * args.repeat)
+            t_big[r] = (time.perf_counter() - t0) / (n * r)
         keys = dynamics.member_keys(sweep.seed, sub.member)
         for m in range(n):
             params = jax.tree.map(lambda a, m=m: a[m], sub.params)
@@ -286,8 +289,9 @@ def main(argv=None):
             h0 = np.asarray(initial_states(gp.model, task, params, k_init, opts)[0], np.float64)
             ours = out["fp_states"][m, 0][out["fp_valid"][m, 0]]
             row = {"arch": arch, "member": int(sub.member[m]), "popdyn": len(ours),
-                   "popdyn_stable": int(out["n_stable"][m, 0]), "popdyn_s": t_popdyn, "popdyn_big_s": t_big,
+                   "popdyn_stable": int(out["n_stable"][m, 0]), "popdyn_s": t_popdyn,
                    "truncated": bool(out["fp_truncated"][m, 0])}  # fmt: skip
+            row |= {f"popdyn_x{r}_s": t for r, t in t_big.items()}
             if not args.no_fff:
                 module = torch_cell(
                     arch, gp.model.activation, {k: np.asarray(v) for k, v in params["cell"].items()}
@@ -316,11 +320,13 @@ def main(argv=None):
 
 
 def table(rows, args, opts) -> str:
-    cols = ["arch", "member", "popdyn", "popdyn_stable", "truncated", "popdyn_s", "popdyn_big_s"]
+    repeats = [int(r) for r in str(args.repeat).split(",") if int(r) > 1]
+    cols = ["arch", "member", "popdyn", "popdyn_stable", "truncated", "popdyn_s"]
+    cols += [f"popdyn_x{r}_s" for r in repeats]
     if not args.no_fff:
         cols += ["fff", "fff_true", "fff_stable", "fff_missed", "fff_s"]
     names = {"popdyn": "popdyn points", "popdyn_stable": "popdyn stable", "popdyn_s": "popdyn s/net",
-             "popdyn_big_s": f"popdyn s/net, group ×{args.repeat}",
+             **{f"popdyn_x{r}_s": f"popdyn s/net, group ×{r}" for r in repeats},
              "fff": "FFF points", "fff_true": f"FFF q<{opts.q_tol:g}", "fff_stable": "FFF stable",
              "fff_missed": "FFF true not in popdyn", "fff_s": "FFF s/net"}  # fmt: skip
 
@@ -329,7 +335,7 @@ def table(rows, args, opts) -> str:
 
     lines = [
         f"{args.networks} networks per arch, {opts.n_initial} initial states, dynamics: max_points="
-        f"{opts.max_points}, steps={opts.steps}, q_tol={opts.q_tol:g}, unique_tol={opts.unique_tol:g}; "
+        f"{opts.max_points}, steps={opts.steps}, compact_after={opts.compact_after}, q_tol={opts.q_tol:g}, unique_tol={opts.unique_tol:g}; "
         f"jax {jax.__version__}, {jax.device_count()} device(s), {os.cpu_count()} cores",
         "",
         "| " + " | ".join(names.get(c, c) for c in cols) + " |",
@@ -339,13 +345,17 @@ def table(rows, args, opts) -> str:
     if not args.no_fff:
         for arch in dict.fromkeys(r["arch"] for r in rows):
             sel = [r for r in rows if r["arch"] == arch]
-            fff, ours, big = (np.mean([r[k] for r in sel]) for k in ("fff_s", "popdyn_s", "popdyn_big_s"))
+            fff, ours = (np.mean([r[k] for r in sel]) for k in ("fff_s", "popdyn_s"))
+            bigger = "".join(
+                f"; a group {r}× larger: {np.mean([x[f'popdyn_x{r}_s'] for x in sel]):.2f} s, "
+                f"{fff / np.mean([x[f'popdyn_x{r}_s'] for x in sel]):.1f}×"
+                for r in repeats
+            )
             counts = [r["popdyn"] - r["fff_true"] for r in sel]
             lines.append(
-                f"\n{arch}: FFF {fff:.2f} s per network, popdyn {ours:.2f} s ({fff / ours:.1f}×; a group "
-                f"{args.repeat}× larger: {big:.2f} s, {fff / big:.1f}×); popdyn's true points minus FFF's: "
-                f"{min(counts)} to {max(counts)}, FFF's true points popdyn lacks: "
-                f"{sum(r['fff_missed'] for r in sel)} in all"
+                f"\n{arch}: FFF {fff:.2f} s per network, popdyn {ours:.2f} s ({fff / ours:.1f}×{bigger}); "
+                f"popdyn's true points minus FFF's: {min(counts)} to {max(counts)}, FFF's true points popdyn "
+                f"lacks: {sum(r['fff_missed'] for r in sel)} in all"
             )
     return "\n".join(lines)
 

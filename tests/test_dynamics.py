@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from functools import partial
 
 import jax
@@ -10,15 +11,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from popdyn.analyses import dynamics
 from popdyn.analyses.dynamics import (
     FixedPointOptions,
     FixedPoints,
     TopologyOptions,
     analyze_one,
     decompose,
+    descend,
     eigenvalues,
     find_fixed_points,
     mode_overlap,
+    speed,
 )
 from popdyn.model import Model
 from popdyn.population import HParams
@@ -116,6 +120,40 @@ def test_default_options_find_all_81_fixed_points_of_a_4d_decoupled_system():
         assert np.sum(np.linalg.norm(found - e, axis=1) < 1e-4) == 1
     counts = np.bincount(valid(fp, "n_unstable"), minlength=5)
     assert counts.tolist() == [16, 32, 24, 8, 1]
+
+
+def test_the_compacted_descent_moves_only_the_moving_points_along_the_same_paths():
+    """After ``compact_after`` steps only the points still moving (q ≥ settled_q) go on, gathered in chunks
+    with their Adam moments: each ends where the uncompacted descent puts it (Adam is elementwise), and
+    the settled ones stay where they were at ``compact_after``.  Constant lr and ``dq_tol = 0``, so that
+    the three runs compare step for step."""
+    p, x = {"w": jnp.float32(3.0)}, jnp.zeros(1)
+    h0 = jax.random.uniform(jax.random.key(1), (200, 4), minval=-1.2, maxval=1.2)
+    plain = FixedPointOptions(steps=400, lr_decay=1.0, dq_tol=0.0, compact_after=None)
+    compact = replace(plain, compact_after=200, compact_chunk=16)
+    go = jax.jit(descend, static_argnums=(0, 4))
+    full, staged, early = (
+        np.asarray(go(decoupled, p, x, h0, o)) for o in (plain, compact, replace(plain, steps=200))
+    )
+    q = np.asarray(jax.vmap(speed, (None, None, 0, None))(decoupled, p, jnp.asarray(early), x))
+    moving = q >= compact.settled_q
+    assert 16 < moving.sum() < len(moving)  # more than one chunk goes on (38 of 200), the rest settled
+    np.testing.assert_allclose(staged[moving], full[moving], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(staged[~moving], early[~moving])
+
+
+def test_transition_runs_stop_once_settled_with_the_same_ends(monkeypatch):
+    """The transition runs of a chunk stop once every run lies near a stable point: the same matrix as
+    following every run for all ``transition_steps``."""
+    task, model, params = flipflop_network()
+
+    def transitions():
+        run = jax.jit(partial(analyze_one, model, task, FixedPointOptions(steps=600), TopologyOptions()))
+        return np.asarray(run(params, jax.random.key(0))["transition"])
+
+    settled = transitions()
+    monkeypatch.setattr(dynamics, "_SETTLE_EVERY", 10**6)  # one block of transition_steps: no early stop
+    np.testing.assert_array_equal(settled, transitions())
 
 
 def test_a_cut_set_is_flagged_with_the_number_found():
