@@ -8,7 +8,9 @@ inputs plus Gaussian noise of std ``dynamics.noise``), at the task's condition x
            ``conf/dynamics/default.yaml`` unless overridden with ``--set key=value``): the whole analysis
            of the group — Adam descent, Newton steps, selection, Jacobians, eigenvalues and the
            flip-flop transition runs —, compilation included (one group program per arch, as a sweep
-           runs it); time per network = the group's wall time / networks.
+           runs it); time per network = the group's wall time / networks; then the same group again in
+           the same process (*compiled*: its programs already built — the compute alone, what every
+           further group of that shape costs).
   FFF      FixedPointFinder's PyTorch version (Golub & Sussillo 2018; ``FixedPointFinderTorch`` with its
            defaults: Adam from lr 1.0 with ReduceLROnPlateau, tol_q 1e-12, tol_dq 1e-20, at most 5,000
            steps, tol_unique 1e-3, distance-outlier exclusion, Jacobians and their eigen-decomposition),
@@ -272,6 +274,9 @@ def main(argv=None):
         t0 = time.perf_counter()
         out = dynamics.analyze_group(sweep, sub)
         t_popdyn = (time.perf_counter() - t0) / n
+        t0 = time.perf_counter()  # the same group again: its programs compiled, the compute alone
+        dynamics.analyze_group(sweep, sub)
+        t_compiled = (time.perf_counter() - t0) / n
         t_big = {}
         for r in repeats:  # the same networks again, as one bigger group: what a sweep's group costs
             big = store.GroupParams(
@@ -290,6 +295,7 @@ def main(argv=None):
             ours = out["fp_states"][m, 0][out["fp_valid"][m, 0]]
             row = {"arch": arch, "member": int(sub.member[m]), "popdyn": len(ours),
                    "popdyn_stable": int(out["n_stable"][m, 0]), "popdyn_s": t_popdyn,
+                   "popdyn_compiled_s": t_compiled,
                    "truncated": bool(out["fp_truncated"][m, 0])}  # fmt: skip
             row |= {f"popdyn_x{r}_s": t for r, t in t_big.items()}
             if not args.no_fff:
@@ -321,11 +327,12 @@ def main(argv=None):
 
 def table(rows, args, opts) -> str:
     repeats = [int(r) for r in str(args.repeat).split(",") if int(r) > 1]
-    cols = ["arch", "member", "popdyn", "popdyn_stable", "truncated", "popdyn_s"]
+    cols = ["arch", "member", "popdyn", "popdyn_stable", "truncated", "popdyn_s", "popdyn_compiled_s"]
     cols += [f"popdyn_x{r}_s" for r in repeats]
     if not args.no_fff:
         cols += ["fff", "fff_true", "fff_stable", "fff_missed", "fff_s"]
     names = {"popdyn": "popdyn points", "popdyn_stable": "popdyn stable", "popdyn_s": "popdyn s/net",
+             "popdyn_compiled_s": "popdyn s/net, compiled",
              **{f"popdyn_x{r}_s": f"popdyn s/net, group ×{r}" for r in repeats},
              "fff": "FFF points", "fff_true": f"FFF q<{opts.q_tol:g}", "fff_stable": "FFF stable",
              "fff_missed": "FFF true not in popdyn", "fff_s": "FFF s/net"}  # fmt: skip
@@ -345,7 +352,10 @@ def table(rows, args, opts) -> str:
     if not args.no_fff:
         for arch in dict.fromkeys(r["arch"] for r in rows):
             sel = [r for r in rows if r["arch"] == arch]
-            fff, ours = (np.mean([r[k] for r in sel]) for k in ("fff_s", "popdyn_s"))
+            fff, ours, warm = (
+                np.mean([r[k] for r in sel]) for k in ("fff_s", "popdyn_s", "popdyn_compiled_s")
+            )
+            fff_median = np.median([r["fff_s"] for r in sel])
             bigger = "".join(
                 f"; a group {r}× larger: {np.mean([x[f'popdyn_x{r}_s'] for x in sel]):.2f} s, "
                 f"{fff / np.mean([x[f'popdyn_x{r}_s'] for x in sel]):.1f}×"
@@ -353,7 +363,8 @@ def table(rows, args, opts) -> str:
             )
             counts = [r["popdyn"] - r["fff_true"] for r in sel]
             lines.append(
-                f"\n{arch}: FFF {fff:.2f} s per network, popdyn {ours:.2f} s ({fff / ours:.1f}×{bigger}); "
+                f"\n{arch}: FFF {fff:.2f} s per network (median {fff_median:.2f}), popdyn {ours:.2f} s "
+                f"({fff / ours:.1f}×{bigger}; compiled: {warm:.2f} s, {fff / warm:.1f}×); "
                 f"popdyn's true points minus FFF's: {min(counts)} to {max(counts)}, FFF's true points popdyn "
                 f"lacks: {sum(r['fff_missed'] for r in sel)} in all"
             )
