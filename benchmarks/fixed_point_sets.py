@@ -9,8 +9,8 @@ inputs plus Gaussian noise of std ``dynamics.noise``), at the task's condition x
            of the group — Adam descent, Newton steps, selection, Jacobians, eigenvalues and the
            flip-flop transition runs —, compilation included (one group program per arch, as a sweep
            runs it); time per network = the group's wall time / networks; then the same group again in
-           the same process (*compiled*: its programs already built — the compute alone, what every
-           further group of that shape costs).
+           the same process (*compiled*: its programs already built — the compute alone, what a group of
+           shapes already compiled in that process costs).
   FFF      FixedPointFinder's PyTorch version (Golub & Sussillo 2018; ``FixedPointFinderTorch`` with its
            defaults: Adam from lr 1.0 with ReduceLROnPlateau, tol_q 1e-12, tol_dq 1e-20, at most 5,000
            steps, tol_unique 1e-3, distance-outlier exclusion, Jacobians and their eigen-decomposition),
@@ -271,12 +271,8 @@ def main(argv=None):
         sub = store.GroupParams(
             gp.model, jax.tree.map(lambda a, n=n: np.asarray(a)[:n], gp.params), gp.member[:n]
         )
-        t0 = time.perf_counter()
-        out = dynamics.analyze_group(sweep, sub)
-        t_popdyn = (time.perf_counter() - t0) / n
-        t0 = time.perf_counter()  # the same group again: its programs compiled, the compute alone
-        dynamics.analyze_group(sweep, sub)
-        t_compiled = (time.perf_counter() - t0) / n
+        out, t_popdyn = per_network(sweep, sub)
+        t_compiled = per_network(sweep, sub)[1]  # the same group again: programs built, compute alone
         t_big = {}
         for r in repeats:  # the same networks again, as one bigger group: what a sweep's group costs
             big = store.GroupParams(
@@ -284,9 +280,7 @@ def main(argv=None):
                 jax.tree.map(lambda a, r=r: np.concatenate([a] * r), sub.params),
                 np.arange(n * r),
             )
-            t0 = time.perf_counter()
-            dynamics.analyze_group(sweep, big)
-            t_big[r] = (time.perf_counter() - t0) / (n * r)
+            t_big[r] = per_network(sweep, big)[1]
         keys = dynamics.member_keys(sweep.seed, sub.member)
         for m in range(n):
             params = jax.tree.map(lambda a, m=m: a[m], sub.params)
@@ -325,6 +319,13 @@ def main(argv=None):
         Path(args.out).write_text(report + "\n")
 
 
+def per_network(sweep, gp) -> tuple[dict, float]:
+    """``dynamics.analyze_group`` of ``gp``: its output and wall time per network."""
+    t0 = time.perf_counter()
+    out = dynamics.analyze_group(sweep, gp)
+    return out, (time.perf_counter() - t0) / len(gp.member)
+
+
 def table(rows, args, opts) -> str:
     repeats = [int(r) for r in str(args.repeat).split(",") if int(r) > 1]
     cols = ["arch", "member", "popdyn", "popdyn_stable", "truncated", "popdyn_s", "popdyn_compiled_s"]
@@ -356,11 +357,8 @@ def table(rows, args, opts) -> str:
                 np.mean([r[k] for r in sel]) for k in ("fff_s", "popdyn_s", "popdyn_compiled_s")
             )
             fff_median = np.median([r["fff_s"] for r in sel])
-            bigger = "".join(
-                f"; a group {r}× larger: {np.mean([x[f'popdyn_x{r}_s'] for x in sel]):.2f} s, "
-                f"{fff / np.mean([x[f'popdyn_x{r}_s'] for x in sel]):.1f}×"
-                for r in repeats
-            )
+            big = {r: np.mean([x[f"popdyn_x{r}_s"] for x in sel]) for r in repeats}
+            bigger = "".join(f"; a group {r}× larger: {t:.2f} s, {fff / t:.1f}×" for r, t in big.items())
             counts = [r["popdyn"] - r["fff_true"] for r in sel]
             lines.append(
                 f"\n{arch}: FFF {fff:.2f} s per network (median {fff_median:.2f}), popdyn {ours:.2f} s "
