@@ -250,6 +250,7 @@ def fixed_points(step, params, x_star, states, key=None, **options):
     import jax
     import jax.numpy as jnp
 
+    from popdyn._random import flat
     from popdyn.analyses.dynamics import FixedPointOptions, find_fixed_points
 
     allowed = FixedPointOptions.__dataclass_fields__
@@ -266,5 +267,5 @@ def fixed_points(step, params, x_star, states, key=None, **options):
     if key is not None:
         pick, noise = jax.random.split(key)
         rows = jax.random.randint(pick, (opts.n_initial,), 0, states.shape[0])
-        states = states[rows] + opts.noise * jax.random.normal(noise, (opts.n_initial, states.shape[1]), states.dtype)
+        states = states[rows] + opts.noise * flat(jax.random.normal, noise, (opts.n_initial, states.shape[1]), states.dtype)
     return find_fixed_points(step, params, x_star, states, opts)

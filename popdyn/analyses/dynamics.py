@@ -62,6 +62,7 @@ from jaxtyping import Array, Bool, Complex, Float, Int
 from threadpoolctl import threadpool_limits
 
 from popdyn import analyses
+from popdyn._random import flat
 from popdyn.precision import full_precision
 
 StepFn = Callable[[dict, Array, Array], Array]  # F(params, h, x) -> h'
@@ -525,7 +526,7 @@ def initial_states(model, task, params: dict, key: Array, options: FixedPointOpt
     trials (drawn uniformly over trials and steps, with replacement) plus Gaussian noise of std ``noise``."""
     states = model.states(params, task.probe_inputs)  # [P, T, D]
     p, t, d = states.shape
-    flat = states.reshape(p * t, d)
+    flat_states = states.reshape(p * t, d)
     cond = jnp.repeat(task.probe_condition, t)
     n_cond = task.x_star.shape[0]
 
@@ -533,7 +534,7 @@ def initial_states(model, task, params: dict, key: Array, options: FixedPointOpt
         k_pick, k_noise = jax.random.split(k)
         mask = (cond == c).astype(jnp.float32)
         idx = jax.random.choice(k_pick, p * t, (options.n_initial,), p=mask / jnp.sum(mask))
-        return flat[idx] + options.noise * jax.random.normal(k_noise, (options.n_initial, d))
+        return flat_states[idx] + options.noise * flat(jax.random.normal, k_noise, (options.n_initial, d))
 
     return jax.vmap(draw)(jnp.arange(n_cond), jax.random.split(key, n_cond))
 
@@ -566,7 +567,7 @@ def transitions(step, params, fp: FixedPoints, x_star, key, topo: TopologyOption
     chunk = chunk or (2 if jax.default_backend() == "cpu" else 8)
     # one set of directions for every point: each point's runs are as random as before, and threefry's
     # compile time grows with the number of draws (0.8 s for [128, 100, 64] on a CPU)
-    direction = jax.random.normal(key, (topo.transition_runs, d))
+    direction = flat(jax.random.normal, key, (topo.transition_runs, d))
     direction /= jnp.linalg.norm(direction, axis=-1, keepdims=True)
     start = fp.states[:, None] + topo.transition_radius * direction[None]  # [K, runs, D]
     run = jax.vmap(step, (None, 0, None))

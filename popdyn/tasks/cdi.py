@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from popdyn._random import flat
 from popdyn.tasks import Task, TaskSpec, register
 
 
@@ -99,10 +100,10 @@ def _probe(task: Task) -> tuple[Array, Array]:
 def _cdi_inputs(key: PRNGKeyArray, batch: int, T: int, K: int) -> Float[Array, "b t two_k"]:
     k_trial, k_noise = jax.random.split(key)
     # One uniform row per trial gives the cued context (first entry) and the K stream means μ_k.
-    u = jax.random.uniform(k_trial, (batch, K + 1), dtype=jnp.float32)
+    u = flat(jax.random.uniform, k_trial, (batch, K + 1), dtype=jnp.float32)  # popdyn._random
     context = jnp.minimum(jnp.floor(u[:, 0] * K).astype(jnp.int32), K - 1)
     mu = 2.0 * u[:, None, 1:] - 1.0
-    streams = mu + jax.random.normal(k_noise, (batch, T, K), dtype=jnp.float32)
+    streams = mu + flat(jax.random.normal, k_noise, (batch, T, K), dtype=jnp.float32)
     contexts = jnp.broadcast_to(jax.nn.one_hot(context, K, dtype=jnp.float32)[:, None, :], (batch, T, K))
     return jnp.concatenate([contexts, streams], axis=-1)
 

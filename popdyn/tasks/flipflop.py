@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from popdyn._random import flat
 from popdyn.tasks import Task, TaskSpec, register
 
 
@@ -78,7 +79,7 @@ def _flipflop_inputs(
     # each with probability p/2, independent across channels and steps. One draw, not two, because
     # compiling threefry dominates the cost of sampling. At t = 0 with initial_pulse the same draw's
     # sign alone is used: −1 for u < 1/2.
-    u = jax.random.uniform(key, (batch, T, K), dtype=jnp.float32)
+    u = flat(jax.random.uniform, key, (batch, T, K), dtype=jnp.float32)  # popdyn._random
     x = jnp.where(u < p, jnp.where(u < 0.5 * p, -1.0, 1.0), 0.0)
     if initial_pulse:
         x = x.at[:, 0].set(jnp.where(u[:, 0] < 0.5, -1.0, 1.0))
