@@ -395,3 +395,32 @@ def test_a_singular_newton_system_skips_that_point_only(xla, monkeypatch):
     assert int(fp.count) == 1
     np.testing.assert_allclose(valid(fp, "states")[0], h_star, atol=1e-6)
     assert valid(fp, "q")[0] < 1e-12
+
+
+def test_xla_lapack_on_one_cpu_device_equals_the_host_callbacks():
+    """Traced under ``one_cpu_device`` (the group analysis's second program on a CPU), ``decompose`` and
+    ``eigenvalues`` are XLA's own LAPACK kernels, with no host callback left in the program (what lets
+    JAX's persistent cache keep it), and give the host callbacks' numbers — the same geev — on the
+    matrices ``wanted``; the others λ = 0, R = L = I, as on the host."""
+    rng = np.random.default_rng(0)
+    jac = jnp.asarray(rng.standard_normal((2, 5, 6, 6)) / 3, jnp.float32)
+    wanted = jnp.asarray(rng.random((2, 5)) < 0.6)
+
+    def both(a, w):
+        return decompose(a, w), eigenvalues(a, w)
+
+    host = jax.jit(jax.vmap(lambda a, w: both(a, w)))
+    with dynamics.one_cpu_device():
+        lowered = jax.jit(jax.vmap(lambda a, w: both(a, w))).lower(jac, wanted)
+    assert "callback" in host.lower(jac, wanted).as_text()
+    assert "callback" not in lowered.as_text()
+    (w_x, r_x, l_x), alone_x = lowered.compile()(jac, wanted)
+    (w_h, r_h, l_h), alone_h = host(jac, wanted)
+    for x, h in ((w_x, w_h), (r_x, r_h), (l_x, l_h), (alone_x, alone_h)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(h), atol=1e-5)
+    off = ~np.asarray(wanted)
+    assert np.all(np.asarray(w_x)[off] == 0) and np.all(np.asarray(alone_x)[off] == 0)
+    np.testing.assert_array_equal(np.asarray(r_x)[off], np.broadcast_to(np.eye(6), (off.sum(), 6, 6)))
+    np.testing.assert_array_equal(np.asarray(l_x)[off], np.broadcast_to(np.eye(6), (off.sum(), 6, 6)))
+    with jax.numpy_dtype_promotion("standard"):  # and they are eigenpairs: J R = R Λ
+        np.testing.assert_allclose(jac @ r_x, r_x * w_x[..., None, :], atol=1e-4)

@@ -32,9 +32,12 @@ J with right and left eigenvectors (``J = R Λ Lᴴ``, ``Lᴴ R = I``), sorted b
 ``n_unstable = #{|λ| > 1}``; time constants ``τ = 1/|log|λ||`` steps.
 
 Eigen-decomposition: through ``jax.pure_callback`` to SciPy's geev on the host, one matrix per thread of a
-host pool, on every backend (XLA's GPU geev was no faster per matrix than one CPU thread on an H200;
-XLA's CPU LAPACK kernels, batched and on 2 host devices at once, deadlocked here; TPUs have none), so the
-one program runs everywhere. Newton solves: XLA's on GPUs, the host's elsewhere.
+host pool (XLA's GPU geev was no faster per matrix than one CPU thread on an H200; XLA's CPU LAPACK
+kernels, batched and on 2 host devices at once, deadlock; TPUs have none). Newton solves: XLA's on GPUs,
+the host's elsewhere. Code traced for a program on one CPU device (:func:`one_cpu_device`: the group
+analysis's second program) uses XLA's own CPU kernels for both instead — the same LAPACK routines, no
+deadlock on one device, faster than the callbacks there, and a program without host callbacks is one
+that JAX's persistent compilation cache keeps (:mod:`popdyn._compile_cache`).
 
 Registered as the analysis ``dynamics`` (config section ``dynamics``: :class:`FixedPointOptions` and
 :class:`TopologyOptions` fields; settings ``dynamics.yaml``): every group's members as two sharded programs
@@ -45,6 +48,8 @@ with each array's dimensions (:func:`dims`; the task's own from ``TaskSpec.topol
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 from collections.abc import Callable, Mapping
@@ -144,13 +149,37 @@ class FixedPoints(NamedTuple):
         return jnp.sum(self.valid)
 
 
-def _xla_solve() -> bool:
-    """Whether the Newton solves run as XLA's own kernels (GPU) rather than through a host callback.
+_ONE_CPU_DEVICE = contextvars.ContextVar("popdyn_one_cpu_device", default=False)
 
-    XLA's CPU LAPACK kernels are not used: batched over points and run on 2 host devices at once they
-    deadlocked XLA's thread pool on a 2-core machine (jaxlib 0.10.2), as the batched QR of the
-    orthogonal init did (popdyn.train)."""
-    return jax.default_backend() in ("gpu", "cuda", "rocm")
+
+@contextlib.contextmanager
+def one_cpu_device():
+    """Code traced inside runs in a program on one CPU device (per process): its eig and solve become
+    XLA's own CPU LAPACK kernels rather than host callbacks.
+
+    Not the default, because batched over points and run on 2 host devices at once those kernels
+    deadlock XLA's thread pool on a 2-core machine (jaxlib 0.10.2), as the batched QR of the orthogonal
+    init did (popdyn.train); so do host callbacks there.  On one device they are the same LAPACK
+    routines as SciPy's, and faster than the callbacks (a group of 8 vanilla 64-unit networks: 0.66
+    against 1.05 s), and the program is one that JAX's persistent compilation cache can keep (it never
+    keeps programs with host callbacks)."""
+    token = _ONE_CPU_DEVICE.set(True)
+    try:
+        yield
+    finally:
+        _ONE_CPU_DEVICE.reset(token)
+
+
+def _xla_eig() -> bool:
+    """Whether eigen-decompositions run as XLA's own kernels (traced under :func:`one_cpu_device`) rather
+    than through a host callback."""
+    return _ONE_CPU_DEVICE.get()
+
+
+def _xla_solve() -> bool:
+    """Whether the Newton solves run as XLA's own kernels (GPU, or :func:`_xla_eig`) rather than through
+    a host callback."""
+    return jax.default_backend() in ("gpu", "cuda", "rocm") or _xla_eig()
 
 
 def speed(step: StepFn, params: dict, h: Float[Array, " D"], x: Float[Array, " M"]) -> Float[Array, ""]:
@@ -351,10 +380,35 @@ def _solve(a, b):
 def _eig(a, wanted):
     """Eigen-decomposition on the host on every backend, of the matrices ``wanted`` only: on an H200,
     XLA's GPU geev took 5.9 s for 4,096 64 × 64 Jacobians (1.5 ms each, no faster than one CPU thread),
-    so a pool of host threads wins; TPUs have no eig at all; XLA's CPU kernel deadlocked (see
-    :func:`_xla_solve`)."""
+    so a pool of host threads wins; TPUs have no eig at all; XLA's CPU kernel deadlocks on 2 host devices
+    and is used only under :func:`one_cpu_device`."""
+    if _xla_eig():
+        return _xla_geev(a, wanted, vectors=True)
     c = jax.ShapeDtypeStruct(a.shape[:-1], jnp.complex64), jax.ShapeDtypeStruct(a.shape, jnp.complex64)
     return jax.pure_callback(_host_eig, (c[0], c[1], c[1]), a, wanted, vmap_method="expand_dims")
+
+
+def _xla_geev(a, wanted, vectors: bool):
+    """:func:`_host_eig` as XLA's CPU kernel, over any leading axes: the ``wanted`` matrices only, a chunk
+    at a time (:func:`over_rows`), the others λ = 0 and R = L = I."""
+    lead, d = a.shape[:-2], a.shape[-1]
+    flat_a = a.reshape(-1, d, d)
+    want = jnp.broadcast_to(wanted, lead).reshape(-1)
+
+    def geev(m):
+        out = jax.lax.linalg.eig(m, compute_left_eigenvectors=vectors, compute_right_eigenvectors=vectors)
+        return tuple(out) if vectors else out[0]
+
+    out = over_rows(geev, jnp.where(want[:, None, None], flat_a, 0.0), want)
+    if not vectors:
+        return jnp.where(want[:, None], out, 0.0).reshape(*lead, d)
+    w, vl, vr = out
+    eye, mask = jnp.eye(d, dtype=jnp.complex64), want[:, None, None]
+    return (
+        jnp.where(want[:, None], w, 0.0).reshape(*lead, d),
+        jnp.where(mask, vl, eye).reshape(a.shape),
+        jnp.where(mask, vr, eye).reshape(a.shape),
+    )
 
 
 def _by_modulus(w):
@@ -370,9 +424,12 @@ def eigenvalues(
     out = jax.ShapeDtypeStruct(jacobians.shape[:-1], jnp.complex64)
     if wanted is None:
         wanted = jnp.ones(jacobians.shape[:-2], bool)
-    w = jax.pure_callback(
-        partial(_host_eig, vectors=False), out, jacobians, wanted, vmap_method="expand_dims"
-    )
+    if _xla_eig():
+        w = _xla_geev(jacobians, wanted, vectors=False)
+    else:
+        w = jax.pure_callback(
+            partial(_host_eig, vectors=False), out, jacobians, wanted, vmap_method="expand_dims"
+        )
     return jnp.take_along_axis(w, _by_modulus(w), axis=-1)
 
 
@@ -683,7 +740,8 @@ def analyze_descend(model, task, fp_opts: FixedPointOptions, params: dict, key: 
 
 @full_precision
 def analyze_finish(model, task, fp_opts, topo, params: dict, key: Array, h0, h):
-    """The rest of :func:`analyze_one` from :func:`analyze_descend`'s output (host callbacks on a CPU)."""
+    """The rest of :func:`analyze_one` from :func:`analyze_descend`'s output (LAPACK work: host callbacks
+    on a CPU, XLA's kernels when traced under :func:`one_cpu_device`)."""
     _, k_trans = jax.random.split(key)
     cell = params["cell"]
     vectors = task.classification or task.spec.vectors  # mode_overlap, linear_response
@@ -739,9 +797,9 @@ def analyze_group(sweep, gp, devices=None) -> dict[str, np.ndarray]:
 
     The Adam descent (:func:`analyze_descend`, most of the time, pure XLA) is sharded over every
     device; the rest (:func:`analyze_finish`) as well on accelerators, but on one host device per
-    process on a CPU (``hosts.finish_devices``): its LAPACK work (eig, solve) goes through host callbacks,
-    and a callback in a program sharded over 2 host devices on 2 cores waits forever for an XLA pool
-    thread (jaxlib 0.10.2; the same deadlock as XLA's own batched LAPACK kernels).  The programs are
+    process on a CPU (``hosts.finish_devices``): its LAPACK work (eig, solve), XLA's own CPU kernels there
+    (:func:`one_cpu_device`), in a program sharded over 2 host devices on 2 cores waits forever for an
+    XLA pool thread (jaxlib 0.10.2; host callbacks do the same).  The programs are
     built once per (model, task, settings, devices) and reused by every group of that kind (compiling
     them takes seconds on a CPU: ≈ 7 s for a 64-unit flip-flop group on 2 cores)."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -784,13 +842,18 @@ def _group_programs(model, task, fp_opts, topo, devices: tuple, member_batch):
     def descend_member(params, raw_key):
         return descend(params, jax.random.wrap_key_data(raw_key))
 
+    finish_devs = finish_devices(devices)
+    # on a CPU one device per process: XLA's own LAPACK kernels, no host callbacks (one_cpu_device)
+    lapack = one_cpu_device if finish_devs[0].platform == "cpu" else contextlib.nullcontext
+
     def finish_member(params, raw_key, h0, h):
-        return finish(params, jax.random.wrap_key_data(raw_key), h0, h)
+        with lapack():
+            return finish(params, jax.random.wrap_key_data(raw_key), h0, h)
 
     def program(f, devs):
-        return population_program(f, Mesh(np.array(devs), ("member",)), member_batch)
+        return population_program(f, Mesh(np.array(devs), ("member",)), member_batch, unbatched_one=True)
 
-    return program(descend_member, devices), program(finish_member, finish_devices(devices))
+    return program(descend_member, devices), program(finish_member, finish_devs)
 
 
 # each stored array's dimensions after `member` (groups/<g>/dynamics.npz)
