@@ -101,6 +101,28 @@ def test_member_loop_equals_vmap(member_batch):
     np.testing.assert_allclose(la, lb[:3], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("member_batch,unbatched_one", [(None, False), (1, False), (1, True), (2, True)])
+def test_every_member_layout_gives_each_member_alone(member_batch, unbatched_one):
+    """``population_program``: a function with a data-dependent while loop (vmap turns it into one loop
+    over the batch, running until the last member is done) gives every member its own result, whether
+    the members are vmapped, looped in vmapped blocks, or looped one by one without vmap."""
+    from jax.sharding import Mesh
+
+    from popdyn.population import population_program
+
+    def halve_until_small(x, limit):
+        return jax.lax.while_loop(lambda c: c[0] > limit, lambda c: (c[0] / 2, c[1] + 1), (x, 0))
+
+    x = jnp.asarray([1.0, 100.0, 7.0, 1e6, 3.0, 0.5], jnp.float32)
+    limit = jnp.asarray([0.5, 2.0, 0.1, 1.0, 3.0, 1.0], jnp.float32)
+    mesh = Mesh(np.array(jax.devices()), ("member",))
+    program = population_program(halve_until_small, mesh, member_batch, unbatched_one=unbatched_one)
+    got = program(x, limit)
+    alone = [halve_until_small(a, b) for a, b in zip(x, limit)]
+    np.testing.assert_array_equal(np.asarray(got[1]), [int(a[1]) for a in alone])
+    np.testing.assert_array_equal(np.asarray(got[0]), [float(a[0]) for a in alone])
+
+
 def test_deterministic():
     model = Model("lstm", "relu", 6, TASK.n_in, TASK.n_out)
     keys = jax.random.split(jax.random.key(4), 3)
