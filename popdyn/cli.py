@@ -34,8 +34,12 @@ def main(hydra_main: Callable[[], None]) -> None:
     an override that does not parse) as popdyn's one line, exit 2, and Ctrl-C as one line, exit 130.
 
     First what an entry point chooses for its process, before JAX starts: one host device per core
-    (:func:`popdyn.setup_host_devices`) and matplotlib's Agg backend (files only, no display needed)."""
-    setup_host_devices()
+    (:func:`popdyn.setup_host_devices`, with the compilation cache) and matplotlib's Agg backend (files
+    only, no display needed)."""
+    try:
+        setup_host_devices()
+    except ValueError as e:  # a POPDYN_* environment variable that is not a number
+        fail(str(e))
     matplotlib.use("Agg")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its own report and exiting 1
     try:
