@@ -10,7 +10,10 @@ inputs plus Gaussian noise of std ``dynamics.noise``), at the task's condition x
            flip-flop transition runs —, compilation included (one group program per arch, as a sweep
            runs it); time per network = the group's wall time / networks; then the same group again in
            the same process (*compiled*: its programs already built — the compute alone, what a group of
-           shapes already compiled in that process costs).
+           shapes already compiled in that process costs); then the same group in a new process that
+           finds both programs in JAX's persistent compilation cache (*cached*: what every later
+           process costs — a second sweep, the untrained twins, the other jobs of a multirun). The
+           first timing starts from an empty cache (a fresh temporary folder, or ``--cache-dir``).
   FFF      FixedPointFinder's PyTorch version (Golub & Sussillo 2018; ``FixedPointFinderTorch`` with its
            defaults: Adam from lr 1.0 with ReduceLROnPlateau, tol_q 1e-12, tol_dq 1e-20, at most 5,000
            steps, tol_unique 1e-3, distance-outlier exclusion, Jacobians and their eigen-decomposition),
@@ -41,8 +44,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -77,6 +83,12 @@ def parse_args(argv=None):
         "(compilation amortised; 15 × 8 networks = 120, a group of [U]'s grid)",
     )
     p.add_argument("--out", help="also write the report to this Markdown file")
+    p.add_argument(
+        "--cache-dir",
+        help="JAX's persistent compilation cache for popdyn's programs (default: a new temporary folder, "
+        "so that the first group compiles)",
+    )
+    p.add_argument("--time-only", help=argparse.SUPPRESS)  # internal: one arch's group time, as JSON
     return p.parse_args(argv)
 
 
@@ -202,9 +214,6 @@ def cost_one(arch: str, units: int, networks: int) -> dict:
 
 
 def cost(args) -> None:
-    import json
-    import subprocess
-
     rows = []
     here = str(Path(__file__).resolve().parent)
     for units in (int(u) for u in args.cost.split(",")):
@@ -240,40 +249,33 @@ def main(argv=None):
         return cost(args)
     if not args.run_dir:
         raise SystemExit("--run-dir is needed (or --cost)")
+    # popdyn's programs go to a cache that starts empty, so that the first timing compiles them
+    os.environ["POPDYN_COMPILATION_CACHE"] = args.cache_dir or tempfile.mkdtemp(prefix="popdyn-jax-")
+    setup_host_devices()  # one XLA CPU device per core, before JAX starts (as the scripts do)
+    if args.time_only:
+        sweep, groups = _sweep_and_groups(args)
+        print(json.dumps({"s": per_network(sweep, _subgroup(groups, args.time_only, args))[1]}))
+        return
     if not args.no_fff and not args.fff:
         raise SystemExit("FixedPointFinder not found: pass --fff PATH (a checkout) or --no-fff")
     if not args.no_fff:
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
-    run_dir = Path(args.run_dir)
-    config = store.read_config(run_dir)
-    # today's dynamics defaults (conf/dynamics/default.yaml), not those the run was analysed with
-    config["dynamics"] = composed(["+grid=flipflop"]).get("dynamics") or {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        config.setdefault("dynamics", {})[key] = _value(value)
-    sweep = build_sweep(config)
-    if args.initial:
-        sweep = replace(sweep, fixed_points=replace(sweep.fixed_points, n_initial=args.initial))
+    sweep, groups = _sweep_and_groups(args)
     opts = sweep.fixed_points
     task = sweep.task
     x_star = np.asarray(task.x_star[0])
-    groups = store.load_params(run_dir)
     repeats = [int(r) for r in str(args.repeat).split(",") if int(r) > 1]
     rows = []
     for arch in args.archs.split(","):
-        names = [g for g in groups if groups[g].model.arch == arch]
-        if not names:
-            raise SystemExit(f"no {arch} group in {run_dir}; it has {', '.join(groups)}")
-        gp = groups[names[0]]
-        n = min(args.networks, len(gp.member))
-        sub = store.GroupParams(
-            gp.model, jax.tree.map(lambda a, n=n: np.asarray(a)[:n], gp.params), gp.member[:n]
-        )
+        gp = _subgroup(groups, arch, args)
+        sub, n = gp, len(gp.member)
         out, t_popdyn = per_network(sweep, sub)
         t_compiled = per_network(sweep, sub)[1]  # the same group again: programs built, compute alone
+        t_cached = cached_seconds(arch, argv)  # a new process, both programs in the persistent cache
         t_big = {}
+
         for r in repeats:  # the same networks again, as one bigger group: what a sweep's group costs
             big = store.GroupParams(
                 gp.model,
@@ -289,7 +291,7 @@ def main(argv=None):
             ours = out["fp_states"][m, 0][out["fp_valid"][m, 0]]
             row = {"arch": arch, "member": int(sub.member[m]), "popdyn": len(ours),
                    "popdyn_stable": int(out["n_stable"][m, 0]), "popdyn_s": t_popdyn,
-                   "popdyn_compiled_s": t_compiled,
+                   "popdyn_compiled_s": t_compiled, "popdyn_cached_s": t_cached,
                    "truncated": bool(out["fp_truncated"][m, 0])}  # fmt: skip
             row |= {f"popdyn_x{r}_s": t for r, t in t_big.items()}
             if not args.no_fff:
@@ -319,6 +321,40 @@ def main(argv=None):
         Path(args.out).write_text(report + "\n")
 
 
+def _sweep_and_groups(args):
+    """The run's sweep with today's dynamics defaults (and ``--set``, ``--initial``) and its groups."""
+    run_dir = Path(args.run_dir)
+    config = store.read_config(run_dir)
+    # today's dynamics defaults (conf/dynamics/default.yaml), not those the run was analysed with
+    config["dynamics"] = composed(["+grid=flipflop"]).get("dynamics") or {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        config.setdefault("dynamics", {})[key] = _value(value)
+    sweep = build_sweep(config)
+    if args.initial:
+        sweep = replace(sweep, fixed_points=replace(sweep.fixed_points, n_initial=args.initial))
+    return sweep, store.load_params(run_dir)
+
+
+def _subgroup(groups, arch: str, args) -> store.GroupParams:
+    """The first ``--networks`` members of the run's first ``arch`` group."""
+    names = [g for g in groups if groups[g].model.arch == arch]
+    if not names:
+        raise SystemExit(f"no {arch} group in {args.run_dir}; it has {', '.join(groups)}")
+    gp = groups[names[0]]
+    n = min(args.networks, len(gp.member))
+    return store.GroupParams(gp.model, jax.tree.map(lambda a: np.asarray(a)[:n], gp.params), gp.member[:n])
+
+
+def cached_seconds(arch: str, argv) -> float:
+    """Per network: the same group analysed in a new process with this one's compilation cache."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = [sys.executable, __file__, *argv, "--cache-dir", os.environ["POPDYN_COMPILATION_CACHE"],
+           "--time-only", arch]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])["s"]
+
+
 def per_network(sweep, gp) -> tuple[dict, float]:
     """``dynamics.analyze_group`` of ``gp``: its output and wall time per network."""
     t0 = time.perf_counter()
@@ -328,12 +364,13 @@ def per_network(sweep, gp) -> tuple[dict, float]:
 
 def table(rows, args, opts) -> str:
     repeats = [int(r) for r in str(args.repeat).split(",") if int(r) > 1]
-    cols = ["arch", "member", "popdyn", "popdyn_stable", "truncated", "popdyn_s", "popdyn_compiled_s"]
+    cols = ["arch", "member", "popdyn", "popdyn_stable", "truncated", "popdyn_s", "popdyn_compiled_s",
+            "popdyn_cached_s"]  # fmt: skip
     cols += [f"popdyn_x{r}_s" for r in repeats]
     if not args.no_fff:
         cols += ["fff", "fff_true", "fff_stable", "fff_missed", "fff_s"]
     names = {"popdyn": "popdyn points", "popdyn_stable": "popdyn stable", "popdyn_s": "popdyn s/net",
-             "popdyn_compiled_s": "popdyn s/net, compiled",
+             "popdyn_compiled_s": "popdyn s/net, compiled", "popdyn_cached_s": "popdyn s/net, cached",
              **{f"popdyn_x{r}_s": f"popdyn s/net, group ×{r}" for r in repeats},
              "fff": "FFF points", "fff_true": f"FFF q<{opts.q_tol:g}", "fff_stable": "FFF stable",
              "fff_missed": "FFF true not in popdyn", "fff_s": "FFF s/net"}  # fmt: skip
@@ -353,8 +390,9 @@ def table(rows, args, opts) -> str:
     if not args.no_fff:
         for arch in dict.fromkeys(r["arch"] for r in rows):
             sel = [r for r in rows if r["arch"] == arch]
-            fff, ours, warm = (
-                np.mean([r[k] for r in sel]) for k in ("fff_s", "popdyn_s", "popdyn_compiled_s")
+            fff, ours, warm, cached = (
+                np.mean([r[k] for r in sel])
+                for k in ("fff_s", "popdyn_s", "popdyn_compiled_s", "popdyn_cached_s")
             )
             fff_median = np.median([r["fff_s"] for r in sel])
             big = {r: np.mean([x[f"popdyn_x{r}_s"] for x in sel]) for r in repeats}
@@ -362,7 +400,8 @@ def table(rows, args, opts) -> str:
             counts = [r["popdyn"] - r["fff_true"] for r in sel]
             lines.append(
                 f"\n{arch}: FFF {fff:.2f} s per network (median {fff_median:.2f}), popdyn {ours:.2f} s "
-                f"({fff / ours:.1f}×{bigger}; compiled: {warm:.2f} s, {fff / warm:.1f}×); "
+                f"({fff / ours:.1f}×{bigger}; compiled: {warm:.2f} s, {fff / warm:.1f}×; cached in a new "
+                f"process: {cached:.2f} s, {fff / cached:.1f}×); "
                 f"popdyn's true points minus FFF's: {min(counts)} to {max(counts)}, FFF's true points popdyn "
                 f"lacks: {sum(r['fff_missed'] for r in sel)} in all"
             )
@@ -370,5 +409,4 @@ def table(rows, args, opts) -> str:
 
 
 if __name__ == "__main__":
-    setup_host_devices()  # one XLA CPU device per core, before JAX starts (as the scripts do)
     main()
