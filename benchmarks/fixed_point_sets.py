@@ -269,16 +269,15 @@ def main(argv=None):
     repeats = [int(r) for r in str(args.repeat).split(",") if int(r) > 1]
     rows = []
     for arch in args.archs.split(","):
-        gp = _subgroup(groups, arch, args)
-        sub, n = gp, len(gp.member)
+        sub = _subgroup(groups, arch, args)
+        n = len(sub.member)
         out, t_popdyn = per_network(sweep, sub)
         t_compiled = per_network(sweep, sub)[1]  # the same group again: programs built, compute alone
         t_cached = cached_seconds(arch, argv)  # a new process, both programs in the persistent cache
         t_big = {}
-
         for r in repeats:  # the same networks again, as one bigger group: what a sweep's group costs
             big = store.GroupParams(
-                gp.model,
+                sub.model,
                 jax.tree.map(lambda a, r=r: np.concatenate([a] * r), sub.params),
                 np.arange(n * r),
             )
@@ -287,7 +286,7 @@ def main(argv=None):
         for m in range(n):
             params = jax.tree.map(lambda a, m=m: a[m], sub.params)
             k_init, _ = jax.random.split(jax.random.wrap_key_data(keys[m]))
-            h0 = np.asarray(initial_states(gp.model, task, params, k_init, opts)[0], np.float64)
+            h0 = np.asarray(initial_states(sub.model, task, params, k_init, opts)[0], np.float64)
             ours = out["fp_states"][m, 0][out["fp_valid"][m, 0]]
             row = {"arch": arch, "member": int(sub.member[m]), "popdyn": len(ours),
                    "popdyn_stable": int(out["n_stable"][m, 0]), "popdyn_s": t_popdyn,
@@ -296,17 +295,15 @@ def main(argv=None):
             row |= {f"popdyn_x{r}_s": t for r, t in t_big.items()}
             if not args.no_fff:
                 module = torch_cell(
-                    arch, gp.model.activation, {k: np.asarray(v) for k, v in params["cell"].items()}
+                    arch, sub.model.activation, {k: np.asarray(v) for k, v in params["cell"].items()}
                 )
                 check = module.step(torch.as_tensor(h0[:4], dtype=torch.float32),
                                     torch.as_tensor(np.repeat(x_star[None], 4, 0))).numpy()  # fmt: skip
-                ref = np.asarray(
-                    jax.vmap(lambda h, gp=gp, params=params: gp.model.step(params["cell"], h, x_star))(h0[:4])
-                )
+                ref = np.asarray(jax.vmap(sub.model.step, (None, 0, None))(params["cell"], h0[:4], x_star))
                 np.testing.assert_allclose(check, ref, rtol=1e-4, atol=1e-5)
                 pts, t_fff = fff_find(args.fff, module, h0, x_star)
-                true = pts[q64(gp.model.step, params["cell"], pts, x_star) < opts.q_tol]
-                st = stable(gp.model.step, params["cell"], true, x_star)
+                true = pts[q64(sub.model.step, params["cell"], pts, x_star) < opts.q_tol]
+                st = stable(sub.model.step, params["cell"], true, x_star)
                 have = [
                     np.min(np.linalg.norm(ours - p, axis=1), initial=np.inf) < 10 * opts.unique_tol
                     for p in true

@@ -19,7 +19,6 @@ The folder is kept under ``POPDYN_COMPILATION_CACHE_GB`` (default 2) GiB, least 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -31,20 +30,25 @@ log = logging.getLogger("popdyn")
 OFF = ("off", "none", "false", "0", "no")
 
 
-def host_tag() -> str:
-    """This host's kind of CPU: its architecture and a hash of its model name and instruction-set flags
-    (``/proc/cpuinfo``; elsewhere ``platform.processor()``)."""
-    lines = []
-    with contextlib.suppress(OSError):
+def cache_root() -> Path:
+    """popdyn's cache folder: ``$XDG_CACHE_HOME/popdyn``, else ``~/.cache/popdyn`` (compiled programs,
+    the fused kernel)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "popdyn"
+
+
+def cpu_id() -> str:
+    """The CPU model and instruction-set flags (machine code built for them runs only where they hold)."""
+    try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                key = line.split(":", 1)[0].strip()
-                if key in ("model name", "flags", "Features", "CPU part") and line not in lines:
-                    lines.append(line)
-                if not line.strip() and lines:  # the first processor's block is enough
-                    break
-    text = "".join(lines) or platform.processor()
-    return f"{platform.machine() or 'cpu'}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def host_tag() -> str:
+    """This host's kind of CPU: its architecture and a hash of :func:`cpu_id`."""
+    return f"{platform.machine() or 'cpu'}-{hashlib.sha256(cpu_id().encode()).hexdigest()[:12]}"
 
 
 def cache_dir() -> Path | None:
@@ -53,9 +57,7 @@ def cache_dir() -> Path | None:
     value = os.environ.get("POPDYN_COMPILATION_CACHE", "").strip()
     if value.lower() in OFF:
         return None
-    base = Path(value).expanduser() if value else None
-    if base is None:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "popdyn" / "jax"
+    base = Path(value).expanduser() if value else cache_root() / "jax"
     return base / host_tag()
 
 

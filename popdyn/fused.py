@@ -30,7 +30,6 @@ import functools
 import hashlib
 import logging
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -41,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
+
+from popdyn._compile_cache import cache_root, cpu_id
 
 log = logging.getLogger("popdyn")
 
@@ -67,17 +68,7 @@ def cache_dir() -> Path:
     root = os.environ.get("POPDYN_KERNEL_CACHE")
     if root:
         return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "popdyn" / "kernels"
-
-
-def _cpu_id() -> str:
-    """The CPU model and flags (``-march=native`` code runs only where they hold)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features", "CPU part"))]
-        return "".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor() + platform.machine()
+    return cache_root() / "kernels"
 
 
 def _compiler() -> str:
@@ -101,7 +92,7 @@ def _build() -> Path:
     include = [jax.ffi.include_dir(), blas.get_include_dir()]
     libdir = blas.get_lib_dir()
     # everything the built file depends on
-    ident = [SOURCE.read_text(), *FLAGS, *LINK, version, _cpu_id(), jax.__version__, *include, libdir]
+    ident = [SOURCE.read_text(), *FLAGS, *LINK, version, cpu_id(), jax.__version__, *include, libdir]
     key = hashlib.sha256("\n".join(ident).encode()).hexdigest()[:16]
     out = cache_dir() / f"lstm-{key}.so"
     if out.exists():

@@ -421,12 +421,12 @@ def eigenvalues(
 ) -> Complex[Array, "K D"]:
     """Eigenvalues alone, sorted by |λ| (largest first), on the host like :func:`decompose` but without
     eigenvectors (1.8× cheaper for a 400 × 400 Jacobian); matrices not ``wanted`` give λ = 0."""
-    out = jax.ShapeDtypeStruct(jacobians.shape[:-1], jnp.complex64)
     if wanted is None:
         wanted = jnp.ones(jacobians.shape[:-2], bool)
     if _xla_eig():
         w = _xla_geev(jacobians, wanted, vectors=False)
     else:
+        out = jax.ShapeDtypeStruct(jacobians.shape[:-1], jnp.complex64)
         w = jax.pure_callback(
             partial(_host_eig, vectors=False), out, jacobians, wanted, vmap_method="expand_dims"
         )
