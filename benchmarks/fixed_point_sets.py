@@ -32,8 +32,9 @@ points, and how many of FFF's true points popdyn has (a popdyn point within ``10
     python benchmarks/fixed_point_sets.py --cost 64,256 --archs vanilla,gru,lstm --networks 4
 
 ``--cost 64,256`` instead measures what the default analysis costs per network at those widths — wall time
-(compilation included, a group of ``--networks``) and the process's peak memory, each width in a fresh
-process — on randomly initialised flip-flop networks (``Model.init``, key 0) of ``--archs``: the descents
+(compilation included, a group of ``--networks``) and the process's peak memory, each row in a fresh
+process set up as popdyn's entry points are (one XLA CPU device per core) with an empty compilation
+cache — on randomly initialised flip-flop networks (``Model.init``, key 0) of ``--archs``: the descents
 from ``n_initial`` states, Newton on the distinct candidates, and the linearisation and transition runs
 of the points found (few for an untrained network; on trained ones the points found add their share,
 measured by the main mode).
@@ -209,8 +210,8 @@ def cost_one(arch: str, units: int, networks: int) -> dict:
     out = dynamics.analyze_group(sweep, gp)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
-    return {"arch": arch, "units": units, "networks": networks, "s_per_net": seconds / networks,
-            "peak_gib": peak, "points": float(np.median(out["n_fixed_points"]))}  # fmt: skip
+    return {"arch": arch, "units": units, "networks": networks, "devices": jax.device_count(),
+            "s_per_net": seconds / networks, "peak_gib": peak, "points": float(np.median(out["n_fixed_points"]))}  # fmt: skip
 
 
 def cost(args) -> None:
@@ -218,15 +219,22 @@ def cost(args) -> None:
     here = str(Path(__file__).resolve().parent)
     for units in (int(u) for u in args.cost.split(",")):
         for arch in args.archs.split(","):
+            # as popdyn's entry points run: one XLA CPU device per core, and a compilation cache that
+            # starts empty (a new temporary folder per row), so that each row compiles its programs
             code = (f"import json, sys; sys.path.insert(0, {here!r}); import fixed_point_sets as f; "
+                    f"f.setup_host_devices(); "
                     f"print(json.dumps(f.cost_one({arch!r}, {units}, {args.networks})))")  # fmt: skip
-            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            with tempfile.TemporaryDirectory(prefix="popdyn-jax-") as cache:
+                env = os.environ | {"POPDYN_COMPILATION_CACHE": cache}
+                r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                   env=env)  # fmt: skip
             rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
             print(rows[-1], file=sys.stderr, flush=True)
     opts = build_sweep(composed(["+grid=flipflop"])).fixed_points
     lines = [
         f"default dynamics (n_initial={opts.n_initial}, steps={opts.steps}, max_points={opts.max_points}), "
-        f"random flip-flop networks, {os.cpu_count()} cores, jax {jax.__version__}",
+        f"random flip-flop networks, {os.cpu_count()} cores ({rows[0]['devices']} XLA CPU devices, an "
+        f"empty compilation cache per row), jax {jax.__version__}",
         "",
         "| arch | units | networks | s per network (compilation included) | peak memory of the process (GiB) "
         "| fixed points (median) |",
