@@ -84,6 +84,7 @@ def _metrics(prep: Prepared) -> dict:
     """The stacked population as similarity.all_pairs takes it: ``{metric: its pytree}``."""
     return {"svcca": Basis(prep.basis, prep.k), "cka": prep.gram}
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import matmul_peak  # noqa: E402  (the same peak as there)
 

@@ -25,7 +25,9 @@ CONF = Path(__file__).resolve().parents[1] / "conf"  # a checkout's (or editable
 
 
 # ------------------------------------------------------------------------------------------ runs
-def compose(grid: str | None = "tiny", overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> dict:
+def compose(
+    grid: str | None = "tiny", overrides: Sequence[str] = (), config_dir: str | Path | None = None
+) -> dict:
     """The plain config ``python scripts/sweep.py [+grid=GRID] OVERRIDES…`` would run: ``conf/config.yaml``
     with ``conf/grid/<grid>.yaml`` laid over it (``grid=None``: the CPU demo) and Hydra-syntax
     ``overrides`` (``"train.steps=100"``, ``"task=sine"``, ``"grid.arch=[gru]"``), resolved.  Hydra's own
@@ -146,7 +148,9 @@ def compare(
     for factor, values in (labels or {}).items():
         values = np.asarray(values)
         if values.shape != (n,):
-            raise ValueError(f"labels[{factor!r}] has {values.size} labels for {n} networks; give one per network")
+            raise ValueError(
+                f"labels[{factor!r}] has {values.size} labels for {n} networks; give one per network"
+            )
         coords[factor] = ("network", values)
         factors[factor] = values
     data = {}
@@ -172,7 +176,9 @@ def _named(states) -> tuple[list[str], list[np.ndarray]]:
     elif isinstance(states, (list, tuple)):
         names, arrays = [str(i) for i in range(len(states))], list(states)
     else:
-        raise TypeError(f"states must be a dict or a list of [samples, units] arrays, got {type(states).__name__}")
+        raise TypeError(
+            f"states must be a dict or a list of [samples, units] arrays, got {type(states).__name__}"
+        )
     if len(arrays) < 2:
         raise ValueError(f"compare needs at least 2 networks, got {len(arrays)}")
     out = []
@@ -267,5 +273,7 @@ def fixed_points(step, params, x_star, states, key=None, **options):
     if key is not None:
         pick, noise = jax.random.split(key)
         rows = jax.random.randint(pick, (opts.n_initial,), 0, states.shape[0])
-        states = states[rows] + opts.noise * flat(jax.random.normal, noise, (opts.n_initial, states.shape[1]), states.dtype)
+        states = states[rows] + opts.noise * flat(
+            jax.random.normal, noise, (opts.n_initial, states.shape[1]), states.dtype
+        )
     return find_fixed_points(step, params, x_star, states, opts)

@@ -316,8 +316,12 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
         decay_steps=None if decay_steps is None else _int("train.decay_steps", decay_steps, 1),
         log_every=_int("train.log_every", t.get("log_every", _default(TrainSettings, "log_every")), 1),
         val_batch=_int("train.val_batch", t.get("val_batch", _default(TrainSettings, "val_batch")), 1),
-        final_window=_int("train.final_window", t.get("final_window", _default(TrainSettings, "final_window")), 1),
-        optimizer=_choice("train.optimizer", t.get("optimizer", _default(TrainSettings, "optimizer")), OPTIMIZERS),
+        final_window=_int(
+            "train.final_window", t.get("final_window", _default(TrainSettings, "final_window")), 1
+        ),
+        optimizer=_choice(
+            "train.optimizer", t.get("optimizer", _default(TrainSettings, "optimizer")), OPTIMIZERS
+        ),
     )
     for key in ("log_every", "final_window"):
         if getattr(settings, key) > settings.steps:

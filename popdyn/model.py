@@ -165,7 +165,9 @@ class Model:
             states = spec.fused.run(self.kernels(params), x.astype(h0.dtype), state0, mask, self.activation)
         elif loop == "hoisted":
             x = x.astype(h0.dtype)
-            states = recurrence(spec.loop, self.activation, self.unroll, self.kernels(params), x, state0, mask)
+            states = recurrence(
+                spec.loop, self.activation, self.unroll, self.kernels(params), x, state0, mask
+            )
         else:
             # the input half of every gate does not depend on the state: one matmul for the whole sequence
             xp = jnp.swapaxes(self.cell.apply(cell_params, x, method=Cell.project), 0, 1)

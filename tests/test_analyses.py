@@ -90,7 +90,9 @@ def test_needs_that_are_not_registered_or_cycles_are_errors():
     try:
         with pytest.raises(ValueError, match="analysis 'loop_a' needs 'loop_b', which is not registered"):
             analyses.in_order()
-        analyses.register(analyses.Analysis("loop_b", StableOptions, stable_norms, dims={}, needs=("loop_a",)))
+        analyses.register(
+            analyses.Analysis("loop_b", StableOptions, stable_norms, dims={}, needs=("loop_a",))
+        )
         with pytest.raises(ValueError, match="in a cycle: loop_a → loop_b → loop_a"):
             analyses.in_order()
     finally:

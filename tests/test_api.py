@@ -54,7 +54,9 @@ def test_compare_with_labels_gives_the_statistics_table_of_its_distances():
     states = _arrays(1)
     kind = ["linear", "linear", "linear", "tanh", "noise"]
     seeds = [0, 1, 2, 0, 1]
-    ds = popdyn.compare(states, labels={"kind": kind}, seeds=seeds, metrics=["cka"], permutations=99, bootstrap=20)
+    ds = popdyn.compare(
+        states, labels={"kind": kind}, seeds=seeds, metrics=["cka"], permutations=99, bootstrap=20
+    )
     want = statistics.statistics_table(
         {"cka": ds.cka_distance.values}, {"kind": np.array(kind)}, seeds=np.array(seeds), permutations=99,
         bootstrap=20, seed=0,
@@ -240,7 +242,9 @@ def test_one_source_of_defaults_for_the_cli_the_api_and_the_dataclasses():
     assert base["similarity"] == shared
     assert base["memory"] == _field_defaults(MemoryOptions)
     assert base["record"] == _field_defaults(RecordOptions)
-    partial = build_sweep({"task": {"name": "sine", "T": 40}, "train": {"steps": 200}, "grid": {"arch": ["gru"]}})
+    partial = build_sweep(
+        {"task": {"name": "sine", "T": 40}, "train": {"steps": 200}, "grid": {"arch": ["gru"]}}
+    )
     cli = build_sweep(config("task=sine", "task.T=40", "train.steps=200", "grid.arch=[gru]", grid=None))
     for field in ("train", "hparams", "grid", "fixed_points", "topology", "similarity", "analyses", "record",
                   "unroll", "member_batch", "seed", "config"):  # fmt: skip

@@ -319,7 +319,9 @@ def test_trained_sine_network_linear_frequency_tracks_omega():
     slope = np.polyfit(w, freq, 1)[0]
     assert 0.5 < slope < 2.0, slope
     assert np.all((freq / w > 0.6) & (freq / w < 1.7)), freq / w
-    assert np.all((mod > 0.9) & (mod < 1.5))  # near 1: a weakly unstable pair feeds the orbit (1.26–1.39 on one CPU)
+    assert np.all(
+        (mod > 0.9) & (mod < 1.5)
+    )  # near 1: a weakly unstable pair feeds the orbit (1.26–1.39 on one CPU)
 
 
 def test_mode_overlap_measures_each_mode_s_share_in_the_manifold():

@@ -233,9 +233,9 @@ def test_a_cut_fixed_point_set_is_named_in_the_title():
          "fp_truncated": ("condition", [False, True, False]), "fp_n_found": ("condition", [4, 150, 4])}
     )  # fmt: skip
     assert figures.dynamics._truncation(net) == "\nset cut at condition 2: 4 kept of 150 found"
-    assert figures.dynamics._truncation(net.assign(fp_truncated=("condition", [True, True, False]))).startswith(
-        "\nset cut at 2 of 3 conditions: 8 kept of 154 found"
-    )
+    assert figures.dynamics._truncation(
+        net.assign(fp_truncated=("condition", [True, True, False]))
+    ).startswith("\nset cut at 2 of 3 conditions: 8 kept of 154 found")
     assert figures.dynamics._truncation(net.assign(fp_truncated=("condition", [False] * 3))) == ""
     one = net.isel(condition=[1])
     assert figures.dynamics._truncation(one) == "\nset cut: 4 kept of 150 found"

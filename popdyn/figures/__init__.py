@@ -86,7 +86,10 @@ def register(jobs: Callable[[Run], dict[str, Draw]]) -> Callable[[Run], dict[str
 
 
 def draw_all(
-    run_dir: str | Path, progress: bool = False, missing_only: bool = False, only: Collection[str] | None = None
+    run_dir: str | Path,
+    progress: bool = False,
+    missing_only: bool = False,
+    only: Collection[str] | None = None,
 ) -> list[Path]:
     """Every figure the run's task and results allow, into ``<run_dir>/figures/`` (PNG and PDF each):
     ``mds_<metric>``, ``distance_<metric>`` (each metric computed), ``statistics`` (each grid factor's share
@@ -105,7 +108,9 @@ def draw_all(
     jobs = _jobs(run_dir)
     if only is not None:
         if unknown := sorted(set(only) - set(jobs)):
-            raise ValueError(f"figure(s) {', '.join(unknown)} not drawable for {run_dir}; it has: {', '.join(jobs)}")
+            raise ValueError(
+                f"figure(s) {', '.join(unknown)} not drawable for {run_dir}; it has: {', '.join(jobs)}"
+            )
         jobs = {name: draw for name, draw in jobs.items() if name in only}
     if missing_only:
         todo = missing(run_dir, jobs)
