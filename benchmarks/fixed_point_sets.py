@@ -211,7 +211,8 @@ def cost_one(arch: str, units: int, networks: int) -> dict:
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
     return {"arch": arch, "units": units, "networks": networks, "devices": jax.device_count(),
-            "s_per_net": seconds / networks, "peak_gib": peak, "points": float(np.median(out["n_fixed_points"]))}  # fmt: skip
+            "s_per_net": seconds / networks, "peak_gib": peak,
+            "points": float(np.median(out["n_fixed_points"]))}  # fmt: skip
 
 
 def cost(args) -> None:

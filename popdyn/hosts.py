@@ -130,9 +130,9 @@ def to_host(tree: Any) -> Any:
 
 
 def finish_devices(devices: tuple) -> tuple:
-    """For programs with LAPACK work on a CPU (host callbacks or XLA's own kernels, ``popdyn.analyses.dynamics``):
-    one device per process — two host devices of one process deadlock there — or every device on
-    accelerators."""
+    """For programs with LAPACK work on a CPU (host callbacks or XLA's own kernels,
+    ``popdyn.analyses.dynamics``): one device per process — two host devices of one process deadlock
+    there — or every device on accelerators."""
     if devices[0].platform != "cpu":
         return devices
     first = {}

@@ -797,9 +797,9 @@ def analyze_group(sweep, gp, devices=None) -> dict[str, np.ndarray]:
 
     The Adam descent (:func:`analyze_descend`, most of the time, pure XLA) is sharded over every
     device; the rest (:func:`analyze_finish`) as well on accelerators, but on one host device per
-    process on a CPU (``hosts.finish_devices``): its LAPACK work (eig, solve), XLA's own CPU kernels there
-    (:func:`one_cpu_device`), in a program sharded over 2 host devices on 2 cores waits forever for an
-    XLA pool thread (jaxlib 0.10.2; host callbacks do the same).  The programs are
+    process on a CPU (``hosts.finish_devices``), where its LAPACK work (eig, solve) runs as XLA's own CPU
+    kernels (:func:`one_cpu_device`): sharded over 2 host devices on 2 cores, those kernels (and host
+    callbacks alike) wait forever for an XLA pool thread (jaxlib 0.10.2).  The programs are
     built once per (model, task, settings, devices) and reused by every group of that kind (compiling
     them takes seconds on a CPU: ≈ 7 s for a 64-unit flip-flop group on 2 cores)."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
