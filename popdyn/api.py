@@ -132,7 +132,7 @@ def compare(
     Returns an ``xarray.Dataset`` over ``network`` (the names; ``network_to`` the same): ``<metric>_distance``
     (network × network_to), ``mds_<metric>`` (network × mds), the labels as coordinates, and ``statistics``
     (metric × factor × statistic) when labels are given.  The distances are those of the pairwise
-    functions (``popdyn.similarity.svcca_distance`` …), computed in blocks as in a run."""
+    functions (``popdyn.similarity.svcca``, ``cka``, ``procrustes`` …), computed in blocks as in a run."""
     import xarray as xr
 
     from popdyn import embed, similarity, statistics

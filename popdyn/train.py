@@ -46,7 +46,7 @@ class TrainSettings:
     log_every: int = 10
     val_batch: int = 512
     final_window: int = 100
-    optimizer: str = "sgd"  # sgd (with momentum, [U]) or adam ([A])
+    optimizer: str = "sgd"  # sgd (with momentum, [U]), adam ([A]) or adagrad
 
     @property
     def n_chunks(self) -> int:
