@@ -350,7 +350,7 @@ def compare_run(sweep: Sweep, run_dir: str | Path, progress: bool = True) -> Pat
     order = np.lexsort((network, ~trained))  # trained members by id, then the untrained twins by id
     prep = take(stack(list(preps)), order)  # every width padded to the widest
     network, trained, ok = network[order], trained[order], ok[order]
-    ds = store.load(run_dir)
+    ds = store.load(run_dir, similarity=False)  # the file being made again, damaged or not, stays unread
     # a diverged member is frozen at finite weights, so its states look comparable: it is not, nor is an
     # exploded one (store.member_status); their untrained twins are compared
     status = np.where(trained, ds.status.sel(member=network).values, store.TRAINED)

@@ -330,8 +330,10 @@ def test_similarity_preparation_is_the_same_in_any_blocks(tiny_run):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_corrupt_similarity_file_is_a_named_error(tiny_run, tmp_path):
-    import shutil
+def test_corrupt_similarity_file_is_a_named_error_and_the_analysis_mends_it(tiny_run, tmp_path):
+    """A cut similarity.npz: reading the run names it; the comparison the message advises makes it again
+    (it does not read the damaged file on the way), to the very same numbers."""
+    from popdyn import analysis
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -339,6 +341,10 @@ def test_corrupt_similarity_file_is_a_named_error(tiny_run, tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(store.RunDirError, match="similarity.npz"):
         store.load(run)
+    analysis.compare_run(build_sweep(store.read_config(run)), run, progress=False)
+    mended, original = store.load(run), store.load(tiny_run)
+    for m in ("svcca_distance", "cka_distance", "topology_distance", "statistics"):
+        np.testing.assert_array_equal(mended[m].values, original[m].values)
 
 
 def test_resume_clears_what_a_kill_mid_write_left(tiny_run, tmp_path):

@@ -60,13 +60,14 @@ def members(run_dir: str | Path, partial: bool = False) -> pd.DataFrame:
     return frame
 
 
-def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
+def load(run_dir: str | Path, partial: bool = False, *, similarity: bool = True) -> xr.Dataset:
     """A run's results as an ``xarray.Dataset`` over ``member``.
 
     Coordinates ``arch``, ``activation``, ``units``, ``l2``, ``seed``, ``group`` (per member) and ``step``;
     data ``final_loss``, ``val_loss``, ``diverged``, ``status`` (:func:`member_status`), ``lr``, ``decay``, ``momentum``, ``clip`` (member) and
     ``loss`` (member × step, the training MSE).  ``partial=True`` loads the finished groups of an
-    unfinished run.  Select like ``ds.where(ds.arch == "gru", drop=True)`` or
+    unfinished run; ``similarity=False`` leaves ``similarity.npz`` unread (what the analysis that makes it
+    again reads: a damaged one is not in its way).  Select like ``ds.where(ds.arch == "gru", drop=True)`` or
     ``ds.set_index(member=["arch", "activation", "units", "l2", "seed"])``.
     """
     run_dir = Path(run_dir)
@@ -114,7 +115,7 @@ def load(run_dir: str | Path, partial: bool = False) -> xr.Dataset:
         ds = ds.assign_coords({k: ("condition", np.asarray(c["values"], c["dtype"])) for k, c in coords.items()})  # fmt: skip
     if "memory" not in ds and all((group_dir(run_dir, g) / MEMORY).exists() for g in groups):
         ds = ds.assign(_memory(run_dir, groups))  # written before memory.npz named its dimensions
-    if (run_dir / SIMILARITY).exists():
+    if similarity and (run_dir / SIMILARITY).exists():
         ds = ds.assign(_similarity_of_members(run_dir, frame["member"].to_numpy()))
         ds = ds.assign_coords(member_to=ds.member.values)
     return ds
