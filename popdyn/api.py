@@ -32,7 +32,9 @@ def compose(
     with ``conf/grid/<grid>.yaml`` laid over it (``grid=None``: the CPU demo) and Hydra-syntax
     ``overrides`` (``"train.steps=100"``, ``"task=sine"``, ``"grid.arch=[gru]"``), resolved.  Hydra's own
     section is left out; ``run_dir`` (``hydra.run.dir``'s value for these overrides) is added under
-    ``"hydra_run_dir"``.  A bad name or key: ``ConfigError`` with the allowed ones."""
+    ``"hydra_run_dir"``.  An unknown grid, task or key, or an override that does not parse: ``ConfigError``
+    with the allowed ones; the values themselves (an unknown arch, an impossible number) are checked by
+    :func:`popdyn.config.build_sweep`, as :func:`run` does before anything is computed."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -49,6 +51,14 @@ def compose(
         raise ConfigError(
             f"no popdyn config in {conf} (conf/config.yaml of a popdyn checkout); pass config_dir= the "
             "folder that holds config.yaml"
+        )
+    grids = sorted(p.stem for p in (conf / "grid").glob("*.yaml"))
+    if grid is not None and (not isinstance(grid, str) or not (conf / "grid" / f"{grid}.yaml").is_file()):
+        raise ConfigError(f"unknown grid {grid!r}; allowed: {', '.join(grids)} (or None: the CPU demo)")
+    if isinstance(overrides, str | bytes) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(
+            f"overrides must be a list of strings such as ['train.steps=100', 'grid.arch=[gru]'], got "
+            f"{overrides!r}"
         )
     overrides = ([f"+grid={grid}"] if grid else []) + [str(o) for o in overrides]
     # inside a running Hydra app (scripts/analyze.py reading a stored config) or a notebook that used

@@ -51,6 +51,8 @@ def main(hydra_main: Callable[[], None]) -> None:
 
 
 def _hydra_error(e: Exception) -> str:
+    if "Missing mandatory value: run_dir" in str(e):  # analyze.py, figures.py without their one argument
+        return "no run directory given: add run_dir=PATH (a run of scripts/sweep.py)"
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
         group, name = e.missing_cfg_file.rsplit("/", 1)
         return f"unknown {group} {name!r}; allowed: {', '.join(e.options or [])}"
@@ -72,6 +74,8 @@ class RunDirCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         run_dir = Path(os.path.abspath(str(config.hydra.run.dir)))  # as Hydra's runtime.output_dir
+        if run_dir.exists() and not run_dir.is_dir():
+            fail(f"{run_dir} is a file, not a run directory")
         base = run_dir
         while not base.exists():
             base = base.parent
@@ -133,7 +137,7 @@ def sweep(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     try:
         hosts.initialize(cfg.get("distributed"))
         spec = build_sweep(OmegaConf.to_container(cfg, resolve=True))
-        progress = bool(cfg.get("progress", True))
+        progress = cfg.get("progress", True)  # a bool: build_sweep checked it
         run_sweep(spec, run_dir, progress, on_start=lambda run_dir: _record_command(run_dir, cfg))
     except (ConfigError, hosts.DistributedError, store.RunDirError) as e:
         fail(str(e), run_dir)  # every process gets these alike
@@ -179,6 +183,20 @@ def _open_log(run_dir: Path) -> None:
     logging.getLogger().addHandler(handler)
 
 
+def _checked(cfg: DictConfig, allowed: tuple[str, ...]) -> bool:
+    """An entry point's own config (``conf/analyze.yaml``, ``conf/figures.yaml``): ``ConfigError`` for a key
+    it does not have (a misspelt ``+dpi=…`` would otherwise be ignored) or a ``progress`` that is not a
+    bool; the ``progress`` setting."""
+    keys = ("run_dir", "progress", *allowed)
+    unknown = sorted(set(cfg) - {*keys, "hydra"})
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}; the config has: {', '.join(keys)}")
+    progress = cfg.get("progress", True)
+    if not isinstance(progress, bool):
+        raise ConfigError(f"progress must be true or false, got {progress!r}")
+    return progress
+
+
 def analyze(cfg: DictConfig) -> Path:
     """``scripts/analyze.py``: analyse the dynamics of the trained run in ``cfg.run_dir``, then compare
     its networks (similarity, MDS).
@@ -189,6 +207,7 @@ def analyze(cfg: DictConfig) -> Path:
     setup_host_devices()  # as sweep: a launcher's job does not go through main
     run_dir = Path(str(cfg.run_dir))
     try:
+        progress = _checked(cfg, ("similarity", *analyses.names()))
         config = store.read_config(run_dir)
         for section, recorded in (
             ("similarity", store.SIMILARITY_CONFIG),
@@ -202,7 +221,6 @@ def analyze(cfg: DictConfig) -> Path:
                 settings[key] = given[key]
             config[section] = settings
         spec = build_sweep(config)
-        progress = bool(cfg.get("progress", True))
         with store.locked(run_dir):
             _open_log(run_dir)
             analysis.analyze_run(spec, run_dir, progress)
@@ -243,10 +261,11 @@ def figures(cfg: DictConfig) -> list[Path]:
 
     run_dir = Path(str(cfg.run_dir))
     try:
+        progress = _checked(cfg, ())
         store.read_config(run_dir)  # a missing directory is an error, not a new one with a lock in it
         with store.locked(run_dir):
             _open_log(run_dir)
-            paths = draw_all(run_dir, progress=bool(cfg.get("progress", True)))
+            paths = draw_all(run_dir, progress=progress)
     except (ConfigError, store.RunDirError) as e:
         fail(str(e), run_dir)
     except PermissionError as e:  # a read-only run directory: its figures cannot be drawn there

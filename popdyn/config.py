@@ -42,6 +42,10 @@ TRAIN_KEYS = (
 GRID_KEYS = (
     "name", "arch", "activation", "units", "l2", "seeds", "trials", "search", "hparams", "cell_options",
 )  # fmt: skip
+# the config's top level (conf/config.yaml), besides every registered analysis's section (popdyn.analyses)
+TOP_KEYS = ("task", "grid", "train", "similarity", "seed", "shard", "num_shards", "progress", "distributed",
+            "analyze", "hydra")  # fmt: skip
+MAX_SEED = 2**63 - 1  # what jax.random.key takes
 
 
 class ConfigError(ValueError):
@@ -269,6 +273,11 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
 
     What a plain dict leaves out comes from ``conf/`` (:func:`complete`): the command line's defaults."""
     cfg = complete(cfg)
+    allowed = TOP_KEYS + analyses.names()
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:  # a misspelt `+sed=3` would otherwise be ignored
+        keys = ", ".join(k for k in allowed if k != "hydra")
+        raise ConfigError(f"unknown key {unknown[0]!r}; the config has: {keys}")
     for section in ("task", "grid", "train"):
         if not isinstance(cfg.get(section), Mapping):
             raise ConfigError(f"config has no '{section}' section")
@@ -345,14 +354,18 @@ def build_sweep(cfg: Mapping | Any) -> Sweep:
             "(parameters are saved between chunks)"
         )
     analyze = cfg.get("analyze", True)
-    if not isinstance(analyze, bool):
-        raise ConfigError(f"analyze must be true or false, got {analyze!r}")
+    for key in ("analyze", "progress"):
+        if not isinstance(cfg.get(key, True), bool):
+            raise ConfigError(f"{key} must be true or false, got {cfg[key]!r}")
+    seed = _int("seed", cfg.get("seed", 0), 0)
+    if seed > MAX_SEED:
+        raise ConfigError(f"seed must be an integer in 0 … 2**63 − 1 = {MAX_SEED}, got {seed}")
     return Sweep(
         name=str(g.get("name", "run")),
         task=task,
         grid=grid,
         train=settings,
-        seed=_int("seed", cfg.get("seed", 0), 0),
+        seed=seed,
         hparams=_hparams(g.get("hparams")),
         unroll=_int("train.unroll", t.get("unroll", 1), 1),
         devices=None if devices is None else _int("train.devices", devices, 1),

@@ -56,3 +56,19 @@ def test_export_refuses_an_unknown_format_and_a_missing_run(tiny_run, tmp_path):
     with pytest.raises(store.RunDirError):
         store.export(tmp_path / "nothing", tmp_path / "x.nc")
     assert not (tmp_path / "x.nc").exists()
+
+
+def test_export_replaces_an_earlier_export_and_nothing_else(tiny_run, tmp_path):
+    """A path holding anything but an earlier export (the run directory itself, a file of the user's) is
+    refused and left as it was; an earlier export is replaced; a missing folder is named."""
+    nc = store.export(tiny_run, tmp_path / "tiny.nc")
+    store.export(tiny_run, nc)  # an earlier export: replaced
+    mine = tmp_path / "notes.nc"
+    mine.write_text("my notes")
+    before = sorted(p.name for p in tiny_run.rglob("*"))
+    for target in (mine, tiny_run, tiny_run / "config.yaml"):
+        with pytest.raises(FileExistsError, match="not an earlier export"):
+            store.export(tiny_run, target, format="zarr" if target == tiny_run else None)
+    assert mine.read_text() == "my notes" and sorted(p.name for p in tiny_run.rglob("*")) == before
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        store.export(tiny_run, tmp_path / "no" / "such" / "x.nc")

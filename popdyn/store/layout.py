@@ -180,6 +180,9 @@ def _prepare_config(run_dir: Path, config: dict) -> None:
             raise RunDirError(
                 f"{path} is not readable YAML ({e}); move the directory away or pick another"
             ) from None
+        if not isinstance(old, dict):
+            raise RunDirError(f"{path} holds no config (empty, or not a mapping); move the directory away or "
+                              "pick another")  # fmt: skip
         if _strip(old) != _strip(config):
             raise RunDirError(
                 f"{run_dir} holds results of a different config; nothing was changed. "
@@ -369,9 +372,17 @@ def _config(run_dir: Path) -> dict:
     if not path.exists():
         found = shards(run_dir)
         if found:
-            return {**_read_yaml(found[0] / CONFIG), "shard": 0, "num_shards": 1}
+            return {**_read_config(found[0] / CONFIG), "shard": 0, "num_shards": 1}
         raise RunDirError(f"{run_dir} is not a popdyn run directory (no {CONFIG})")
-    return _read_yaml(path)
+    return _read_config(path)
+
+
+def _read_config(path: Path) -> dict:
+    """A run's ``config.yaml``; ``RunDirError`` if it is empty or not a mapping (not as popdyn wrote it)."""
+    out = _read_yaml(path)
+    if not isinstance(out, dict):
+        raise RunDirError(f"{path} holds no config (empty, or not a mapping): it is not as popdyn wrote it")
+    return out
 
 
 def shards(sweep_dir: str | Path) -> dict[int, Path] | None:
@@ -386,7 +397,7 @@ def shards(sweep_dir: str | Path) -> dict[int, Path] | None:
     runs = sorted(p.parent for p in sweep_dir.glob(f"*/{CONFIG}"))
     if not runs:
         return None
-    configs = {r: _read_yaml(r / CONFIG) for r in runs}
+    configs = {r: _read_config(r / CONFIG) for r in runs}
     base = {r: _strip({**c, "shard": 0}) for r, c in configs.items()}
     first = runs[0]
     for r in runs[1:]:
@@ -436,7 +447,7 @@ def description(run_dir: str | Path) -> dict:
     path = home / DESCRIPTION
     if path.exists():
         return read_yaml(path)
-    return _derived(_read_yaml(home / CONFIG))
+    return _derived(_read_config(home / CONFIG))
 
 
 def _as_list(value: Any) -> list:

@@ -41,11 +41,19 @@ def export(run_dir: str | Path, path: str | Path, format: str | None = None) -> 
     """Write run ``run_dir``'s labelled results into ``path`` (``.nc`` → netCDF-4 through h5netcdf,
     ``.zarr`` → a zarr store; or ``format``); return ``path``.  Written beside and renamed into place, so
     that an interrupted export leaves no half-written file; an existing ``path`` is replaced only once the
-    new one is complete."""
+    new one is complete, and only if it is an earlier export (a netCDF-4 file, a zarr store): anything
+    else there — a run directory, a folder of yours, another file — is ``FileExistsError``, untouched."""
     run_dir, path = Path(run_dir), Path(path)
     format = format or ("zarr" if path.suffix == ".zarr" else "netcdf")
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; allowed: {', '.join(FORMATS)}")
+    if not path.absolute().parent.is_dir():
+        raise FileNotFoundError(f"cannot export to {path}: the folder {path.absolute().parent} does not exist")
+    if (path.exists() or path.is_symlink()) and not _an_export(path):
+        raise FileExistsError(
+            f"{path} exists and is not an earlier export (a netCDF-4 file or a zarr store); it is left as it "
+            "is: remove it or pick another path"
+        )
     parts = {"members": load(run_dir)}  # the netCDF (zarr) groups
     if (run_dir / SIMILARITY).exists():
         parts["similarity"] = load_similarity(run_dir)
@@ -111,6 +119,16 @@ def _provenance(run_dir: Path) -> dict:
             if k not in ("content", "config_sha256"):
                 out[f"written_by_{k}"] = v
     return out
+
+
+def _an_export(path: Path) -> bool:
+    """Whether ``path`` is what an export writes: a netCDF-4 (HDF5) file or a zarr store."""
+    if path.is_symlink():
+        return False
+    if path.is_dir():
+        return (path / ".zgroup").exists() or (path / "zarr.json").exists()
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"
 
 
 def _remove(path: Path) -> None:
