@@ -73,7 +73,10 @@ class RunDirCheck(Callback):
     none of the directories Hydra made for it."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        run_dir = Path(os.path.abspath(str(config.hydra.run.dir)))  # as Hydra's runtime.output_dir
+        try:
+            run_dir = Path(os.path.abspath(str(config.hydra.run.dir)))  # as Hydra's runtime.output_dir
+        except OmegaConfBaseException:  # no run_dir= given: Hydra's own error follows (one line, main)
+            return
         if run_dir.exists() and not run_dir.is_dir():
             fail(f"{run_dir} is a file, not a run directory")
         base = run_dir

@@ -176,6 +176,10 @@ def test_compose_gives_the_cli_config_and_names_bad_values():
         popdyn.compose("tinny")
     with pytest.raises(ConfigError, match="unknown key train.step"):
         popdyn.compose("tiny", ["train.step=10"])
+    with pytest.raises(ConfigError, match="overrides must be a list of strings"):
+        popdyn.compose("tiny", "train.steps=10")  # a string is not read letter by letter
+    with pytest.raises(ConfigError, match="unknown grid 5; allowed: .*tiny"):
+        popdyn.compose(5)
     with pytest.raises(ConfigError, match="no popdyn config"):
         popdyn.compose("tiny", config_dir="/nonexistent")
     from hydra import compose, initialize_config_dir

@@ -35,6 +35,9 @@ def _one_line_error(r, *named):
         (["+grid=flipflp"], ["'flipflp'", "flipflop", "tiny"]),
         (["+grid=tiny", "train.step=10"], ["train.step", "steps", "batch"]),
         (["+grid=tiny", "grid.units=[8,"], ["grid.units=[8,"]),
+        (["+grid=tiny", "+sed=3"], ["'sed'", "seed", "train"]),  # a misspelt key added with + is not ignored
+        (["+grid=tiny", "progress=abc"], ["progress", "'abc'"]),
+        (["+grid=tiny", f"seed={2**63}"], [str(2**63), str(2**63 - 1)]),
     ],
 )
 def test_hydra_config_errors_are_one_line_exit_2_and_create_nothing(tmp_path, overrides, named):
@@ -42,6 +45,23 @@ def test_hydra_config_errors_are_one_line_exit_2_and_create_nothing(tmp_path, ov
     r = run_script(*overrides, f"hydra.run.dir={new}", cwd=tmp_path)
     _one_line_error(r, *named)
     assert not (tmp_path / "results").exists()
+
+
+def test_analyze_and_figures_refuse_bad_run_dirs_and_keys_in_one_line(tmp_path):
+    """No run_dir, a run_dir that is a file, an empty config.yaml, a key the script does not have: one line,
+    exit 2, nothing made or changed."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.yaml").write_text("")
+    for script in ("analyze.py", "figures.py"):
+        _one_line_error(run_script(cwd=tmp_path, script=script), "run_dir=PATH")
+        _one_line_error(run_script(f"run_dir={a_file}", cwd=tmp_path, script=script), str(a_file), "a file")
+        _one_line_error(run_script(f"run_dir={empty}", cwd=tmp_path, script=script), "config.yaml", "no config")
+        _one_line_error(run_script(f"run_dir={empty}", "+dpi=3", cwd=tmp_path, script=script), "'dpi'", "run_dir")
+    _one_line_error(run_script("+grid=tiny", f"hydra.run.dir={a_file}", cwd=tmp_path), "a file")
+    assert a_file.read_text() == "mine" and (empty / "config.yaml").read_text() == ""
 
 
 def test_refused_new_run_leaves_no_directory_nor_empty_parents(tmp_path):
