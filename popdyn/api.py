@@ -16,6 +16,7 @@ They are also ``popdyn.run``, ``popdyn.compare``, ``popdyn.fixed_points`` and ``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,7 @@ def compare(
     names, arrays = _named(states)
     n = len(arrays)
     metrics = _state_metrics(metrics)
-    opts = similarity.SimilarityOptions(**_similarity_options(options), metrics=metrics)
+    opts = replace(_similarity_options(options), metrics=metrics)
     prepared = _prepare(arrays, opts, metrics)
     dist = similarity.all_pairs(prepared, metrics, opts.block)
     coords: dict[str, Any] = {"network": names, "network_to": names}
@@ -225,14 +226,17 @@ def _state_metrics(metrics) -> tuple[str, ...]:
     return metrics
 
 
-def _similarity_options(options: dict) -> dict:
+def _similarity_options(options: dict):
+    """``compare``'s options as :class:`popdyn.similarity.SimilarityOptions`, each value checked as the
+    config's ``similarity`` section is (a ``ConfigError`` names the option and what it must be)."""
     from popdyn import similarity
+    from popdyn.config import _similarity
 
     allowed = [k for k in similarity.option_fields() if k not in ("metrics", "untrained")]
     for k in options:
         if k not in allowed:
             raise TypeError(f"unknown compare option {k!r}; allowed: {', '.join(allowed)}")
-    return options
+    return _similarity(options)
 
 
 def _prepare(arrays: list[np.ndarray], opts, metrics) -> dict:
@@ -268,18 +272,24 @@ def fixed_points(step, params, x_star, states, key=None, **options):
 
     from popdyn._random import flat
     from popdyn.analyses.dynamics import FixedPointOptions, find_fixed_points
+    from popdyn.config import _dynamics
 
     allowed = FixedPointOptions.__dataclass_fields__
     for k in options:
         if k not in allowed:
             raise TypeError(f"unknown fixed_points option {k!r}; allowed: {', '.join(allowed)}")
-    opts = FixedPointOptions(**options)
+    opts = _dynamics(options)[0]  # each value checked as the config's dynamics section is
     states = jnp.asarray(states)
     x_star = jnp.asarray(x_star)
-    if states.ndim != 2:
-        raise ValueError(f"states must be [n, state size], got shape {states.shape}")
+    if states.ndim != 2 or states.shape[0] == 0:
+        raise ValueError(f"states must be [n ≥ 1, state size], got shape {states.shape}")
     if x_star.ndim != 1:
         raise ValueError(f"x_star must be one input vector [inputs], got shape {x_star.shape}")
+    _check_step(step, params, states[0], x_star)
+    if key is not None and not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
+        if getattr(key, "dtype", None) != jnp.uint32 or getattr(key, "shape", None) != (2,):
+            raise TypeError(f"key must be a jax.random key (jax.random.key(0)) or None, got {key!r}")
+        key = jax.random.wrap_key_data(key)  # an old-style jax.random.PRNGKey: the same draws
     if key is not None:
         pick, noise = jax.random.split(key)
         rows = jax.random.randint(pick, (opts.n_initial,), 0, states.shape[0])
@@ -287,3 +297,22 @@ def fixed_points(step, params, x_star, states, key=None, **options):
             jax.random.normal, noise, (opts.n_initial, states.shape[1]), states.dtype
         )
     return find_fixed_points(step, params, x_star, states, opts)
+
+
+def _check_step(step, params, h, x_star) -> None:
+    """``ValueError`` before the search if ``step(params, h, x_star)`` fails on one state or does not
+    return a state of the same shape (it would fail deep inside the compiled search otherwise)."""
+    import jax
+
+    try:
+        out = jax.eval_shape(step, params, h, x_star)
+    except Exception as e:  # the step's own error, on shapes the caller gave
+        raise ValueError(
+            f"step(params, h, x_star) fails for a state h of shape {h.shape} and x_star of shape "
+            f"{x_star.shape}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
+    if not hasattr(out, "shape") or out.shape != h.shape:
+        raise ValueError(
+            f"step(params, h, x_star) must return the next state, of h's shape {h.shape}; it returned "
+            f"{getattr(out, 'shape', type(out).__name__)}"
+        )

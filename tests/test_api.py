@@ -77,6 +77,9 @@ def test_compare_refuses_what_it_cannot_compare():
         popdyn.compare(states, metrics=["topology"])
     with pytest.raises(TypeError, match="unknown compare option 'keep'"):
         popdyn.compare(states, keep=0.9)
+    for bad in ({"keep_variance": "abc"}, {"keep_variance": None}, {"block": "x"}):
+        with pytest.raises(ValueError, match=f"similarity.{next(iter(bad))} must be"):
+            popdyn.compare(states, **bad)
     with pytest.raises(ValueError, match="constant"):
         popdyn.compare([states["lin8"], np.ones((120, 3))])
     with pytest.raises(ValueError, match="4 labels for 5"):
@@ -161,6 +164,32 @@ def test_fixed_points_refuses_unknown_options_and_shapes():
         popdyn.fixed_points(lambda p, h, x: h, None, jnp.zeros(1), jnp.zeros((4, 2)), tol=1.0)
     with pytest.raises(ValueError, match="states must be"):
         popdyn.fixed_points(lambda p, h, x: h, None, jnp.zeros(1), jnp.zeros(4))
+    with pytest.raises(ValueError, match="states must be"):
+        popdyn.fixed_points(lambda p, h, x: h, None, jnp.zeros(1), jnp.zeros((0, 2)))
+    # a step that does not return a state of h's shape, or fails on it: named before the search starts
+    states = jnp.zeros((4, 3))
+    with pytest.raises(
+        ValueError, match=r"must return the next state, of h's shape \(3,\); it returned \(1,\)"
+    ):
+        popdyn.fixed_points(lambda p, h, x: jnp.tanh(h)[:1], None, jnp.zeros(3), states)
+    with pytest.raises(ValueError, match=r"fails for a state h of shape \(3,\) and x_star of shape \(5,\)"):
+        popdyn.fixed_points(lambda p, h, x: jnp.tanh(h + x), None, jnp.zeros(5), states)
+    with pytest.raises(ValueError, match="dynamics.n_initial must be int, got 'abc'"):
+        popdyn.fixed_points(lambda p, h, x: h, None, jnp.zeros(1), states, n_initial="abc")
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
+        popdyn.fixed_points(lambda p, h, x: h, None, jnp.zeros(1), states, key=0)
+
+
+def test_fixed_points_takes_an_old_style_prng_key_with_the_same_draws():
+    def step(p, h, x):
+        return jnp.tanh(3 * h)
+
+    states = jnp.asarray(np.random.default_rng(0).normal(size=(50, 2)), jnp.float32)
+    a = popdyn.fixed_points(step, None, jnp.zeros(2), states, key=jax.random.key(3), n_initial=32, steps=50)
+    b = popdyn.fixed_points(
+        step, None, jnp.zeros(2), states, key=jax.random.PRNGKey(3), n_initial=32, steps=50
+    )
+    np.testing.assert_array_equal(np.asarray(a.states), np.asarray(b.states))
 
 
 # ------------------------------------------------------------------------------------------ run
