@@ -50,9 +50,17 @@ def initialize(section: Mapping | None) -> None:
             raise DistributedError(f"distributed.{key} must be null or a non-negative integer, got {value!r}")
     if n is not None and (n < 1 or (i is not None and i >= n)):
         raise DistributedError(f"distributed.process_id must be in 0 … num_processes − 1, got {i} of {n}")
+    coordinator = section.get("coordinator")
+    if coordinator is not None:
+        host, _, port = str(coordinator).rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise DistributedError(
+                f"distributed.coordinator must be null or host:port of process 0 (e.g. node001:12345), "
+                f"got {coordinator!r}"
+            )
     if jax.distributed.is_initialized():
         return
-    jax.distributed.initialize(section.get("coordinator"), n, i)
+    jax.distributed.initialize(coordinator, n, i)
     if jax.process_index() != 0:  # one log of the run: process 0's
         log.setLevel(logging.WARNING)
     log.info(

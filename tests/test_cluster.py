@@ -184,6 +184,8 @@ def test_a_process_failing_alone_stops_the_other_within_seconds(tmp_path):
         ({"enabled": True, "num_processes": 2, "process_id": 2}, "process_id"),
         ({"enabled": True, "num_processes": -1}, "num_processes"),
         ({"enabled": True, "nodes": 2}, "nodes"),
+        ({"enabled": True, "coordinator": "notahost", "num_processes": 1, "process_id": 0}, "host:port"),
+        ({"enabled": True, "coordinator": "node1:port", "num_processes": 1, "process_id": 0}, "'node1:port'"),
     ],
 )
 def test_bad_distributed_settings_are_refused_before_joining(section, named):
