@@ -90,6 +90,32 @@ class RunDirCheck(Callback):
         _made[run_dir] = base
 
 
+class MultirunCheck(Callback):
+    """Before a multirun (``-m``) sends any job: every job's config checked as ``scripts/sweep.py`` checks
+    one (:func:`popdyn.config.build_sweep`), so that a bad value in the last job is refused before the
+    first one trains, and nothing (no ``multirun.yaml``) is written."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from popdyn.api import compose
+
+        given = [o for o in config.hydra.overrides.task if not o.lstrip("+~").startswith("hydra")]
+        try:
+            parsed = OverridesParser.create().parse_overrides(given)
+            jobs = BasicSweeper.split_arguments(parsed, None)[0]
+        except HydraException:  # a sweep Hydra's sweeper cannot expand: its own error follows
+            return
+        for k, job in enumerate(jobs):
+            try:
+                config_ = compose(None, job)
+                config_.pop("hydra_run_dir")
+                build_sweep(config_)
+            except ConfigError as e:
+                fail(f"job #{k} of {len(jobs)} ({' '.join(job)}): {e}; no job was sent")
+
+
 def interrupted(message: str) -> None:
     print(f"popdyn: interrupted: {message}", file=sys.stderr)
     sys.exit(130)

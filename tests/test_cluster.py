@@ -42,6 +42,17 @@ def test_impossible_shards_are_refused(overrides, named):
         build_sweep(config(*overrides))  # tiny: 2 groups
 
 
+def test_a_multirun_with_one_bad_job_sends_none(tmp_path):
+    """Every job's config is checked before the first is sent: the bad last one is named, nothing trains
+    and nothing is written (no sweep directory, no multirun.yaml)."""
+    sweep = tmp_path / "multirun"
+    r = run_script("-m", "+grid=tiny", "train.steps=20,0", f"hydra.sweep.dir={sweep}", "progress=false",
+                   cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "job #1 of 2" in r.stderr and "train.steps=0" in r.stderr and "no job was sent" in r.stderr
+    assert not sweep.exists()
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_run):
     """The tiny grid run in one process (conftest's ``tiny_run``) and as 2 shards through submitit_local."""
