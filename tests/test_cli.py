@@ -58,8 +58,12 @@ def test_analyze_and_figures_refuse_bad_run_dirs_and_keys_in_one_line(tmp_path):
     for script in ("analyze.py", "figures.py"):
         _one_line_error(run_script(cwd=tmp_path, script=script), "run_dir=PATH")
         _one_line_error(run_script(f"run_dir={a_file}", cwd=tmp_path, script=script), str(a_file), "a file")
-        _one_line_error(run_script(f"run_dir={empty}", cwd=tmp_path, script=script), "config.yaml", "no config")
-        _one_line_error(run_script(f"run_dir={empty}", "+dpi=3", cwd=tmp_path, script=script), "'dpi'", "run_dir")
+        _one_line_error(
+            run_script(f"run_dir={empty}", cwd=tmp_path, script=script), "config.yaml", "no config"
+        )
+        _one_line_error(
+            run_script(f"run_dir={empty}", "+dpi=3", cwd=tmp_path, script=script), "'dpi'", "run_dir"
+        )
     _one_line_error(run_script("+grid=tiny", f"hydra.run.dir={a_file}", cwd=tmp_path), "a file")
     assert a_file.read_text() == "mine" and (empty / "config.yaml").read_text() == ""
 

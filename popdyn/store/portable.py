@@ -48,7 +48,9 @@ def export(run_dir: str | Path, path: str | Path, format: str | None = None) -> 
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; allowed: {', '.join(FORMATS)}")
     if not path.absolute().parent.is_dir():
-        raise FileNotFoundError(f"cannot export to {path}: the folder {path.absolute().parent} does not exist")
+        raise FileNotFoundError(
+            f"cannot export to {path}: the folder {path.absolute().parent} does not exist"
+        )
     if (path.exists() or path.is_symlink()) and not _an_export(path):
         raise FileExistsError(
             f"{path} exists and is not an earlier export (a netCDF-4 file or a zarr store); it is left as it "
